@@ -1,0 +1,65 @@
+"""Reference samplers (DDPM ancestral, DDIM) over any eps-model, with "trailing" spacing.
+
+Teachers and students share these: a model function maps (x_t, t) to (eps, variance values or
+None) and the loop walks the chosen timesteps with the per-sample steps of ``NoiseSchedule``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from dkdm_zoo.diffusion.schedule import NoiseSchedule, inference_timesteps
+
+EpsFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]
+SAMPLERS = ("ddim", "ddpm")
+
+
+@torch.no_grad()
+def sample_loop(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    noise: Tensor,
+    *,
+    steps: int = 50,
+    sampler: str = "ddim",
+    variance_type: str = "fixed_small",
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+    spacing: str = "trailing",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Denoise ``noise`` (pure noise at t = T-1) to x_0 in ``steps`` model evaluations."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    timesteps = inference_timesteps(schedule.num_train_timesteps, steps, spacing)
+    x = noise
+    batch = x.shape[0]
+    for i, t_value in enumerate(timesteps):
+        prev_value = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        t = torch.full((batch,), t_value, device=x.device, dtype=torch.long)
+        prev_t = torch.full((batch,), prev_value, device=x.device, dtype=torch.long)
+        eps, var_values = eps_fn(x, t)
+        if sampler == "ddim":
+            x = schedule.ddim_step(
+                x, t, prev_t, eps, eta=eta, clip_sample=clip_sample, clip_sample_range=clip_sample_range, generator=generator
+            )
+        else:
+            x = schedule.ddpm_step(
+                x,
+                t,
+                eps,
+                prev_t=prev_t,
+                variance_type=variance_type,
+                var_values=var_values,
+                clip_sample=clip_sample,
+                clip_sample_range=clip_sample_range,
+                generator=generator,
+            )
+        if progress is not None:
+            progress(1)
+    return x

@@ -1,0 +1,32 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the user's input: printed as one line, no traceback, exit code 2."""
+
+
+class UnknownNameError(UserError, KeyError):
+    """A registry name that does not exist; the message lists the closest known names."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]):
+        self.kind, self.name = kind, name
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known {kind}: {', '.join(known) or 'none'}"
+        super().__init__(f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}': {hint} (see `dkdm-zoo list {kind}`)")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class IncompatibleError(UserError):
+    """A teacher/student/method combination that cannot work, refused before any training."""
+
+
+class PluginError(Exception):
+    """A plugin that failed to import or register (raised only in strict mode)."""

@@ -1,0 +1,1 @@
+"""Students: networks of any architecture built to fit a teacher's spec."""

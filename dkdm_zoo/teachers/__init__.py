@@ -1,0 +1,1 @@
+"""Teachers: frozen pretrained diffusion models that serve as the only data source."""

@@ -1,0 +1,213 @@
+"""The Teacher interface: one contract that hides each model family's quirks.
+
+A teacher is frozen (eval mode, no grad). Methods call ``predict`` at per-sample timesteps and
+``step`` to advance noisy samples; students are built from ``spec``. Subclasses implement only
+``model_output`` (the raw network output for a batch) and, where they need it, conditioning and
+decoding.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dkdm_zoo.diffusion.sampling import sample_loop
+from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.spec import TeacherSpec
+
+
+@dataclass
+class Condition:
+    """A batch of conditions. Class labels use index ``num_classes`` as the null (unconditional) label."""
+
+    labels: Tensor | None = None  # (B,) long
+    text_embeds: Tensor | None = None  # (B, L, D) encoder hidden states
+    prompts: list[str] | None = None
+
+    def __len__(self) -> int:
+        if self.labels is not None:
+            return len(self.labels)
+        if self.text_embeds is not None:
+            return len(self.text_embeds)
+        return len(self.prompts or [])
+
+    def to(self, device: torch.device | str) -> Condition:
+        return Condition(
+            labels=None if self.labels is None else self.labels.to(device),
+            text_embeds=None if self.text_embeds is None else self.text_embeds.to(device),
+            prompts=self.prompts,
+        )
+
+    def select(self, index: Tensor) -> Condition:
+        idx = index.tolist()
+        return Condition(
+            labels=None if self.labels is None else self.labels[index.to(self.labels.device)],
+            text_embeds=None if self.text_embeds is None else self.text_embeds[index.to(self.text_embeds.device)],
+            prompts=None if self.prompts is None else [self.prompts[i] for i in idx],
+        )
+
+    @staticmethod
+    def cat(conditions: list[Condition]) -> Condition:
+        first = conditions[0]
+        return Condition(
+            labels=None if first.labels is None else torch.cat([c.labels for c in conditions]),
+            text_embeds=None if first.text_embeds is None else torch.cat([c.text_embeds for c in conditions]),
+            prompts=None if first.prompts is None else [p for c in conditions for p in c.prompts],
+        )
+
+    def model_kwargs(self) -> dict[str, Tensor]:
+        """Keyword arguments of the student contract: ``class_labels`` / ``encoder_hidden_states``."""
+        kwargs: dict[str, Tensor] = {}
+        if self.labels is not None:
+            kwargs["class_labels"] = self.labels
+        if self.text_embeds is not None:
+            kwargs["encoder_hidden_states"] = self.text_embeds
+        return kwargs
+
+
+@dataclass
+class TeacherOutput:
+    """A teacher prediction in float32: eps and x0 (unclipped), and the learned-variance values."""
+
+    eps: Tensor
+    x0: Tensor
+    var_values: Tensor | None = None  # learned_range interpolation in [-1, 1], or None
+
+
+class Teacher(ABC):
+    """A frozen diffusion model seen through its ``TeacherSpec``."""
+
+    spec: TeacherSpec
+
+    def __init__(self, spec: TeacherSpec, *, guidance_scale: float | None = None):
+        self.spec = spec
+        self.schedule = NoiseSchedule.from_spec(spec)
+        self.guidance_scale = guidance_scale
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    # -- what a family implements -----------------------------------------------------------------
+    @abstractmethod
+    def modules(self) -> list[nn.Module]:
+        """Every network the teacher holds (moved, frozen and cast together)."""
+
+    @abstractmethod
+    def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
+        """The raw network output (B, out_channels, H, W) in the teacher's prediction type."""
+
+    def sample_conditions(self, n: int, generator: torch.Generator | None = None) -> Condition | None:
+        """Random conditions for n samples (class labels, prompts); None for unconditional teachers."""
+        if self.spec.conditioning == "none":
+            return None
+        if self.spec.conditioning == "class":
+            labels = torch.randint(0, self.spec.num_classes, (n,), generator=generator)
+            return Condition(labels=labels.to(self.device))
+        raise NotImplementedError(f"{type(self).__name__} must implement sample_conditions for text")
+
+    def null_condition(self, n: int) -> Condition | None:
+        if self.spec.conditioning == "none":
+            return None
+        if self.spec.conditioning == "class":
+            return Condition(labels=torch.full((n,), self.spec.num_classes, dtype=torch.long, device=self.device))
+        raise NotImplementedError(f"{type(self).__name__} must implement null_condition for text")
+
+    def decode(self, samples: Tensor) -> Tensor:
+        """Samples in diffusion space -> images in [-1, 1] (identity for pixel-space teachers)."""
+        return samples
+
+    # -- shared behaviour -----------------------------------------------------------------------
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Teacher:
+        self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = dtype
+        for module in self.modules():
+            module.to(self.device, dtype=self.dtype).eval().requires_grad_(False)
+        return self
+
+    @torch.no_grad()
+    def predict(
+        self, x_t: Tensor, t: Tensor, cond: Condition | None = None, guidance_scale: float | None = None
+    ) -> TeacherOutput:
+        """eps and x0 at per-sample t, with classifier-free guidance when a scale > 1 is set."""
+        scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        x_in = x_t.to(self.dtype)
+        if cond is not None and scale is not None and scale != 1.0:
+            null = self.null_condition(len(cond))
+            out = self.model_output(torch.cat([x_in, x_in]), torch.cat([t, t]), Condition.cat([cond, null])).float()
+            out_cond, out_uncond = out.chunk(2)
+            c = self.spec.channels
+            guided = out_uncond[:, :c] + scale * (out_cond[:, :c] - out_uncond[:, :c])
+            out = torch.cat([guided, out_cond[:, c:]], dim=1)  # variance from the conditional branch (as DiT)
+        else:
+            out = self.model_output(x_in, t, cond).float()
+        return self._split(out, x_t.float(), t)
+
+    def _split(self, out: Tensor, x_t: Tensor, t: Tensor) -> TeacherOutput:
+        c = self.spec.channels
+        var_values = out[:, c : 2 * c] if self.spec.learned_variance else None
+        eps, x0 = self.schedule.to_eps_x0(out[:, :c], x_t, t, self.spec.prediction_type)
+        return TeacherOutput(eps=eps, x0=x0, var_values=var_values)
+
+    @torch.no_grad()
+    def step(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        cond: Condition | None = None,
+        *,
+        prediction: TeacherOutput | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, TeacherOutput]:
+        """One ancestral step x_t -> x_{t-1} at per-sample t, as the teacher's own sampler does."""
+        pred = self.predict(x_t, t, cond) if prediction is None else prediction
+        x_prev = self.schedule.ddpm_step(
+            x_t.float(),
+            t,
+            pred.eps,
+            variance_type=self.spec.variance_type,
+            var_values=pred.var_values,
+            clip_sample=self.spec.clip_sample,
+            clip_sample_range=self.spec.clip_sample_range,
+            generator=generator,
+        )
+        return x_prev, pred
+
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        *,
+        steps: int = 50,
+        sampler: str = "ddim",
+        cond: Condition | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Tensor:
+        """Samples in diffusion space with the reference sampler ("trailing" timesteps)."""
+        if cond is None and self.spec.conditioning != "none":
+            cond = self.sample_conditions(n, generator)
+        if noise is None:
+            noise = torch.randn((n, *self.spec.sample_shape), generator=generator).to(self.device)
+
+        def eps_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+            pred = self.predict(x, t, cond, guidance_scale)
+            return pred.eps, pred.var_values
+
+        return sample_loop(
+            eps_fn,
+            self.schedule,
+            noise,
+            steps=steps,
+            sampler=sampler,
+            variance_type=self.spec.variance_type,
+            clip_sample=self.spec.clip_sample,
+            clip_sample_range=self.spec.clip_sample_range,
+            generator=generator,
+            progress=progress,
+        )

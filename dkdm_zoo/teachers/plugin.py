@@ -1,0 +1,38 @@
+"""Built-in teacher families, registered through the same hook a third-party plugin uses.
+
+Factories are lazy ``"module:attr"`` strings so listing teachers never imports torch.
+"""
+
+from dkdm_zoo.registry.hookspecs import hookimpl
+
+_LOADING = {"allow_pickle": False, "dtype": "float32", "local_files_only": None}
+
+
+@hookimpl
+def register_teachers(register):
+    register(
+        "ddpm-unet",
+        "dkdm_zoo.teachers.ddpm_unet:load",
+        summary="diffusers UNet2DModel + DDPM scheduler (hub id or local folder); eps/v/x0, fixed or learned variance",
+        options={"path": None, "subfolder": None, "guidance_scale": None, **_LOADING},
+    )
+    register(
+        "dit",
+        "dkdm_zoo.teachers.dit:load",
+        summary="diffusers DiTTransformer2DModel, class-conditional, learned sigma; latent (with its VAE) or pixel space",
+        options={"path": None, "guidance_scale": 4.0, **_LOADING},
+    )
+    register(
+        "latent-sd",
+        "dkdm_zoo.teachers.latent_sd:load",
+        summary="Stable Diffusion-style latent teacher (UNet2DConditionModel + VAE + CLIP text) with CFG and a prompt list",
+        options={"path": None, "prompts": None, "guidance_scale": 7.5, **_LOADING},
+        requires=("transformers",),
+        extra="sd",
+    )
+    register(
+        "run",
+        "dkdm_zoo.teachers.run:load",
+        summary="a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation",
+        options={"path": None, "guidance_scale": None, "dtype": "float32"},
+    )
