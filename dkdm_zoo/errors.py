@@ -17,8 +17,14 @@ class UnknownNameError(UserError, KeyError):
         self.kind, self.name = kind, name
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known {kind}: {', '.join(known) or 'none'}"
-        super().__init__(f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}': {hint} (see `dkdm-zoo list {kind}`)")
+        hint = (
+            f"did you mean {', '.join(repr(c) for c in close)}?"
+            if close
+            else f"known {kind}: {', '.join(known) or 'none'}"
+        )
+        listable = kind in ("teachers", "students", "methods", "recipes")
+        see = f" (see `dkdm-zoo list {kind}`)" if listable else " (see `dkdm-zoo list`)"
+        super().__init__(f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}': {hint}{see}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

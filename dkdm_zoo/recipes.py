@@ -55,7 +55,15 @@ class TrainConfig:
     tracker: Literal["none", "tensorboard"] = "none"
 
     def validate(self, where: str = "train") -> None:
-        for name in ("steps", "batch_size", "grad_accum", "checkpoints_keep", "preview_samples", "preview_steps", "log_every"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "checkpoints_keep",
+            "preview_samples",
+            "preview_steps",
+            "log_every",
+        ):
             if getattr(self, name) <= 0:
                 raise UserError(f"{where}.{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("warmup_steps", "checkpoint_every", "preview_every"):
@@ -112,9 +120,13 @@ class Recipe:
             key, sep, raw = item.partition("=")
             section, dot, name = key.strip().partition(".")
             if not sep or not dot or not name:
-                raise UserError(f"--set {item!r}: expected section.key=value, e.g. train.steps=100 or method.rho=0.2")
+                raise UserError(
+                    f"--set {item!r}: expected section.key=value, e.g. train.steps=100 or method.rho=0.2"
+                )
             if section not in SECTIONS:
-                raise UserError(f"--set {item!r}: unknown section '{section}'; expected one of {', '.join(SECTIONS)}")
+                raise UserError(
+                    f"--set {item!r}: unknown section '{section}'; expected one of {', '.join(SECTIONS)}"
+                )
             data.setdefault(section, {})[name] = parse_value(raw)
         return recipe_from_dict(data, where="--set", source=self.source)
 
@@ -155,7 +167,10 @@ def _train_config(data: dict[str, Any], where: str) -> TrainConfig:
     for key, value in data.items():
         if key not in hints:
             close = [k for k in hints if k.startswith(key[:3])]
-            raise UserError(f"{where}: unknown key 'train.{key}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            raise UserError(
+                f"{where}: unknown key 'train.{key}'"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
+            )
         values[key] = _check_type(value, hints[key], f"{where}: train.{key}")
     config = TrainConfig(**values)
     config.validate(where=f"{where}: train")
@@ -166,18 +181,24 @@ def _component(data: Any, section: str, where: str, default: str | None = None) 
     if data is None and default is not None:
         return Component(default)
     if not isinstance(data, dict):
-        raise UserError(f"{where}: [{section}] must be a table with at least name = \"...\"")
+        raise UserError(f'{where}: [{section}] must be a table with at least name = "..."')
     options = dict(data)
     name = options.pop("name", default)
     if not isinstance(name, str) or not name:
-        raise UserError(f"{where}: missing key '{section}.name' (a registered {section} name, see `dkdm-zoo list`)")
+        raise UserError(
+            f"{where}: missing key '{section}.name' (a registered {section} name, see `dkdm-zoo list`)"
+        )
     return Component(name, options)
 
 
-def recipe_from_dict(data: dict[str, Any], *, where: str, source: str | None = None, default_name: str = "") -> Recipe:
+def recipe_from_dict(
+    data: dict[str, Any], *, where: str, source: str | None = None, default_name: str = ""
+) -> Recipe:
     unknown = set(data) - set(SECTIONS)
     if unknown:
-        raise UserError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
+        raise UserError(
+            f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}"
+        )
     meta = data.get("recipe", {})
     for key, value in meta.items():
         if key not in RECIPE_KEYS:
@@ -212,7 +233,11 @@ def load_recipe_file(path: str | Path) -> Recipe:
 def validate_against_registry(recipe: Recipe, registry: Any) -> None:
     """Every component name exists; option keys are among the entry's declared options."""
     where = recipe.source or recipe.name
-    for kind, comp in (("teachers", recipe.teacher), ("students", recipe.student), ("methods", recipe.method)):
+    for kind, comp in (
+        ("teachers", recipe.teacher),
+        ("students", recipe.student),
+        ("methods", recipe.method),
+    ):
         try:
             entry = registry.get(kind, comp.name)
         except UnknownNameError as exc:
@@ -253,9 +278,11 @@ def discover_recipes(registry: Any) -> tuple[dict[str, RecipeInfo], list[str]]:
             meta = data.get("recipe", {}) if isinstance(data.get("recipe"), dict) else {}
             name = meta.get("name", file.stem)
             if name in found:
-                problems.append(f"recipe '{name}' in {file} (plugin '{source.plugin}') duplicates {found[name].path} (plugin '{found[name].plugin}')")
+                problems.append(
+                    f"recipe '{name}' in {file} (plugin '{source.plugin}') duplicates {found[name].path} (plugin '{found[name].plugin}')"
+                )
                 continue
-            section = lambda s: data.get(s, {}).get("name", "") if isinstance(data.get(s), dict) else ""  # noqa: E731
+            section = _section_namer(data)
             found[name] = RecipeInfo(
                 name=name,
                 path=file,
@@ -266,6 +293,14 @@ def discover_recipes(registry: Any) -> tuple[dict[str, RecipeInfo], list[str]]:
                 method=section("method") or "dkdm",
             )
     return found, problems
+
+
+def _section_namer(data: dict[str, Any]):
+    def name_of(section: str) -> str:
+        value = data.get(section)
+        return value.get("name", "") if isinstance(value, dict) else ""
+
+    return name_of
 
 
 def resolve_recipe(name_or_path: str, registry: Any) -> Recipe:

@@ -29,7 +29,9 @@ class TeacherSpec:
     space: Space = "pixel"
     num_train_timesteps: int = 1000
     # diffusers DDPMScheduler keys: beta_schedule, beta_start, beta_end (or trained_betas)
-    schedule: dict[str, Any] = field(default_factory=lambda: {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02})
+    schedule: dict[str, Any] = field(
+        default_factory=lambda: {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
+    )
     prediction_type: PredictionType = "epsilon"
     variance_type: VarianceType = "fixed_small"
     clip_sample: bool = False

@@ -89,7 +89,13 @@ def builtin_sources() -> list[PluginSource]:
     from dkdm_zoo import __version__
 
     return [
-        PluginSource(name=mod, load=lambda mod=mod: importlib.import_module(mod), version=__version__, module=mod, builtin=True)
+        PluginSource(
+            name=mod,
+            load=lambda mod=mod: importlib.import_module(mod),
+            version=__version__,
+            module=mod,
+            builtin=True,
+        )
         for mod in DEFAULT_PLUGINS
     ]
 
@@ -117,7 +123,9 @@ def build_registry(
             sources.append(item)
         else:
             name, obj = item
-            sources.append(PluginSource(name=name, load=lambda obj=obj: obj, module=getattr(obj, "__name__", None)))
+            sources.append(
+                PluginSource(name=name, load=lambda obj=obj: obj, module=getattr(obj, "__name__", None))
+            )
     for source in sources:
         _load_one(pm, registry, source, strict)
     return registry
@@ -141,7 +149,9 @@ def _load_one(pm: pluggy.PluginManager, registry: Registry, source: PluginSource
         info.error = _describe_error(exc)
         info.registered = {}
         if strict:
-            raise PluginError(f"plugin '{source.name}' ({source.version or 'unknown version'}) failed: {info.error}") from exc
+            raise PluginError(
+                f"plugin '{source.name}' ({source.version or 'unknown version'}) failed: {info.error}"
+            ) from exc
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -171,7 +181,9 @@ def _call_hooks(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo, 
             info.registered[kind] = [getattr(i, "name", None) or str(getattr(i, "path", i)) for i in items]
 
 
-def _make_register(registry: Registry, info: PluginInfo, kind: str, staged: dict[str, list[Any]]) -> Callable[..., None]:
+def _make_register(
+    registry: Registry, info: PluginInfo, kind: str, staged: dict[str, list[Any]]
+) -> Callable[..., None]:
     def owner_of(name: str) -> str | None:
         if kind == "commands":
             existing = registry.commands.get(name)
@@ -181,12 +193,16 @@ def _make_register(registry: Registry, info: PluginInfo, kind: str, staged: dict
 
     def check_name(name: object) -> str:
         if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise PluginError(f"invalid {kind[:-1]} name {name!r}: use lowercase letters, digits, '-', '_' or '.'")
+            raise PluginError(
+                f"invalid {kind[:-1]} name {name!r}: use lowercase letters, digits, '-', '_' or '.'"
+            )
         other = owner_of(name)
         if other is None and any(getattr(i, "name", None) == name for i in staged[kind]):
             other = info.name
         if other is not None:
-            raise PluginError(f"{kind[:-1]} '{name}' from plugin '{info.name}' is already registered by plugin '{other}'")
+            raise PluginError(
+                f"{kind[:-1]} '{name}' from plugin '{info.name}' is already registered by plugin '{other}'"
+            )
         return name
 
     if kind == "recipes":

@@ -66,7 +66,8 @@ class Entry:
         return {
             p.name: (None if p.default is inspect.Parameter.empty else p.default)
             for p in signature.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("spec", "teacher", "student")
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and p.name not in ("spec", "teacher", "student")
         }
 
     def describe(self) -> dict[str, Any]:
@@ -75,7 +76,9 @@ class Entry:
             "name": self.name,
             "summary": self.summary,
             "plugin": self.plugin,
-            "factory": self.factory if isinstance(self.factory, str) else f"{self.factory.__module__}:{self.factory.__qualname__}",
+            "factory": self.factory
+            if isinstance(self.factory, str)
+            else f"{self.factory.__module__}:{self.factory.__qualname__}",
             "options": self.resolved_options() if self.available else (self.options or {}),
             "available": self.available,
             "unavailable_reason": self.unavailable_reason(),

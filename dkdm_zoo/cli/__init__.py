@@ -1,0 +1,1 @@
+"""The Typer CLI. Modules here import torch only inside command bodies that need it."""

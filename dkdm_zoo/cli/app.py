@@ -1,0 +1,75 @@
+"""The `dkdm-zoo` command. Building the app loads plugins but never imports torch."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dkdm_zoo.cli import listing, recipes_cmd
+from dkdm_zoo.cli.common import ZooGroup, get_registry, set_registry
+
+
+def _version(value: bool) -> None:
+    if value:
+        from dkdm_zoo import __version__
+
+        typer.echo(f"dkdm-zoo {__version__}")
+        raise typer.Exit()
+
+
+def create_app(registry: Any = None) -> typer.Typer:
+    """The CLI over ``registry`` (default: plugins from this environment); plugin sub-apps attached."""
+    if registry is not None:
+        set_registry(registry)
+    app = typer.Typer(
+        cls=ZooGroup,
+        no_args_is_help=True,
+        add_completion=False,
+        help="Data-free knowledge distillation of diffusion models: any teacher, any student (DKDM, BOOT).",
+        pretty_exceptions_show_locals=False,
+    )
+
+    @app.callback()
+    def root(
+        version: Annotated[
+            bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+        ] = False,
+    ) -> None:
+        """dkdm-zoo."""
+
+    app.command("list")(listing.list_cmd)
+    app.command("info")(listing.info_cmd)
+    app.command("plugins")(listing.plugins_cmd)
+    app.add_typer(recipes_cmd.app, name="recipes")
+    _add_optional_commands(app)
+    for command in get_registry().commands.values():
+        app.add_typer(command.app, name=command.name, help=command.help or None)
+    return app
+
+
+def _add_optional_commands(app: typer.Typer) -> None:
+    """Commands whose modules are torch-free at import; their bodies import what they need."""
+    import importlib
+
+    for name, module_name, attr in (
+        ("distill", "dkdm_zoo.cli.distill", "distill"),
+        ("sample", "dkdm_zoo.cli.sample", "sample"),
+        ("eval", "dkdm_zoo.cli.evaluate", "evaluate"),
+        ("matrix", "dkdm_zoo.cli.matrix", "matrix"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        app.command(name)(getattr(module, attr))
+
+
+def main() -> None:
+    create_app()()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Shared CLI plumbing: the registry for this process, consoles, and user-error handling."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from dkdm_zoo.errors import UserError
+
+_state: dict[str, Any] = {"registry": None}
+
+# Console reads COLUMNS / NO_COLOR / TERM from the environment, so tests and CI can pin the width.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def set_registry(registry: Any) -> None:
+    _state["registry"] = registry
+
+
+def get_registry() -> Any:
+    """The registry of this CLI process (built once, on first use)."""
+    if _state["registry"] is None:
+        from dkdm_zoo.registry import build_registry
+
+        _state["registry"] = build_registry()
+    return _state["registry"]
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class ZooGroup(TyperGroup):
+    """Turns a ``UserError`` anywhere below into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, highlight=False)
+            raise typer.Exit(2) from None

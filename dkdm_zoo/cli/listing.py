@@ -1,0 +1,164 @@
+"""`list`, `info` and `plugins`: what the registry holds. Never imports torch (except `info --teacher`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from dkdm_zoo.cli.common import console, get_registry, print_json
+from dkdm_zoo.errors import UnknownNameError, UserError
+from dkdm_zoo.registry.hookspecs import ENTRY_KINDS
+
+LIST_KINDS = (*ENTRY_KINDS, "recipes")
+
+
+def _entry_rows(kind: str, pattern: str) -> list[dict[str, Any]]:
+    registry = get_registry()
+    if kind == "recipes":
+        import fnmatch
+
+        from dkdm_zoo.recipes import discover_recipes
+
+        recipes, _ = discover_recipes(registry)
+        return [
+            {
+                "kind": "recipe",
+                "name": r.name,
+                "summary": r.description,
+                "plugin": r.plugin,
+                "available": True,
+            }
+            for name, r in sorted(recipes.items())
+            if fnmatch.fnmatchcase(name, pattern)
+        ]
+    return [
+        {
+            "kind": kind[:-1],
+            "name": e.name,
+            "summary": e.summary if e.available else f"{e.summary} [unavailable: {e.unavailable_reason()}]",
+            "plugin": e.plugin,
+            "available": e.available,
+        }
+        for e in registry.list(kind, pattern)
+    ]
+
+
+def list_cmd(
+    kind: Annotated[
+        str | None, typer.Argument(help="teachers, students, methods or recipes (default: all)")
+    ] = None,
+    pattern: Annotated[
+        str | None, typer.Argument(help="shell-style wildcard on names, e.g. '*unet*' [default: *]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List registered teachers, students, methods and recipes."""
+    if kind is not None and kind not in LIST_KINDS:
+        if kind.rstrip("s") + "s" in LIST_KINDS:
+            kind = kind.rstrip("s") + "s"
+        elif pattern is None:
+            kind, pattern = None, kind  # `dkdm-zoo list '*unet*'`: one argument that is no kind is a pattern
+        else:
+            raise UserError(f"unknown kind '{kind}': expected one of {', '.join(LIST_KINDS)}")
+    pattern = pattern or "*"
+    kinds = LIST_KINDS if kind is None else (kind,)
+    rows = [row for k in kinds for row in _entry_rows(k, pattern)]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"nothing registered matches '{pattern}' (see `dkdm-zoo list`)")
+        return
+    table = Table(title=None, show_lines=False)
+    for column in ("kind", "name", "summary", "plugin"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        style = None if row["available"] else "dim"
+        table.add_row(row["kind"], row["name"], row["summary"], row["plugin"], style=style)
+    console.print(table)
+    broken = get_registry().broken_plugins
+    if broken:
+        console.print(f"[yellow]{len(broken)} plugin(s) failed to load; see `dkdm-zoo plugins`[/]")
+
+
+def info_cmd(
+    name: Annotated[str, typer.Argument(help="a teacher, student, method or recipe name")],
+    kind: Annotated[str | None, typer.Option(help="disambiguate: teachers, students or methods")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(help="for a student: build it for this teacher (NAME or NAME@SOURCE) and show its size"),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="student size preset, with --teacher")] = "small",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """What an entry is, its options and defaults, and which plugin provides it."""
+    registry = get_registry()
+    if kind is not None:
+        entries = [registry.get(kind if kind.endswith("s") else kind + "s", name)]
+    else:
+        entries = registry.find(name)
+    if not entries:
+        from dkdm_zoo.recipes import discover_recipes
+
+        recipes, _ = discover_recipes(registry)
+        if name in recipes:
+            from dkdm_zoo.cli.recipes_cmd import show
+
+            show(name)
+            return
+        raise UnknownNameError("names", name, [*registry.all_names(), *recipes])
+    described = [e.describe() for e in entries]
+    if teacher is not None:
+        student_entries = [e for e in entries if e.kind == "students"]
+        if not student_entries:
+            raise UserError(f"--teacher applies to students; '{name}' is a {entries[0].kind[:-1]}")
+        from dkdm_zoo.students.base import describe_student
+        from dkdm_zoo.teachers.loading import parse_teacher_ref
+
+        teacher_name, teacher_options = parse_teacher_ref(teacher)
+        spec = registry.create("teachers", teacher_name, **teacher_options).spec
+        built = describe_student(spec, name, preset, registry=registry)
+        for d in described:
+            if d["kind"] == "student":
+                d["built_for_teacher"] = {"teacher": teacher, **built}
+    if as_json:
+        print_json(described if len(described) > 1 else described[0])
+        return
+    for d in described:
+        table = Table(show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column(overflow="fold")
+        table.add_row("name", d["name"])
+        table.add_row("kind", d["kind"])
+        table.add_row("summary", d["summary"])
+        table.add_row("plugin", d["plugin"])
+        table.add_row("factory", d["factory"])
+        if d["unavailable_reason"]:
+            table.add_row("unavailable", d["unavailable_reason"])
+        options = d["options"] or {}
+        table.add_row("options", "\n".join(f"{k} = {v!r}" for k, v in options.items()) or "(none)")
+        for key, value in d.get("built_for_teacher", {}).items():
+            table.add_row(key, str(value))
+        console.print(table)
+        console.print()
+
+
+def plugins_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Installed plugins, their versions, what each registers, and broken ones with their error."""
+    plugins = get_registry().plugins
+    if as_json:
+        print_json([p.to_dict() for p in plugins])
+        return
+    table = Table()
+    for column in ("plugin", "version", "status", "registers"):
+        table.add_column(column, overflow="fold")
+    for p in plugins:
+        registers = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.registered.items())
+        status = "[green]ok[/]" if p.ok else f"[red]broken[/] {p.error}"
+        label = f"{p.name} (built-in)" if p.builtin else p.name
+        table.add_row(label, p.version or "?", status, registers)
+    console.print(table)

@@ -1,0 +1,53 @@
+"""`recipes list` and `recipes show`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.syntax import Syntax
+from rich.table import Table
+
+from dkdm_zoo.cli.common import ZooGroup, console, get_registry, print_json
+from dkdm_zoo.errors import UnknownNameError
+
+app = typer.Typer(
+    cls=ZooGroup,
+    no_args_is_help=True,
+    help="Recipes: data-only TOML files naming teacher, student, method and settings.",
+)
+
+
+@app.command("list")
+def list_recipes(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List the recipes every plugin registered."""
+    from dkdm_zoo.recipes import discover_recipes
+
+    recipes, problems = discover_recipes(get_registry())
+    if as_json:
+        print_json([{**vars(r), "path": str(r.path)} for r in recipes.values()])
+        return
+    table = Table()
+    for column in ("name", "teacher", "student", "method", "description", "plugin"):
+        table.add_column(column, overflow="fold")
+    for r in sorted(recipes.values(), key=lambda r: r.name):
+        table.add_row(r.name, r.teacher, r.student, r.method, r.description, r.plugin)
+    console.print(table)
+    for problem in problems:
+        console.print(f"[yellow]warning:[/] {problem}")
+
+
+@app.command("show")
+def show(name: Annotated[str, typer.Argument(help="recipe name")]) -> None:
+    """Print a recipe, validated, with every default filled in."""
+    from dkdm_zoo.recipes import discover_recipes, resolve_recipe
+
+    registry = get_registry()
+    recipes, _ = discover_recipes(registry)
+    if name not in recipes:
+        raise UnknownNameError("recipes", name, recipes)
+    recipe = resolve_recipe(str(recipes[name].path), registry)
+    console.print(f"# {recipes[name].path} (plugin: {recipes[name].plugin})")
+    console.print(Syntax(recipe.dumps(), "toml", theme="ansi_dark", background_color="default"))
