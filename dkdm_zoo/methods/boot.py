@@ -1,0 +1,187 @@
+"""BOOT (Gu et al., ICML 2024): a one-step generator distilled from a teacher by bootstrapping.
+
+The generator g(eps, t, c) predicts the teacher's DDIM trajectory from ``eps`` in signal form
+y_t = (x_t - sigma_t eps) / alpha_t. One iteration, for a pair of grid times s < t:
+
+    target = y_t + (r_t - r_s) (eps - e_hat),   y_t = sg[g(eps, t)],  x_t = alpha_t y_t + sigma_t eps,
+                                                 e_hat = teacher eps at (x_t, t), r = sigma / alpha
+    loss   = w(t, s) ||g(eps, s) - target||^2 + beta ||g(eps, T) - f_T||^2,  f_T = teacher x0 at (eps, T)
+
+The eps form of the target is an exact DDIM step in y-space and never divides by alpha, which is
+tiny near T. Everything runs in the teacher's sample space (latents for a latent teacher).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from dkdm_zoo.diffusion.schedule import inference_timesteps
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import Method
+from dkdm_zoo.students.one_step import OneStepGenerator, load_matching_weights
+from dkdm_zoo.teachers.base import Condition, Teacher
+
+Weighting = Literal["none", "inverse-step"]
+
+
+def signal_ddim_target(y_t: Tensor, noise: Tensor, eps_hat: Tensor, r_t: Tensor, r_s: Tensor) -> Tensor:
+    """One teacher DDIM step t -> s in y-space: y_s = y_t + (r_t - r_s)(eps - e_hat)."""
+    return y_t + (r_t - r_s) * (noise - eps_hat)
+
+
+class BOOT(Method):
+    """Data-free bootstrapping distillation into a one-step generator."""
+
+    one_step = True
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        num_steps: int = 16,
+        weighting: Weighting = "none",
+        boundary_weight: float = 1.0,
+        boundary_every: int = 1,
+        guidance_scale: float | None = None,
+        clip: bool | None = None,
+        init_from_teacher: str | bool = "auto",
+    ):
+        super().__init__(teacher, student)
+        T = teacher.spec.num_train_timesteps
+        if not 1 <= num_steps < T:
+            raise UserError(f"method.num_steps must be in 1..{T - 1}, got {num_steps}")
+        if weighting not in ("none", "inverse-step"):
+            raise UserError(f"method.weighting must be 'none' or 'inverse-step', got {weighting!r}")
+        if boundary_every < 1 or boundary_weight < 0:
+            raise UserError("method.boundary_every must be >= 1 and method.boundary_weight >= 0")
+        self.options = {
+            "num_steps": num_steps,
+            "weighting": weighting,
+            "boundary_weight": boundary_weight,
+            "boundary_every": boundary_every,
+            "guidance_scale": guidance_scale,
+            "clip": clip,
+            "init_from_teacher": init_from_teacher,
+        }
+        self.clip = teacher.spec.clip_sample if clip is None else clip
+        self.guidance_scale = guidance_scale
+        # Grid of teacher times (descending, "trailing": starts at T-1) ending at 0; pairs (t, s).
+        grid = sorted(set(inference_timesteps(T, num_steps)) | {0}, reverse=True)
+        self.t_grid = torch.tensor(grid[:-1], dtype=torch.long)
+        self.s_grid = torch.tensor(grid[1:], dtype=torch.long)
+        ratios = (
+            teacher.schedule.sqrt_one_minus_alphas_cumprod / teacher.schedule.sqrt_alphas_cumprod
+        ).float()
+        self.r = ratios  # r_t = sigma_t / alpha_t (float32 is plenty: it only scales eps - e_hat)
+        if weighting == "inverse-step":
+            log_r = torch.log(ratios)
+            w = 1.0 / (log_r[self.t_grid] - log_r[self.s_grid])
+            self.pair_weights = w / w.mean()
+        else:
+            self.pair_weights = torch.ones(len(self.t_grid))
+
+    # -- student preparation (called by the engine before the optimiser exists) -------------------
+    @classmethod
+    def prepare_student(cls, student: nn.Module, teacher: Teacher, **options: Any) -> nn.Module:
+        """Wrap the backbone as a OneStepGenerator, initialised from the teacher's weights if asked."""
+        if isinstance(student, OneStepGenerator):
+            return student
+        mode = options.get("init_from_teacher", "auto")
+        if mode not in ("auto", True, False, "true", "false"):
+            raise UserError(f"method.init_from_teacher must be auto, true or false, got {mode!r}")
+        if mode in (True, "true", "auto"):
+            networks = teacher.modules()
+            fraction = load_matching_weights(student, networks[0]) if networks else 0.0
+            if fraction < 1.0 and mode != "auto":
+                raise UserError(
+                    f"init_from_teacher: the student matches only {fraction:.0%} of the teacher's tensors; "
+                    "use the teacher's architecture or set method.init_from_teacher=false"
+                )
+        return OneStepGenerator.wrap(student, teacher.spec.channels)
+
+    # -- training ------------------------------------------------------------------------------------
+    def _noise(self, n: int) -> Tensor:
+        return torch.randn((n, *self.teacher.spec.sample_shape), generator=self.generator).to(self.device)
+
+    def _teacher_eps_x0(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
+        """Teacher eps and x0 along its DDIM trajectory (eps re-derived from a clipped x0, as DDIM does)."""
+        pred = self.teacher.predict(x_t, t, cond, self.guidance_scale)
+        self.teacher_forwards += len(x_t) * (2 if self._guided(cond) else 1)
+        if not self.clip:
+            return pred.eps, pred.x0
+        x0 = pred.x0.clamp(-self.teacher.spec.clip_sample_range, self.teacher.spec.clip_sample_range)
+        return self.teacher.schedule.x0_to_eps(x_t, x0, t), x0
+
+    def _guided(self, cond: Condition | None) -> bool:
+        scale = self.guidance_scale if self.guidance_scale is not None else self.teacher.guidance_scale
+        return cond is not None and scale is not None and scale != 1.0
+
+    @torch.no_grad()
+    def bootstrap_target(
+        self, student: nn.Module, noise: Tensor, t: Tensor, s: Tensor, cond: Condition | None
+    ) -> Tensor:
+        """sg[g(eps, t)] advanced by one teacher DDIM step to s, in y-space (no gradient)."""
+        sched = self.teacher.schedule
+        kwargs = cond.model_kwargs() if cond is not None else {}
+        y_t = student(noise, t, **kwargs).float()
+        x_t = sched.alpha(t, y_t) * y_t + sched.sigma(t, y_t) * noise
+        eps_hat, _ = self._teacher_eps_x0(x_t, t, cond)
+        r = self.r.to(noise.device)
+        return signal_ddim_target(y_t, noise, eps_hat, r[t].view(-1, 1, 1, 1), r[s].view(-1, 1, 1, 1))
+
+    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, dict[str, float]]:
+        noise = self._noise(batch_size)
+        cond = self.teacher.sample_conditions(batch_size, self.generator)
+        cond = cond.to(self.device) if cond is not None else None
+        kwargs = cond.model_kwargs() if cond is not None else {}
+        pair = torch.randint(0, len(self.t_grid), (batch_size,), generator=self.generator)
+        t, s = self.t_grid[pair].to(self.device), self.s_grid[pair].to(self.device)
+
+        target = self.bootstrap_target(student, noise, t, s, cond)
+
+        with_boundary = step % self.options["boundary_every"] == 0 and self.options["boundary_weight"] > 0
+        if with_boundary:
+            T = torch.full_like(t, self.teacher.spec.num_train_timesteps - 1)
+            with torch.no_grad():
+                _, f_T = self._teacher_eps_x0(noise, T, cond)
+            # One student call for both branches keeps DDP to one forward per backward.
+            both = student(torch.cat([noise, noise]), torch.cat([s, T]), **_repeat(kwargs)).float()
+            y_s, y_T = both.chunk(2)
+            boundary = ((y_T - f_T) ** 2).mean()
+        else:
+            y_s = student(noise, s, **kwargs).float()
+            boundary = torch.zeros((), device=self.device)
+
+        per_sample = ((y_s - target) ** 2).flatten(1).mean(1)
+        bootstrap = (self.pair_weights.to(self.device)[pair] * per_sample).mean()
+        loss = bootstrap + self.options["boundary_weight"] * boundary
+        return loss, {"bootstrap_loss": bootstrap.item(), "boundary_loss": boundary.item()}
+
+    @torch.no_grad()
+    def sample(
+        self,
+        student: nn.Module,
+        n: int,
+        *,
+        cond: Condition | None = None,
+        generator=None,
+        decode: bool = True,
+        **_: Any,
+    ) -> Tensor:
+        """Exactly one network evaluation: x_0 = g(eps, 0, c)."""
+        device = next(student.parameters()).device
+        if cond is None and self.teacher.spec.conditioning != "none":
+            cond = self.teacher.sample_conditions(n, generator)
+        kwargs = cond.to(device).model_kwargs() if cond is not None else {}
+        noise = torch.randn((n, *self.teacher.spec.sample_shape), generator=generator).to(device)
+        t = torch.zeros(n, dtype=torch.long, device=device)
+        x0 = student(noise, t, **kwargs).float()
+        return self.teacher.decode(x0) if decode else x0
+
+
+def _repeat(kwargs: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: torch.cat([v, v]) for k, v in kwargs.items()}

@@ -1,0 +1,158 @@
+"""BOOT: the y-space DDIM step, the stop-gradient target, the boundary loss at teacher init, one-step sampling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UNet2DModel
+from diffusers.configuration_utils import register_to_config
+
+from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.methods.boot import BOOT, signal_ddim_target
+from dkdm_zoo.students.one_step import OneStepGenerator, load_matching_weights
+from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
+
+UNET_CONFIG = dict(
+    sample_size=8,
+    in_channels=1,
+    out_channels=1,
+    layers_per_block=1,
+    block_out_channels=(8, 16),
+    down_block_types=("DownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "UpBlock2D"),
+    norm_num_groups=4,
+)
+
+
+class ContractUNet(ModelMixin, ConfigMixin):
+    """A UNet2DModel behind the student contract (same tensors as the teacher, under a prefix)."""
+
+    @register_to_config
+    def __init__(self, unet_config: dict):
+        super().__init__()
+        self.unet = UNet2DModel(**unet_config)
+
+    def forward(self, sample, timestep, class_labels=None, encoder_hidden_states=None):
+        return self.unet(sample, timestep, class_labels=class_labels).sample
+
+
+def tiny_teacher(seed: int = 0, **scheduler) -> DDPMUNetTeacher:
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**UNET_CONFIG)
+    with torch.no_grad():  # random but non-trivial outputs
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return DDPMUNetTeacher(unet, dict(DDPMScheduler(num_train_timesteps=1000, **scheduler).config))
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_y_space_step_equals_x_space_ddim(prediction_type):
+    sched = NoiseSchedule.from_config(1000)
+    g = torch.Generator().manual_seed(1)
+    y_t, noise, out = (torch.randn(6, 1, 4, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([900, 700, 500, 300, 100, 20])
+    s = torch.tensor([850, 600, 499, 100, 0, 19])
+    x_t = sched.alpha(t, y_t) * y_t + sched.sigma(t, y_t) * noise
+    eps_hat, x0_hat = sched.to_eps_x0(out, x_t, t, prediction_type)
+    x_s = sched.ddim_step(x_t, t, s, eps_hat)  # deterministic DDIM in x-space
+    y_s_from_x = (x_s - sched.sigma(s, x_s) * noise) / sched.alpha(s, x_s)
+    r = (sched.sqrt_one_minus_alphas_cumprod / sched.sqrt_alphas_cumprod).view(-1, 1, 1, 1)
+    y_s = signal_ddim_target(y_t, noise, eps_hat, r[t], r[s])
+    torch.testing.assert_close(y_s, y_s_from_x, rtol=1e-9, atol=1e-9)
+    # the x0 form of the same step: y_s = y_t + (1 - r_s / r_t)(f - y_t)
+    torch.testing.assert_close(y_s, y_t + (1 - r[s] / r[t]) * (x0_hat - y_t), rtol=1e-9, atol=1e-9)
+
+
+def make_boot(teacher, init="auto", **options):
+    backbone = ContractUNet(UNET_CONFIG)
+    student = BOOT.prepare_student(backbone, teacher, init_from_teacher=init)
+    method = BOOT(teacher, student, init_from_teacher=init, **options)
+    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    return method, student
+
+
+def test_target_has_no_gradient_and_loss_gradient_flows_only_through_y_s():
+    teacher = tiny_teacher()
+    method, student = make_boot(teacher, init=False, boundary_weight=0.0)
+    noise = torch.randn(4, 1, 8, 8)
+    t, s = method.t_grid[:4], method.s_grid[:4]
+    target = method.bootstrap_target(student, noise, t, s, None)
+    assert not target.requires_grad
+
+    torch.manual_seed(0)
+    method.generator = torch.Generator().manual_seed(5)
+    loss, _ = method.loss(student, 4, step=1)
+    grads = torch.autograd.grad(loss, list(student.parameters()))
+    # the same draws, by hand: w * ||g(eps, s) - sg[target]||^2
+    gen = torch.Generator().manual_seed(5)
+    noise = torch.randn((4, 1, 8, 8), generator=gen)
+    pair = torch.randint(0, len(method.t_grid), (4,), generator=gen)
+    t, s = method.t_grid[pair], method.s_grid[pair]
+    target = method.bootstrap_target(student, noise, t, s, None)
+    manual = ((student(noise, s) - target) ** 2).flatten(1).mean(1).mean()
+    torch.testing.assert_close(loss, manual)
+    for a, b in zip(grads, torch.autograd.grad(manual, list(student.parameters())), strict=True):
+        torch.testing.assert_close(a, b)
+    assert all(p.grad is None for p in teacher.unet.parameters())
+
+
+def test_boundary_loss_at_teacher_initialisation_matches_theory():
+    teacher = tiny_teacher(seed=3, clip_sample=False)
+    method, student = make_boot(teacher, init=True, boundary_weight=1.0)
+    for a, b in zip(
+        student.backbone.unet.state_dict().values(), teacher.unet.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    gen = torch.Generator().manual_seed(11)
+    method.generator = gen
+    _, logs = method.loss(student, 8, step=0)
+    # replay the draws: g(eps, T) is the teacher's eps output at x = eps; f_T = (eps - sigma_T e) / alpha_T
+    gen = torch.Generator().manual_seed(11)
+    noise = torch.randn((8, 1, 8, 8), generator=gen)
+    T = torch.full((8,), 999)
+    with torch.no_grad():
+        e = teacher.unet(noise, T).sample
+    sched = teacher.schedule
+    f_T = (noise - sched.sigma(T, noise) * e) / sched.alpha(T, noise)
+    expected = ((e - f_T) ** 2).mean().item()
+    assert logs["boundary_loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_init_from_teacher_refuses_mismatched_architecture():
+    teacher = tiny_teacher()
+    other = ContractUNet({**UNET_CONFIG, "block_out_channels": (8, 8)})
+    assert load_matching_weights(other, teacher.unet) < 1.0
+    with pytest.raises(Exception, match="matches only"):
+        BOOT.prepare_student(other, teacher, init_from_teacher=True)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    BOOT.prepare_student(other, teacher, init_from_teacher="auto")  # falls back to scratch, untouched
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+
+
+def test_one_step_sampling_uses_exactly_one_evaluation_and_round_trips(tmp_path):
+    teacher = tiny_teacher()
+    method, student = make_boot(teacher)
+    calls = []
+    handle = student.backbone.register_forward_hook(lambda *_: calls.append(1))
+    images = method.sample(student, 5, generator=torch.Generator().manual_seed(0))
+    handle.remove()
+    assert images.shape == (5, 1, 8, 8) and len(calls) == 1
+    student.save_pretrained(tmp_path / "g")
+    loaded = OneStepGenerator.from_pretrained(tmp_path / "g")
+    noise = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(loaded.generate(noise), student.generate(noise), rtol=0, atol=0)
+
+
+def test_clipping_teacher_target_uses_clipped_x0():
+    teacher = tiny_teacher(clip_sample=True)
+    method, student = make_boot(teacher, init=False)
+    assert method.clip
+    noise = torch.randn(4, 1, 8, 8)
+    T = torch.full((4,), 999)
+    eps, x0 = method._teacher_eps_x0(noise, T, None)
+    assert x0.abs().max() <= 1.0
+    # eps re-derived from the clipped x0 reproduces x_t exactly
+    sched = teacher.schedule
+    torch.testing.assert_close(
+        sched.alpha(T, noise) * x0 + sched.sigma(T, noise) * eps, noise, rtol=1e-4, atol=1e-4
+    )
