@@ -36,3 +36,20 @@ def register_teachers(register):
         summary="a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation",
         options={"path": None, "guidance_scale": None, "dtype": "float32"},
     )
+    register(
+        "spec",
+        "dkdm_zoo.teachers.spec_only:load",
+        summary="no network, only a shape/schedule/conditioning spec: for `data` training on real images",
+        options={
+            "sample_shape": [1, 8, 8],
+            "conditioning": "none",
+            "num_classes": None,
+            "num_train_timesteps": 1000,
+            "beta_schedule": "linear",
+            "beta_start": 1e-4,
+            "beta_end": 0.02,
+            "prediction_type": "epsilon",
+            "variance_type": "fixed_small",
+            "clip_sample": True,
+        },
+    )

@@ -1,0 +1,57 @@
+"""`spec`: a teacher that is only a TeacherSpec, with no network.
+
+It lets `data` training (the reference teachers, the data-trained baseline) pick its student's
+shape, schedule and conditioning through the same recipe keys as any distillation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.teachers.base import Condition, Teacher
+
+
+class SpecTeacher(Teacher):
+    """Shape, schedule and conditioning only; asking it for a prediction is a user error."""
+
+    def modules(self) -> list[nn.Module]:
+        return []
+
+    def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
+        raise UserError("the 'spec' teacher has no network: use it only with method 'data' (training on real data)")
+
+
+def load(
+    sample_shape: list[int] | tuple[int, ...] = (1, 8, 8),
+    conditioning: str = "none",
+    num_classes: int | None = None,
+    num_train_timesteps: int = 1000,
+    beta_schedule: str = "linear",
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    prediction_type: str = "epsilon",
+    variance_type: str = "fixed_small",
+    clip_sample: bool = True,
+    **extra: Any,
+) -> SpecTeacher:
+    if extra:
+        raise UserError(f"teacher 'spec' has no option {', '.join(map(repr, sorted(extra)))}")
+    try:
+        spec = TeacherSpec(
+            sample_shape=tuple(int(v) for v in sample_shape),  # type: ignore[arg-type]
+            num_train_timesteps=num_train_timesteps,
+            schedule={"beta_schedule": beta_schedule, "beta_start": beta_start, "beta_end": beta_end},
+            prediction_type=prediction_type,  # type: ignore[arg-type]
+            variance_type=variance_type,  # type: ignore[arg-type]
+            clip_sample=clip_sample,
+            conditioning=conditioning,  # type: ignore[arg-type]
+            num_classes=num_classes,
+            family="spec",
+        )
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"teacher 'spec': {exc}") from None
+    return SpecTeacher(spec)
