@@ -9,17 +9,32 @@ def register_methods(register):
         "dkdm",
         "dkdm_zoo.methods.dkdm:DKDM",
         summary="DKDM dynamic iterative distillation: a pool advanced one teacher step per training step",
-        options={"rho": 0.4, "variant": "dynamic", "pool_init": "ancestral", "pool_init_steps": 10, "kl_weight": 1.0, "cond_drop_prob": 0.0},
+        options={
+            "rho": 0.4,
+            "variant": "dynamic",
+            "pool_init": "ancestral",
+            "pool_init_steps": 10,
+            "pool_init_batch": 0,
+            "kl_weight": 1.0,
+            "cond_drop_prob": 0.0,
+        },
     )
     register(
         "synthetic",
         "dkdm_zoo.methods.synthetic:Synthetic",
         summary="data-free baseline: generate a dataset with the teacher's sampler, then train on it",
-        options={"num_samples": 1024, "sampler": "ddpm", "sampler_steps": 1000},
+        options={
+            "num_samples": 1024,
+            "sampler": "ddpm",
+            "sampler_steps": 1000,
+            "sample_batch": 256,
+            "cond_drop_prob": 0.0,
+            "vlb": True,
+        },
     )
     register(
         "data",
         "dkdm_zoo.methods.data:DataTraining",
         summary="standard diffusion training on a real dataset (reference teachers, data baseline)",
-        options={"dataset": "digits"},
+        options={"dataset": "digits", "cond_drop_prob": 0.1, "vlb": True},
     )

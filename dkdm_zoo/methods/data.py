@@ -1,0 +1,197 @@
+"""Standard diffusion training (the data baseline and the reference teachers) and its shared pieces.
+
+``DenoisingTraining`` is the textbook loss on a tensor of clean samples: random t, q(x_t | x_0),
+eps MSE (+ IDDPM's hybrid vlb term for a learned-variance student). ``DataTraining`` feeds it a
+real dataset; ``synthetic.Synthetic`` feeds it teacher samples. For data training the teacher is
+usually the network-free ``spec`` teacher (dkdm_zoo.teachers.spec_only): shape, schedule and
+conditioning are all a student, this method and the engine need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import Method, student_eps
+from dkdm_zoo.methods.losses import vlb_term
+from dkdm_zoo.teachers.base import Condition, Teacher
+
+
+# -- conditions as tensors (pools and datasets store them per sample) ----------------------------------
+def condition_tensors(cond: Condition | None) -> dict[str, Tensor]:
+    if cond is None:
+        return {}
+    out = {}
+    if cond.labels is not None:
+        out["labels"] = cond.labels
+    if cond.text_embeds is not None:
+        out["text_embeds"] = cond.text_embeds
+    return out
+
+
+def condition_from_tensors(tensors: dict[str, Tensor]) -> Condition | None:
+    if not tensors:
+        return None
+    return Condition(labels=tensors.get("labels"), text_embeds=tensors.get("text_embeds"))
+
+
+def drop_condition(
+    teacher: Teacher, cond: Condition | None, prob: float, generator: torch.Generator
+) -> Condition | None:
+    """Replace each sample's condition by the null condition with probability ``prob`` (to learn CFG)."""
+    if cond is None or prob <= 0:
+        return cond
+    n = len(cond)
+    drop = torch.rand(n, generator=generator) < prob
+    if not bool(drop.any()):
+        return cond
+    null = teacher.null_condition(n)
+    labels, text = cond.labels, cond.text_embeds
+    if labels is not None:
+        labels = torch.where(drop.to(labels.device), null.labels.to(labels.device), labels)
+    if text is not None:
+        mask = drop.to(text.device).reshape(-1, *([1] * (text.ndim - 1)))
+        text = torch.where(mask, null.text_embeds.to(text.device, text.dtype), text)
+    return Condition(labels=labels, text_embeds=text)
+
+
+def forward_cost(teacher: Teacher, n: int, cond: Condition | None) -> int:
+    """Teacher network evaluations for n samples: classifier-free guidance evaluates twice."""
+    g = teacher.guidance_scale
+    return n * (2 if cond is not None and g is not None and g != 1.0 else 1)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (main process only); yields ``advance(n)``."""
+    if not enabled or total <= 0:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# -- standard diffusion training --------------------------------------------------------------------------
+class DenoisingTraining(Method):
+    """Eps-prediction training on clean samples ``self.samples`` (in the teacher's diffusion space)."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        cond_drop_prob: float = 0.0,
+        vlb: bool = True,
+        **options: Any,
+    ):
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise UserError(f"method.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb, **options)
+        self.cond_drop_prob, self.vlb = cond_drop_prob, vlb
+        self.samples: Tensor | None = None
+        self.sample_cond: dict[str, Tensor] = {}
+        self.batch_size: int | None = None
+        self.show_progress = False
+        self.cpu_generator = torch.Generator()
+
+    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
+        super().setup(device, generator, resuming=resuming)
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+        self.cpu_generator = torch.Generator().manual_seed(seed)
+
+    def _check_samples(self, samples: Tensor, where: str) -> None:
+        if tuple(samples.shape[1:]) != tuple(self.teacher.spec.sample_shape):
+            raise UserError(
+                f"{where}: samples of shape {tuple(samples.shape[1:])} do not match the teacher spec {self.teacher.spec.sample_shape}"
+            )
+
+    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, dict[str, float]]:
+        assert self.samples is not None, "setup() must load or generate the training samples"
+        gen, spec, schedule = self.generator, self.teacher.spec, self.teacher.schedule
+        idx = torch.randint(0, len(self.samples), (batch_size,), generator=gen, device=gen.device).to(
+            self.samples.device
+        )
+        x0 = self.samples[idx].to(self.device).float()
+        t = torch.randint(0, spec.num_train_timesteps, (batch_size,), generator=gen, device=gen.device).to(
+            self.device
+        )
+        noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(self.device)
+        x_t = schedule.add_noise(x0, noise, t)
+        cond = condition_from_tensors({k: v[idx].to(self.device) for k, v in self.sample_cond.items()})
+        cond = drop_condition(self.teacher, cond, self.cond_drop_prob, self.cpu_generator)
+        eps, var = student_eps(student, x_t, t, cond, spec.channels)
+        mse = F.mse_loss(eps.float(), noise)
+        logs = {"mse": float(mse.detach())}
+        loss = mse
+        if var is not None and self.vlb:
+            vb = vlb_term(schedule, x0, x_t, t, eps, var).mean()
+            loss = loss + vb
+            logs["vb"] = float(vb.detach())
+        return loss, logs
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["cpu_generator"] = self.cpu_generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "cpu_generator" in state:
+            self.cpu_generator.set_state(state["cpu_generator"].to(torch.uint8))
+
+
+class DataTraining(DenoisingTraining):
+    """Diffusion training on a real dataset ("digits" or an image folder) at the spec's resolution."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        dataset: str = "digits",
+        cond_drop_prob: float = 0.1,
+        vlb: bool = True,
+    ):
+        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb, dataset=dataset)
+        self.dataset = dataset
+
+    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
+        super().setup(device, generator, resuming=resuming)
+        from dkdm_zoo.datasets import load_dataset  # the dataset is reloaded (deterministically) on resume
+
+        spec = self.teacher.spec
+        if spec.space != "pixel":
+            raise UserError("method 'data' trains pixel-space models only (no encoder for latent teachers)")
+        data = load_dataset(self.dataset, spec.resolution, channels=spec.channels)
+        if hasattr(data, "tensors"):
+            images, labels = data.tensors
+        else:  # an image folder: small enough to hold in memory for this project's scale
+            items = [data[i] for i in range(len(data))]
+            images = torch.stack([img for img, _ in items])
+            labels = torch.as_tensor([lab for _, lab in items])
+        images = torch.as_tensor(images).float()
+        self._check_samples(images, f"dataset {self.dataset!r}")
+        self.samples = images.to(device)
+        self.sample_cond = {}
+        if spec.conditioning == "class":
+            if labels is None or bool((torch.as_tensor(labels) < 0).any()):
+                raise UserError(
+                    f"dataset {self.dataset!r} has unlabelled images but the teacher spec is class-conditional"
+                )
+            self.sample_cond["labels"] = torch.as_tensor(labels).long().to(device)
+        elif spec.conditioning == "text":
+            raise UserError("method 'data' does not support text conditioning")
+
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
+        return {"init_forwards": 0, "train_forwards": 0}

@@ -1,0 +1,122 @@
+"""The data-free baseline: sample a dataset with the teacher's full sampler, then train on it.
+
+The generated set (in the teacher's diffusion space, with its conditions) is method state, so it
+is checkpointed and never regenerated on resume; its cost is counted in ``teacher_forwards``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from dkdm_zoo.diffusion.sampling import SAMPLERS
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.data import DenoisingTraining, condition_tensors, forward_cost, progress_bar
+from dkdm_zoo.teachers.base import Teacher
+
+
+class Synthetic(DenoisingTraining):
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        num_samples: int = 1024,
+        sampler: str = "ddpm",
+        sampler_steps: int = 1000,
+        sample_batch: int = 256,
+        cond_drop_prob: float = 0.0,
+        vlb: bool = True,
+    ):
+        if sampler not in SAMPLERS:
+            raise UserError(f"method.sampler={sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        if num_samples < 1 or sample_batch < 1:
+            raise UserError("method.num_samples and method.sample_batch must be positive")
+        if not 1 <= sampler_steps <= teacher.spec.num_train_timesteps:
+            raise UserError(
+                f"method.sampler_steps must be in 1..{teacher.spec.num_train_timesteps}, got {sampler_steps}"
+            )
+        super().__init__(
+            teacher,
+            student,
+            cond_drop_prob=cond_drop_prob,
+            vlb=vlb,
+            num_samples=num_samples,
+            sampler=sampler,
+            sampler_steps=sampler_steps,
+            sample_batch=sample_batch,
+        )
+        self.num_samples, self.sampler, self.sampler_steps, self.sample_batch = (
+            num_samples,
+            sampler,
+            sampler_steps,
+            sample_batch,
+        )
+        self.teacher_calls = 0
+
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
+        cost = forward_cost(self.teacher, 1, self.teacher.sample_conditions(1))
+        spec = self.teacher.spec
+        return {
+            "init_forwards": self.num_samples * self.sampler_steps * cost,
+            "train_forwards": 0,
+            "dataset_bytes": self.num_samples
+            * 4
+            * spec.channels
+            * spec.sample_shape[1]
+            * spec.sample_shape[2],
+        }
+
+    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
+        super().setup(device, generator, resuming=resuming)
+        if not resuming:
+            self.generate()
+
+    @torch.no_grad()
+    def generate(self) -> None:
+        chunks, conds = [], []
+        with progress_bar(
+            self.num_samples * self.sampler_steps, "teacher dataset", enabled=self.show_progress
+        ) as advance:
+            for start in range(0, self.num_samples, self.sample_batch):
+                n = min(self.sample_batch, self.num_samples - start)
+                cond = self.teacher.sample_conditions(n, self.cpu_generator)
+                noise = torch.randn(
+                    (n, *self.teacher.spec.sample_shape),
+                    generator=self.generator,
+                    device=self.generator.device,
+                )
+                x = self.teacher.sample(
+                    n,
+                    steps=self.sampler_steps,
+                    sampler=self.sampler,
+                    cond=cond,
+                    generator=self.generator,
+                    noise=noise.to(self.teacher.device),
+                    progress=lambda k, n=n: advance(k * n),
+                )
+                self.teacher_forwards += forward_cost(self.teacher, n, cond) * self.sampler_steps
+                self.teacher_calls += self.sampler_steps
+                chunks.append(x.float().to(self.device))
+                conds.append({k: v.to(self.device) for k, v in condition_tensors(cond).items()})
+        self.samples = torch.cat(chunks)
+        self.sample_cond = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["teacher_calls"] = self.teacher_calls
+        if self.samples is not None:
+            state["samples"] = self.samples.cpu()
+            state.update({f"cond_{k}": v.cpu() for k, v in self.sample_cond.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.teacher_calls = int(state.get("teacher_calls", 0))
+        if "samples" in state:
+            self.samples = state["samples"].to(self.device)
+            self.sample_cond = {
+                k[len("cond_") :]: v.to(self.device) for k, v in state.items() if k.startswith("cond_")
+            }
