@@ -9,7 +9,7 @@ decoding.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.sampling import sample_loop
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
 
 
@@ -46,7 +47,9 @@ class Condition:
         idx = index.tolist()
         return Condition(
             labels=None if self.labels is None else self.labels[index.to(self.labels.device)],
-            text_embeds=None if self.text_embeds is None else self.text_embeds[index.to(self.text_embeds.device)],
+            text_embeds=None
+            if self.text_embeds is None
+            else self.text_embeds[index.to(self.text_embeds.device)],
             prompts=None if self.prompts is None else [self.prompts[i] for i in idx],
         )
 
@@ -112,8 +115,34 @@ class Teacher(ABC):
         if self.spec.conditioning == "none":
             return None
         if self.spec.conditioning == "class":
-            return Condition(labels=torch.full((n,), self.spec.num_classes, dtype=torch.long, device=self.device))
+            return Condition(
+                labels=torch.full((n,), self.spec.num_classes, dtype=torch.long, device=self.device)
+            )
         raise NotImplementedError(f"{type(self).__name__} must implement null_condition for text")
+
+    def make_condition(
+        self, *, labels: Sequence[int] | Tensor | None = None, prompts: Sequence[str] | None = None
+    ) -> Condition | None:
+        """Conditions from user input (class labels or prompts), checked against what the teacher takes."""
+        kind = self.spec.conditioning
+        what = {"none": "unconditional", "class": "class-conditional", "text": "text-conditional"}[kind]
+        name = self.spec.family or type(self).__name__
+        if prompts is not None and kind != "text":
+            raise UserError(f"teacher '{name}' is {what}: it takes no text prompt; drop the prompt")
+        if labels is not None and kind != "class":
+            raise UserError(f"teacher '{name}' is {what}: it takes no class labels; drop the labels")
+        if prompts is not None:
+            return self.encode_prompts([str(p) for p in prompts])
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+            if bool(((labels < 0) | (labels >= self.spec.num_classes)).any()):
+                raise UserError(f"teacher '{name}': class labels must be in 0..{self.spec.num_classes - 1}")
+            return Condition(labels=labels.to(self.device))
+        return None
+
+    def encode_prompts(self, prompts: list[str]) -> Condition:
+        """Text conditions for ``prompts``; text-conditional families implement this."""
+        raise UserError(f"teacher '{self.spec.family or type(self).__name__}' cannot encode text prompts")
 
     def decode(self, samples: Tensor) -> Tensor:
         """Samples in diffusion space -> images in [-1, 1] (identity for pixel-space teachers)."""
@@ -137,7 +166,9 @@ class Teacher(ABC):
         x_in = x_t.to(self.dtype)
         if cond is not None and scale is not None and scale != 1.0:
             null = self.null_condition(len(cond))
-            out = self.model_output(torch.cat([x_in, x_in]), torch.cat([t, t]), Condition.cat([cond, null])).float()
+            out = self.model_output(
+                torch.cat([x_in, x_in]), torch.cat([t, t]), Condition.cat([cond, null])
+            ).float()
             out_cond, out_uncond = out.chunk(2)
             c = self.spec.channels
             guided = out_uncond[:, :c] + scale * (out_cond[:, :c] - out_uncond[:, :c])

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
-
 
 from torch import Tensor, nn
 
+from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.teachers.loading import (
+    find_model_folder,
+    load_pretrained,
+    load_scheduler_config,
+    parse_dtype,
+    resolve_source,
+)
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
+_LOG_VARIANCES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
 
 
-def spec_from_unet(unet: nn.Module, scheduler_config: dict[str, Any], *, family: str = "ddpm-unet") -> TeacherSpec:
+def spec_from_unet(
+    unet: nn.Module, scheduler_config: dict[str, Any], *, family: str = "ddpm-unet"
+) -> TeacherSpec:
     """A TeacherSpec read off a UNet2DModel config and a diffusers scheduler config."""
     cfg = unet.config
     channels = cfg.in_channels
@@ -42,7 +53,9 @@ def spec_from_unet(unet: nn.Module, scheduler_config: dict[str, Any], *, family:
 class DDPMUNetTeacher(Teacher):
     """A diffusers UNet2DModel (eps, v or sample prediction; fixed or learned variance)."""
 
-    def __init__(self, unet: nn.Module, scheduler_config: dict[str, Any], *, guidance_scale: float | None = None):
+    def __init__(
+        self, unet: nn.Module, scheduler_config: dict[str, Any], *, guidance_scale: float | None = None
+    ):
         super().__init__(spec_from_unet(unet, dict(scheduler_config)), guidance_scale=guidance_scale)
         self.unet = unet
         self.to("cpu")
@@ -55,3 +68,45 @@ class DDPMUNetTeacher(Teacher):
         return self.unet(x_t, t.to(x_t.device), class_labels=labels).sample
 
 
+def load(
+    path: str | os.PathLike[str] | None = None,
+    subfolder: str | None = None,
+    guidance_scale: float | None = None,
+    allow_pickle: bool = False,
+    dtype: str = "float32",
+    local_files_only: bool | None = None,
+) -> DDPMUNetTeacher:
+    """A UNet2DModel teacher from a hub id or a local pipeline / model folder.
+
+    Class-conditional UNets (``num_class_embeds``) use their last class embedding as the null
+    label for classifier-free guidance; ``dtype`` "float16"/"bfloat16" gives a half-precision teacher.
+    """
+    from diffusers import UNet2DModel
+
+    source = resolve_source(path, local_files_only)
+    model_folder = find_model_folder(source, ("unet",), subfolder)
+    config_path = source.fetch("config.json", model_folder)
+    class_name = _read_class_name(config_path)
+    if class_name not in (None, "UNet2DModel"):
+        raise UserError(
+            f"{source}/{model_folder or ''} holds a {class_name}, not a UNet2DModel: "
+            "use the teacher family for that model (e.g. latent-sd, dit)"
+        )
+    scheduler_config = load_scheduler_config(source, model_folder, fill_defaults=True)
+    variance_type = scheduler_config.get("variance_type")
+    if variance_type == "learned":  # a raw log variance, not IDDPM's interpolation: not supported
+        raise UserError(f"{source}: variance_type 'learned' is not supported (use learned_range or fixed_*)")
+    if variance_type in _LOG_VARIANCES:  # the same variances, stored as logs by diffusers
+        scheduler_config["variance_type"] = _LOG_VARIANCES[variance_type]
+    unet = load_pretrained(UNet2DModel, source, model_folder, allow_pickle=allow_pickle, dtype=dtype)
+    teacher = DDPMUNetTeacher(unet, scheduler_config, guidance_scale=guidance_scale)
+    return teacher.to("cpu", parse_dtype(dtype))
+
+
+def _read_class_name(config_path: Any) -> str | None:
+    import json
+
+    try:
+        return json.loads(config_path.read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
