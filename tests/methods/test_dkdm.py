@@ -1,0 +1,184 @@
+"""DKDM: the pool follows dynamic iterative distillation; losses and gradients are right."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.dkdm import DKDM
+from dkdm_zoo.methods.losses import teacher_student_kl
+from tests.methods.tiny import T, UNetContract, tiny_student, tiny_teacher
+
+
+class Spy:
+    """Records every teacher network call (batch size and timesteps) without changing it."""
+
+    def __init__(self, teacher):
+        self.calls: list[torch.Tensor] = []
+        original = teacher.model_output
+
+        def model_output(x, t, cond):
+            self.calls.append(t.clone())
+            return original(x, t, cond)
+
+        teacher.model_output = model_output
+
+
+def make(variant="dynamic", b=4, seed=0, learned=False, num_classes=None, **options):
+    teacher = tiny_teacher(learned=learned, num_classes=num_classes)
+    student = tiny_student(teacher.spec)
+    method = DKDM(teacher, student, variant=variant, **options)
+    method.batch_size = b
+    method.setup(torch.device("cpu"), torch.Generator().manual_seed(seed))
+    return teacher, student, method
+
+
+def test_pool_init_ancestral_lands_on_stop_indices_and_counts_forwards():
+    teacher, _, method = make(rho=0.4, pool_init_batch=8)
+    n = round(0.4 * T) * 4
+    assert method.pool_x.shape == (n, 1, 8, 8) and method.pool_k.shape == (n,)
+    k = method.pool_k
+    assert int(k.min()) >= 1 and int(k.max()) <= T - 1  # stop index uniform in 1..T-1
+    assert len(set(k.tolist())) > 3
+    # each slot took exactly T-1-stop ancestral steps, one teacher forward each
+    assert method.teacher_forwards == int((T - 1 - k).sum()) == method.init_forwards
+    assert method.teacher_calls >= math.ceil(method.teacher_forwards / 8)
+    assert not method.pool_x.requires_grad
+
+
+def test_pool_init_ddim_costs_at_most_pool_init_steps_per_slot():
+    _, _, method = make(pool_init="ddim", pool_init_steps=3)
+    k = method.pool_k
+    assert int(k.min()) >= 1 and int(k.max()) <= T - 1
+    assert method.teacher_forwards == int(torch.clamp(T - 1 - k, max=3).sum())
+    assert torch.isfinite(method.pool_x).all()
+
+
+def test_each_step_one_teacher_forward_on_b_distinct_slots_advanced_by_one():
+    teacher, student, method = make(b=4)
+    spy = Spy(teacher)
+    for step in range(5):
+        k_before, x_before = method.pool_k.clone(), method.pool_x.clone()
+        forwards_before = method.teacher_forwards
+        loss, logs = method.loss(student, 4, step)
+        assert torch.isfinite(loss)
+        changed = torch.nonzero(method.pool_k != k_before).flatten()
+        assert len(changed) == 4  # b distinct slots
+        assert torch.equal(method.pool_k[changed], k_before[changed] - 1)
+        assert len(spy.calls) == step + 1 and len(spy.calls[-1]) == 4  # ONE forward of b samples
+        assert sorted(spy.calls[-1].tolist()) == sorted(k_before[changed].tolist())  # at per-sample t
+        assert method.teacher_forwards - forwards_before == 4
+        untouched = torch.ones(len(k_before), dtype=torch.bool)
+        untouched[changed] = False
+        assert torch.equal(method.pool_x[untouched], x_before[untouched])
+
+
+def test_finished_slots_reset_to_pure_noise_at_T_minus_1():
+    teacher, student, method = make(b=4, rho=0.05)  # pool of round(0.05*20)*4 = 4 slots: all drawn
+    assert len(method.pool_k) == 4
+    method.pool_k[:] = 0
+    spy = Spy(teacher)
+    method.loss(student, 4, 0)
+    assert spy.calls[-1].tolist() == [0, 0, 0, 0]  # t = 0 is trained on
+    assert method.pool_k.tolist() == [-1] * 4  # finished: clean samples, never trained on
+    method.loss(student, 4, 1)
+    assert spy.calls[-1].tolist() == [T - 1] * 4  # reset to pure noise at T-1
+    assert method.pool_k.tolist() == [T - 2] * 4
+
+
+def test_iterative_variant_walks_one_batch_from_T_to_0_then_redraws():
+    teacher, student, method = make(variant="iterative", b=3)
+    assert method.teacher_forwards == 0 and method.pool_k.tolist() == [T - 1] * 3
+    spy = Spy(teacher)
+    for step in range(T + 1):
+        method.loss(student, 3, step)
+    ts = [c.tolist() for c in spy.calls]
+    assert ts[:T] == [[T - 1 - i] * 3 for i in range(T)]  # all at the same t, down to 0
+    assert ts[T] == [T - 1] * 3  # then re-drawn from noise
+
+
+def test_shuffled_variant_advances_the_whole_pool_of_b():
+    teacher, student, method = make(variant="shuffled", b=4)
+    assert len(method.pool_k) == 4 and method.teacher_forwards == int((T - 1 - method.pool_k).sum())
+    k_before = method.pool_k.clone()
+    method.loss(student, 4, 0)
+    assert torch.equal(method.pool_k, k_before - 1)
+
+
+def test_conditions_stored_per_slot_and_dropped_to_null():
+    teacher, student, method = make(num_classes=3, cond_drop_prob=0.5)
+    labels = method.pool_cond["labels"]
+    assert labels.shape == (len(method.pool_k),) and int(labels.max()) < 3
+    seen = []
+    original = teacher.model_output
+    teacher.model_output = lambda x, t, cond: (seen.append(cond.labels.clone()), original(x, t, cond))[1]
+    for step in range(6):
+        method.loss(student, 4, step)
+    all_labels = torch.cat(seen)
+    assert (all_labels == 3).any() and (all_labels < 3).any()  # null label = num_classes
+    assert int(method.pool_cond["labels"].max()) < 3  # the stored conditions are never overwritten by null
+
+
+def test_kl_is_zero_for_the_teachers_own_network_and_positive_otherwise():
+    teacher, student, method = make(learned=True)
+    same = UNetContract.from_config(teacher.unet.config)
+    same.load_state_dict(teacher.unet.state_dict())
+    loss, logs = method.loss(same, 4, 0)
+    assert logs["mse"] < 1e-10 and abs(logs["kl"]) < 1e-6
+    loss, logs = method.loss(student, 4, 1)
+    assert logs["kl"] > 1e-4 and logs["mse"] > 0
+
+
+def test_kl_matches_closed_form_and_trains_only_the_variance():
+    teacher = tiny_teacher(learned=True)
+    sched = teacher.schedule
+    x = torch.randn(3, 1, 8, 8)
+    t = torch.tensor([1, 7, 15])
+    eps = torch.randn_like(x)
+    v_t, v_s = torch.full_like(x, 0.3), torch.full_like(x, -0.4)
+    s_eps = eps.clone().requires_grad_(True)
+    s_var = v_s.clone().requires_grad_(True)
+    kl = teacher_student_kl(sched, x, t, eps, v_t, s_eps, s_var)
+    # same mean: KL = 0.5 * (r - 1 - log r) with r = sigma_t^2 / sigma_s^2
+    log_small = sched.posterior_log_variance_clipped[t].float()
+    log_beta = torch.log(sched.betas[t]).float()
+    lt = 0.65 * log_beta + 0.35 * log_small
+    ls = 0.3 * log_beta + 0.7 * log_small
+    expected = 0.5 * (torch.exp(lt - ls) - 1 - (lt - ls)) / math.log(2)
+    torch.testing.assert_close(kl, expected, rtol=1e-5, atol=1e-7)
+    kl.sum().backward()
+    assert s_eps.grad is None  # student eps detached
+    assert s_var.grad is not None and s_var.grad.abs().sum() > 0
+
+
+def test_gradients_reach_only_the_student():
+    teacher, student, method = make(learned=True)
+    loss, _ = method.loss(student, 4, 0)
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.unet.parameters())
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+    assert not method.pool_x.requires_grad and method.pool_x.grad_fn is None
+
+
+def test_state_roundtrip_restores_the_pool_without_reinitialising():
+    teacher, student, method = make()
+    method.loss(student, 4, 0)
+    state = method.state_dict()
+    other = DKDM(teacher, student)
+    other.batch_size = 4
+    other.setup(torch.device("cpu"), torch.Generator().manual_seed(1), resuming=True)
+    assert other.pool_x is None and other.teacher_forwards == 0  # resuming: no pool init
+    other.load_state_dict(state)
+    assert torch.equal(other.pool_x, method.pool_x) and torch.equal(other.pool_k, method.pool_k)
+    assert other.teacher_forwards == method.teacher_forwards
+
+
+def test_bad_options_are_user_errors():
+    teacher = tiny_teacher()
+    with pytest.raises(UserError, match="variant"):
+        DKDM(teacher, tiny_student(teacher.spec), variant="nope")
+    with pytest.raises(UserError, match="rho"):
+        DKDM(teacher, tiny_student(teacher.spec), rho=0)
