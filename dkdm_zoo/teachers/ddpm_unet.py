@@ -15,11 +15,10 @@ from dkdm_zoo.teachers.loading import (
     load_pretrained,
     load_scheduler_config,
     parse_dtype,
+    read_config,
     resolve_source,
+    schedule_spec_fields,
 )
-
-SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
-_LOG_VARIANCES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
 
 
 def spec_from_unet(
@@ -29,20 +28,11 @@ def spec_from_unet(
     cfg = unet.config
     channels = cfg.in_channels
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
-    learned = cfg.out_channels == 2 * channels
-    variance_type = "learned_range" if learned else scheduler_config.get("variance_type", "fixed_small")
-    if variance_type not in ("fixed_small", "fixed_large", "learned_range"):
-        variance_type = "learned_range" if learned else "fixed_small"
     num_class_embeds = getattr(cfg, "num_class_embeds", None)
     return TeacherSpec(
         sample_shape=(channels, size, size),
         space="pixel",
-        num_train_timesteps=int(scheduler_config.get("num_train_timesteps", 1000)),
-        schedule={k: scheduler_config[k] for k in SCHEDULE_KEYS if scheduler_config.get(k) is not None},
-        prediction_type=scheduler_config.get("prediction_type", "epsilon"),
-        variance_type=variance_type,
-        clip_sample=bool(scheduler_config.get("clip_sample", False)),
-        clip_sample_range=float(scheduler_config.get("clip_sample_range", 1.0)),
+        **schedule_spec_fields(scheduler_config, learned=cfg.out_channels == 2 * channels, where=family),
         # Convention: the last class embedding is the null label used for classifier-free guidance.
         conditioning="class" if num_class_embeds else "none",
         num_classes=(num_class_embeds - 1) if num_class_embeds else None,
@@ -85,28 +75,13 @@ def load(
 
     source = resolve_source(path, local_files_only)
     model_folder = find_model_folder(source, ("unet",), subfolder)
-    config_path = source.fetch("config.json", model_folder)
-    class_name = _read_class_name(config_path)
+    class_name = read_config(source, model_folder).get("_class_name")
     if class_name not in (None, "UNet2DModel"):
         raise UserError(
             f"{source}/{model_folder or ''} holds a {class_name}, not a UNet2DModel: "
             "use the teacher family for that model (e.g. latent-sd, dit)"
         )
     scheduler_config = load_scheduler_config(source, model_folder, fill_defaults=True)
-    variance_type = scheduler_config.get("variance_type")
-    if variance_type == "learned":  # a raw log variance, not IDDPM's interpolation: not supported
-        raise UserError(f"{source}: variance_type 'learned' is not supported (use learned_range or fixed_*)")
-    if variance_type in _LOG_VARIANCES:  # the same variances, stored as logs by diffusers
-        scheduler_config["variance_type"] = _LOG_VARIANCES[variance_type]
     unet = load_pretrained(UNet2DModel, source, model_folder, allow_pickle=allow_pickle, dtype=dtype)
     teacher = DDPMUNetTeacher(unet, scheduler_config, guidance_scale=guidance_scale)
     return teacher.to("cpu", parse_dtype(dtype))
-
-
-def _read_class_name(config_path: Any) -> str | None:
-    import json
-
-    try:
-        return json.loads(config_path.read_text()).get("_class_name")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -155,6 +155,9 @@ def find_model_folder(
         )
     if source.fetch("config.json") is not None:
         return None
+    for name in candidates:  # a pipeline-style folder saved without model_index.json
+        if source.fetch("config.json", name) is not None:
+            return name
     raise UserError(
         f"{source} is not a diffusers model: it has no model_index.json (pipeline folder) or config.json "
         "(model folder); save one with save_pretrained"
@@ -262,3 +265,41 @@ def load_pretrained(
             raise source.not_cached_error() from exc
         first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
         raise UserError(f"cannot load {cls.__name__} from {source}/{subfolder or ''}: {first}") from exc
+
+
+SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
+_LOG_VARIANCES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
+
+
+def schedule_spec_fields(
+    scheduler_config: dict[str, Any], *, learned: bool, where: Any = ""
+) -> dict[str, Any]:
+    """The TeacherSpec fields a diffusers scheduler config determines (schedule, prediction, variance)."""
+    variance_type = scheduler_config.get("variance_type") or "fixed_small"
+    if learned:
+        variance_type = "learned_range"
+    elif variance_type == "learned":  # a raw log variance, not IDDPM's interpolation
+        raise UserError(f"{where}: variance_type 'learned' is not supported (use learned_range or fixed_*)")
+    else:  # diffusers' *_log variants are the same variances stored as logs
+        variance_type = _LOG_VARIANCES.get(variance_type, variance_type)
+    if variance_type not in ("fixed_small", "fixed_large", "learned_range"):
+        variance_type = "fixed_small"
+    prediction_type = scheduler_config.get("prediction_type") or "epsilon"
+    if prediction_type not in ("epsilon", "v_prediction", "sample"):
+        raise UserError(
+            f"{where}: prediction_type {prediction_type!r} is not supported (epsilon, v_prediction, sample)"
+        )
+    return {
+        "num_train_timesteps": int(scheduler_config.get("num_train_timesteps", 1000)),
+        "schedule": {k: scheduler_config[k] for k in SCHEDULE_KEYS if scheduler_config.get(k) is not None},
+        "prediction_type": prediction_type,
+        "variance_type": variance_type,
+        "clip_sample": bool(scheduler_config.get("clip_sample", False)),
+        "clip_sample_range": float(scheduler_config.get("clip_sample_range", 1.0)),
+    }
+
+
+def read_config(source: Source, subfolder: str | None) -> dict[str, Any]:
+    """A model's config.json (empty when missing)."""
+    path = source.fetch("config.json", subfolder)
+    return _read_json(path) if path is not None else {}

@@ -63,3 +63,24 @@ def save_model_folder(folder: Path, unet: UNet2DModel, scheduler: DDPMScheduler)
     unet.save_pretrained(folder)
     scheduler.save_pretrained(folder)  # scheduler_config.json beside config.json
     return folder
+
+
+def tiny_dit(in_channels: int = 4, sample_size: int = 8, num_classes: int = 5, seed: int = 2):
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(seed)
+    return (
+        DiTTransformer2DModel(
+            num_attention_heads=2,
+            attention_head_dim=8,
+            in_channels=in_channels,
+            out_channels=2 * in_channels,
+            num_layers=1,
+            sample_size=sample_size,
+            patch_size=2,
+            num_embeds_ada_norm=num_classes,
+            norm_num_groups=8,
+        )
+        .eval()
+        .requires_grad_(False)
+    )

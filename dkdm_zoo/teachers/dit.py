@@ -1,0 +1,127 @@
+"""`dit`: a diffusers DiTTransformer2DModel teacher, in latent space (with its VAE) or pixel space.
+
+Classifier-free guidance uses the base Teacher's rule: eps is guided on every latent channel and
+the learned-variance channels come from the conditional branch (used by DDPM steps). The original
+DiT code (``forward_with_cfg``) guides only the first 3 output channels, a quirk; diffusers'
+DiTPipeline guides all latent channels but then drops the learned variance. We copy neither.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.teachers.loading import (
+    find_model_folder,
+    load_pretrained,
+    load_scheduler_config,
+    parse_dtype,
+    read_config,
+    resolve_source,
+    schedule_spec_fields,
+)
+
+
+def vae_downsampling(vae: nn.Module) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def spec_from_dit(
+    transformer: nn.Module,
+    scheduler_config: dict[str, Any],
+    vae: nn.Module | None = None,
+    *,
+    family: str = "dit",
+) -> TeacherSpec:
+    cfg = transformer.config
+    channels, size = cfg.in_channels, cfg.sample_size
+    out_channels = cfg.out_channels or channels
+    if cfg.num_embeds_ada_norm is None:
+        raise UserError(
+            f"{family}: this DiT has no class embedding (num_embeds_ada_norm); only class-conditional DiTs are supported"
+        )
+    image_shape = None
+    if vae is not None:
+        factor = vae_downsampling(vae)
+        image_shape = (vae.config.out_channels, size * factor, size * factor)
+    return TeacherSpec(
+        sample_shape=(channels, size, size),
+        space="latent" if vae is not None else "pixel",
+        **schedule_spec_fields(scheduler_config, learned=out_channels == 2 * channels, where=family),
+        conditioning="class",
+        num_classes=int(cfg.num_embeds_ada_norm),  # label num_classes is DiT's null (CFG) embedding
+        image_shape=image_shape,
+        family=family,
+    )
+
+
+class DiTTeacher(Teacher):
+    """DiTTransformer2DModel (class-conditional, learned sigma) with an optional AutoencoderKL."""
+
+    def __init__(
+        self,
+        transformer: nn.Module,
+        scheduler_config: dict[str, Any],
+        vae: nn.Module | None = None,
+        *,
+        guidance_scale: float | None = 4.0,
+    ):
+        super().__init__(
+            spec_from_dit(transformer, dict(scheduler_config), vae), guidance_scale=guidance_scale
+        )
+        self.transformer = transformer
+        self.vae = vae
+        self.to("cpu")
+
+    def modules(self) -> list[nn.Module]:
+        return [self.transformer] + ([self.vae] if self.vae is not None else [])
+
+    def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
+        labels = cond.labels if cond is not None else None
+        if labels is None:  # DiT always takes a label: unconditional means the null label
+            labels = torch.full((x_t.shape[0],), self.spec.num_classes, dtype=torch.long, device=x_t.device)
+        return self.transformer(x_t, timestep=t.to(x_t.device), class_labels=labels.to(x_t.device)).sample
+
+    @torch.no_grad()
+    def decode(self, samples: Tensor) -> Tensor:
+        """Latents -> images in [-1, 1], as DiTPipeline decodes (before its [0, 1] rescale)."""
+        if self.vae is None:
+            return samples
+        latents = samples.to(self.device, self.dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    guidance_scale: float | None = 4.0,
+    allow_pickle: bool = False,
+    dtype: str = "float32",
+    local_files_only: bool | None = None,
+) -> DiTTeacher:
+    """A DiT teacher from a DiTPipeline folder (transformer/, vae/, scheduler/) or hub id.
+
+    Without a vae/ folder (or from a bare transformer model folder) the DiT runs in pixel space.
+    """
+    from diffusers import AutoencoderKL, DiTTransformer2DModel
+
+    source = resolve_source(path, local_files_only)
+    folder = find_model_folder(source, ("transformer",))
+    class_name = read_config(source, folder).get("_class_name")
+    if class_name not in (None, "DiTTransformer2DModel", "Transformer2DModel"):
+        raise UserError(
+            f"{source}/{folder or ''} holds a {class_name}, not a DiTTransformer2DModel: use its own teacher family"
+        )
+    scheduler_config = load_scheduler_config(source, folder)
+    options = {"allow_pickle": allow_pickle, "dtype": dtype}
+    transformer = load_pretrained(DiTTransformer2DModel, source, folder, **options)
+    vae = None
+    if folder is not None and source.fetch("config.json", "vae") is not None:
+        vae = load_pretrained(AutoencoderKL, source, "vae", **options)
+    teacher = DiTTeacher(transformer, scheduler_config, vae, guidance_scale=guidance_scale)
+    return teacher.to("cpu", parse_dtype(dtype))
