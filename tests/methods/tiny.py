@@ -82,7 +82,7 @@ def teacher_factory(seed: int = 0, learned: bool = False, num_classes: int | Non
     return tiny_teacher(learned=learned, num_classes=num_classes, seed=seed)
 
 
-def test_registry():
+def tiny_registry():
     """The real registry plus a test plugin with the tiny teacher and student."""
     plugin = types.SimpleNamespace(
         register_teachers=hookimpl(
