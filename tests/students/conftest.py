@@ -1,8 +1,15 @@
-"""Tiny teacher specs, one per family a student must handle (or refuse with IncompatibleError)."""
+"""Tiny teacher specs, one per family a student must handle (or refuse), and the U-ViT plugin registry."""
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
+import pytest
+
 from dkdm_zoo.spec import TeacherSpec
+
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugins" / "dkdm-zoo-uvit"
 
 TINY_SPECS: dict[str, TeacherSpec] = {
     "pixel-uncond": TeacherSpec(sample_shape=(1, 8, 8), family="digits"),
@@ -23,3 +30,16 @@ UNSUPPORTED: dict[str, set[str]] = {
     "convnext": {"text-latent"},
     "uvit": set(),
 }
+
+
+@pytest.fixture(scope="session")
+def uvit_registry():
+    """Built-ins plus the U-ViT plugin from its source folder, registered as an extra plugin (no install)."""
+    from dkdm_zoo.registry import build_registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.syspath_prepend(str(PLUGIN_DIR))
+        plugin = importlib.import_module("dkdm_zoo_uvit.plugin")
+        registry = build_registry(entry_points=False, extra=[("uvit", plugin)], strict=True)
+        registry.get("students", "uvit").load()  # import the model module while the path is set
+        yield registry

@@ -1,0 +1,41 @@
+"""Preset sizes: every architecture x preset lands in the documented parameter range.
+
+Documented ranges (parameters of a student for a CIFAR-like 3x32x32 unconditional teacher):
+tiny < 200k (also at 1x8x8 and 1x16x16, so tests run it on CPU), small 1M-6M ("a few M"),
+base 10M-20M (the DKDM paper's 14M CIFAR-10 student scale).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import count_parameters
+
+CIFAR = TeacherSpec(sample_shape=(3, 32, 32))
+RANGES = {"tiny": (10_000, 200_000), "small": (1_000_000, 6_000_000), "base": (10_000_000, 20_000_000)}
+ARCHS = ["unet", "dit", "convnext", "uvit"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_preset_parameter_counts(arch: str, uvit_registry):
+    counts = {}
+    for preset, (low, high) in RANGES.items():
+        counts[preset] = count_parameters(uvit_registry.create("students", arch, CIFAR, preset=preset))
+        assert low <= counts[preset] <= high, (
+            f"{arch}/{preset}: {counts[preset]:,} outside [{low:,}, {high:,}]"
+        )
+    assert counts["tiny"] < counts["small"] < counts["base"]
+    for shape in [(1, 8, 8), (1, 16, 16)]:
+        tiny = uvit_registry.create("students", arch, TeacherSpec(sample_shape=shape), preset="tiny")
+        assert count_parameters(tiny) < 200_000
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_architecture_has_the_three_presets(arch: str, uvit_registry):
+    import importlib
+
+    factory = uvit_registry.get("students", arch).load()
+    presets = importlib.import_module(factory.__module__).PRESETS
+    assert {"tiny", "small", "base"} <= set(presets)
+    assert uvit_registry.get("students", arch).options == {"preset": "small"}

@@ -1,0 +1,113 @@
+"""The U-ViT student ships as a separate package: installed like a user would, found via its entry point."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dkdm_zoo.students.base import example_inputs
+from tests.conftest import REPO, cli_env
+from tests.students.conftest import PLUGIN_DIR, TINY_SPECS
+from tests.students.test_contract import check_fits_or_refuses
+
+
+@pytest.mark.parametrize("family", list(TINY_SPECS))
+def test_uvit_fits_every_family(family: str, uvit_registry):
+    check_fits_or_refuses(uvit_registry, "uvit", family)
+
+
+def test_uvit_round_trip_and_skips(uvit_registry, tmp_path):
+    spec = TINY_SPECS["text-latent"]
+    torch.manual_seed(0)
+    model = uvit_registry.create("students", "uvit", spec, preset="tiny").eval()
+    assert len(model.in_blocks) == len(model.out_blocks) == 1  # depth 3: shallow, mid, deep
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path).eval()
+    inputs = example_inputs(spec, batch=2)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), loaded(**inputs))
+        # the text tokens matter
+        other = dict(inputs, encoder_hidden_states=torch.randn_like(inputs["encoder_hidden_states"]))
+        assert not torch.allclose(model(**other), model(**inputs))
+    with pytest.raises(Exception, match="must be odd"):
+        uvit_registry.create("students", "uvit", spec, preset="tiny", depth=4)
+
+
+def test_core_package_knows_nothing_of_the_plugin():
+    core = [p for p in (REPO / "dkdm_zoo").rglob("*") if p.suffix in (".py", ".toml", ".cfg")]
+    assert core and not [p for p in core if "dkdm_zoo_uvit" in p.read_text()]
+
+
+def _install(target: Path) -> None:
+    # Without hatchling in this environment pip builds in isolation (fetching hatchling from the index).
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("hatchling") else []
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        *isolation,
+        "--target",
+        str(target),
+    ]
+    done = subprocess.run([*cmd, str(PLUGIN_DIR)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+SNIPPET = """
+import json, sys
+import dkdm_zoo_uvit.plugin
+assert "torch" not in sys.modules, "the plugin module must not import torch"
+from dkdm_zoo.registry import build_registry
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import example_inputs
+registry = build_registry(strict=True)
+spec = TeacherSpec(sample_shape=(1, 8, 8), conditioning="class", num_classes=3)
+model = registry.create("students", "uvit", spec, preset="tiny")
+out = model(**example_inputs(spec, batch=2))
+info = next(p for p in registry.plugins if p.name == "uvit")
+print(json.dumps({"shape": list(out.shape), "plugin": info.to_dict(), "module": type(model).__module__}))
+"""
+
+
+@pytest.mark.slow
+def test_installed_plugin_is_listed_and_builds(tmp_path):
+    target = tmp_path / "site"
+    _install(target)
+    assert (target / "dkdm_zoo_uvit" / "model.py").exists()
+    dist_info = next(target.glob("dkdm_zoo_uvit-*.dist-info"))
+    assert "uvit = dkdm_zoo_uvit.plugin" in (dist_info / "entry_points.txt").read_text()
+    env = cli_env(PYTHONPATH=str(target))
+
+    if importlib.util.find_spec("dkdm_zoo.cli.app"):
+        listed = subprocess.run(
+            [sys.executable, "-m", "dkdm_zoo.cli.app", "list", "students", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert listed.returncode == 0, listed.stderr
+        rows = {row["name"]: row for row in json.loads(listed.stdout)}
+        assert rows["uvit"]["plugin"] == "uvit" and rows["uvit"]["available"]
+        assert {"unet", "dit", "convnext"} <= set(rows)
+
+    ran = subprocess.run(
+        [sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [2, 1, 8, 8]
+    assert result["module"] == "dkdm_zoo_uvit.model"
+    plugin = result["plugin"]
+    assert plugin["ok"] and not plugin["builtin"] and plugin["version"] == "0.1.0"
+    assert plugin["registered"] == {"students": ["uvit"]}
