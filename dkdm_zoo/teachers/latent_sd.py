@@ -1,0 +1,194 @@
+"""`latent-sd`: a Stable Diffusion-style latent teacher (UNet2DConditionModel + VAE + CLIP text).
+
+``transformers`` is an optional dependency (``pip install 'dkdm-zoo[sd]'``): it is imported only
+here, and this module is imported only when the teacher is created. Conditions are prompts from
+a list or a text file (one per line), encoded by the CLIP text encoder; classifier-free guidance
+uses the embedding of the empty prompt "" as the null condition, as StableDiffusionPipeline does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.teachers.dit import vae_downsampling
+from dkdm_zoo.teachers.loading import (
+    find_model_folder,
+    load_pretrained,
+    load_scheduler_config,
+    parse_dtype,
+    resolve_source,
+    schedule_spec_fields,
+)
+
+ENCODE_BATCH = 64  # prompts per text-encoder call
+
+
+def read_prompts(prompts: str | os.PathLike[str] | Sequence[str] | None) -> list[str] | None:
+    """A list of prompts, or a text file with one prompt per line (blank lines skipped)."""
+    if prompts is None:
+        return None
+    if isinstance(prompts, str | os.PathLike):
+        path = Path(prompts).expanduser()
+        if not path.is_file():
+            raise UserError(
+                f"prompt file {path} does not exist: pass a text file with one prompt per line, or a list"
+            )
+        items = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not items:
+            raise UserError(f"prompt file {path} has no prompts: write one prompt per line")
+        return items
+    items = [str(p) for p in prompts]
+    if not items:
+        raise UserError("the prompt list is empty: pass at least one prompt")
+    return items
+
+
+def spec_from_sd(
+    unet: nn.Module,
+    vae: nn.Module,
+    text_encoder: nn.Module,
+    text_seq_len: int,
+    scheduler_config: dict[str, Any],
+) -> TeacherSpec:
+    cfg = unet.config
+    channels = cfg.in_channels
+    size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    embed_dim = int(text_encoder.config.hidden_size)
+    if cfg.cross_attention_dim != embed_dim:
+        raise UserError(
+            f"latent-sd: the UNet attends to {cfg.cross_attention_dim}-dim text but the text encoder gives {embed_dim}: "
+            "use a UNet and text encoder from the same pipeline"
+        )
+    factor = vae_downsampling(vae)
+    return TeacherSpec(
+        sample_shape=(channels, size, size),
+        space="latent",
+        **schedule_spec_fields(scheduler_config, learned=cfg.out_channels == 2 * channels, where="latent-sd"),
+        conditioning="text",
+        text_embed_dim=embed_dim,
+        text_seq_len=int(text_seq_len),
+        image_shape=(vae.config.out_channels, size * factor, size * factor),
+        family="latent-sd",
+    )
+
+
+class LatentSDTeacher(Teacher):
+    """UNet2DConditionModel on VAE latents, conditioned on CLIP text embeddings."""
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        tokenizer: Any,
+        scheduler_config: dict[str, Any],
+        *,
+        prompts: str | os.PathLike[str] | Sequence[str] | None = None,
+        guidance_scale: float | None = 7.5,
+    ):
+        spec = spec_from_sd(unet, vae, text_encoder, tokenizer.model_max_length, dict(scheduler_config))
+        super().__init__(spec, guidance_scale=guidance_scale)
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.prompts = read_prompts(prompts)
+        self._null: Tensor | None = None
+        self.to("cpu")
+
+    def modules(self) -> list[nn.Module]:
+        return [self.unet, self.vae, self.text_encoder]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LatentSDTeacher:
+        self._null = None  # re-encode "" on the new device / dtype
+        super().to(device, dtype)
+        return self
+
+    @torch.no_grad()
+    def text_embeddings(self, prompts: list[str]) -> Tensor:
+        """CLIP last hidden states (B, text_seq_len, D), as StableDiffusionPipeline.encode_prompt."""
+        chunks = []
+        for start in range(0, len(prompts), ENCODE_BATCH):
+            tokens = self.tokenizer(
+                prompts[start : start + ENCODE_BATCH],
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            mask = (
+                tokens.attention_mask.to(self.device)
+                if getattr(self.text_encoder.config, "use_attention_mask", False)
+                else None
+            )
+            chunks.append(self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0])
+        return torch.cat(chunks)
+
+    def encode_prompts(self, prompts: list[str]) -> Condition:
+        return Condition(text_embeds=self.text_embeddings(prompts), prompts=list(prompts))
+
+    def sample_conditions(self, n: int, generator: torch.Generator | None = None) -> Condition:
+        if not self.prompts:
+            raise UserError(
+                "latent-sd needs prompts to draw conditions: pass prompts=[...] or prompts=<file with one per line>"
+            )
+        index = torch.randint(0, len(self.prompts), (n,), generator=generator)
+        return self.encode_prompts([self.prompts[i] for i in index.tolist()])
+
+    def null_condition(self, n: int) -> Condition:
+        if self._null is None:
+            self._null = self.text_embeddings([""])
+        return Condition(text_embeds=self._null.expand(n, -1, -1), prompts=[""] * n)
+
+    def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
+        if cond is None or cond.text_embeds is None:
+            cond = self.null_condition(x_t.shape[0])
+        embeds = cond.text_embeds.to(x_t.device, self.dtype)
+        return self.unet(x_t, t.to(x_t.device), encoder_hidden_states=embeds).sample
+
+    @torch.no_grad()
+    def decode(self, samples: Tensor) -> Tensor:
+        """Latents -> images in [-1, 1] with the VAE's scaling factor."""
+        latents = samples.to(self.device, self.dtype) / self.vae.config.scaling_factor
+        return self.vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    prompts: str | os.PathLike[str] | Sequence[str] | None = None,
+    guidance_scale: float | None = 7.5,
+    allow_pickle: bool = False,
+    dtype: str = "float32",
+    local_files_only: bool | None = None,
+) -> LatentSDTeacher:
+    """A teacher from a StableDiffusionPipeline folder or hub id (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source = resolve_source(path, local_files_only)
+    folder = find_model_folder(source, ("unet",))
+    if folder is None:
+        raise UserError(
+            f"{source} is a single model folder: latent-sd needs a Stable Diffusion pipeline folder"
+        )
+    for part in ("vae", "text_encoder"):
+        if source.fetch("config.json", part) is None:
+            raise UserError(
+                f"{source} has no {part}/: latent-sd needs a full Stable Diffusion pipeline folder"
+            )
+    scheduler_config = load_scheduler_config(source, folder)
+    options = {"allow_pickle": allow_pickle, "dtype": dtype}
+    unet = load_pretrained(UNet2DConditionModel, source, folder, **options)
+    vae = load_pretrained(AutoencoderKL, source, "vae", **options)
+    text_encoder = load_pretrained(CLIPTextModel, source, "text_encoder", dtype_kwarg="dtype", **options)
+    tokenizer = load_pretrained(CLIPTokenizer, source, "tokenizer", weights=False)
+    teacher = LatentSDTeacher(
+        unet, vae, text_encoder, tokenizer, scheduler_config, prompts=prompts, guidance_scale=guidance_scale
+    )
+    return teacher.to("cpu", parse_dtype(dtype))
