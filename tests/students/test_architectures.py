@@ -1,0 +1,69 @@
+"""What each architecture promises at initialisation and how it uses the libraries it is built on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers.models.embeddings import get_timestep_embedding
+from timm.models.convnext import ConvNeXtBlock
+
+from dkdm_zoo.students.base import ConditionEmbedding, broadcast_timesteps, example_inputs
+from dkdm_zoo.students.convnext import ConditionedStage
+from tests.students.conftest import TINY_SPECS
+from tests.students.test_contract import make
+
+
+def test_dit_is_adaln_zero_at_init():
+    """adaLN-Zero: every block starts as the identity and the output layer at zero (DiT, Sec. 3.2)."""
+    spec = TINY_SPECS["pixel-class-learned"]
+    model = make("dit", spec, depth=3)
+    inputs = example_inputs(spec, batch=2)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), torch.zeros(2, 2, 16, 16))
+        x = torch.randn(2, 64, 32)
+        c = torch.randn(2, 32)
+        for block in model.blocks:
+            assert torch.equal(block(x, c), x)
+
+
+def test_dit_unconditional_mode_has_no_class_table():
+    model = make("dit", TINY_SPECS["pixel-uncond"])
+    assert model.cond_embedder.class_embed is None and model.config.num_classes is None
+    classy = make("dit", TINY_SPECS["latent-class"])
+    assert classy.cond_embedder.class_embed.num_embeddings == 5 + 1  # + the null label
+
+
+def test_convnext_stages_are_timm_blocks_with_identity_film_at_init():
+    model = make("convnext", TINY_SPECS["pixel-uncond"])
+    blocks = [m for m in model.modules() if isinstance(m, ConvNeXtBlock)]
+    assert len(blocks) == 2 * len(model.config.widths) + 1  # down, up and the middle stage (depth 1)
+    stage = ConditionedStage(16, depth=2, cond_dim=8, mlp_ratio=2.0, kernel_size=7)
+    x, c = torch.randn(2, 16, 4, 4), torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(stage(x, c), stage.blocks[1](stage.blocks[0](x)))
+
+
+def test_condition_embedding_uses_the_sinusoidal_timestep_embedding():
+    emb = ConditionEmbedding(16, num_classes=3, freq_dim=32)
+    t = torch.tensor([0, 10, 999])
+    expected = get_timestep_embedding(t, 32, flip_sin_to_cos=True, downscale_freq_shift=0)
+    assert torch.allclose(emb.time_proj(t), expected)
+    with torch.no_grad():
+        out = emb(t, torch.tensor([0, 1, 3]))
+        ref = emb.time_embed(expected) + emb.class_embed.weight[[0, 1, 3]]
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+def test_broadcast_timesteps():
+    assert broadcast_timesteps(5, 3, torch.device("cpu")).tolist() == [5, 5, 5]
+    assert broadcast_timesteps(torch.tensor(7), 2, torch.device("cpu")).tolist() == [7, 7]
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        broadcast_timesteps(torch.tensor([1, 2]), 3, torch.device("cpu"))
+
+
+def test_unet_text_student_uses_cross_attention_at_every_attention_level():
+    spec = TINY_SPECS["text-latent"]
+    model = make("unet", spec, attention_resolutions=(8, 4))
+    assert model.config.down_block_types == ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
+    assert model.config.cross_attention_dim == 32
+    assert model.config.mid_block_type == "UNetMidBlock2DCrossAttn"
