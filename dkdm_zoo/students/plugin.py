@@ -1,4 +1,7 @@
-"""Built-in student architectures, registered through the public hook (lazy factories)."""
+"""Built-in student architectures, registered through the public hook (lazy factories: no torch here).
+
+The student contract and the shared helpers live in ``dkdm_zoo.students.base``.
+"""
 
 from dkdm_zoo.registry.hookspecs import hookimpl
 
@@ -8,18 +11,18 @@ def register_students(register):
     register(
         "unet",
         "dkdm_zoo.students.unet:build",
-        summary="diffusers UNet2DModel / UNet2DConditionModel (text) with size presets",
+        summary="diffusers UNet2DModel (unconditional/class) or UNet2DConditionModel (text); presets tiny/small/base",
         options={"preset": "small"},
     )
     register(
         "dit",
         "dkdm_zoo.students.dit:build",
-        summary="Diffusion Transformer (timm blocks, adaLN-Zero), unconditional or class/text-conditional",
+        summary="Diffusion Transformer on timm blocks, adaLN-Zero: unconditional, class or text (cross-attention)",
         options={"preset": "small"},
     )
     register(
         "convnext",
         "dkdm_zoo.students.convnext:build",
-        summary="U-shaped network of timm ConvNeXt blocks with time and class conditioning",
+        summary="U-Net of timm ConvNeXt blocks with FiLM time/class conditioning (no text)",
         options={"preset": "small"},
     )
