@@ -196,13 +196,14 @@ def train(
     finally:
         progress.close()
 
+    # per-process weight checksum (before the EMA copy below): processes must agree
+    checksum = float(sum(p.detach().double().sum() for p in student.parameters()))
     exported: list[str] = []
     if main and step >= cfg.steps:
         if ema is not None:
             ema.copy_to(student.parameters())  # the final student is the EMA student
         exported = rundir.export_student(out, acc.unwrap_model(student), teacher.spec)
     forwards = int(acc.reduce(torch.tensor([float(method.teacher_forwards)], device=device), "sum"))
-    checksum = float(sum(p.detach().double().sum() for p in student.parameters()))
     checksums = gather_object([{"rank": rank, "param_sum": checksum}])
     if main:
         rundir.append_metrics(

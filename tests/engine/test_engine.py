@@ -92,6 +92,8 @@ def test_run_folder_contents_and_pipeline_loads(tmp_path):
         "train.preview_samples=4",
         "--set",
         "train.preview_steps=3",
+        "--set",
+        "train.log_every=1",
         "--quiet",
     )
     assert code == 0, out
