@@ -150,3 +150,29 @@ def test_latent_sd_refuses_a_ddpm_pipeline(tmp_path):
     folder = save_pipeline(tmp_path / "p", tiny_unet(), ddpm_scheduler())
     with pytest.raises(UserError, match="no vae/"):
         load(path=str(folder))
+
+
+@torch.no_grad()
+def test_run_of_a_text_teacher_reuses_its_prompts_and_null_condition(sd_folder, tmp_path):
+    from dkdm_zoo.teachers.run import load as load_run
+
+    from .test_run import TinyStudent, make_run
+
+    original = load(path=str(sd_folder), prompts=["a cat", "zebra"])
+    torch.manual_seed(0)
+    run = make_run(
+        tmp_path / "run",
+        "latent-sd",
+        {"path": str(sd_folder), "prompts": ["a cat", "zebra"]},
+        original.spec,
+        TinyStudent(channels=4, out_channels=4),
+    )
+    teacher = load_run(path=str(run))
+    assert teacher.spec.conditioning == "text" and teacher.spec.text_seq_len == SEQ
+    drawn = teacher.sample_conditions(4, generator=torch.Generator().manual_seed(5))
+    ref = original.sample_conditions(4, generator=torch.Generator().manual_seed(5))
+    assert drawn.prompts == ref.prompts
+    torch.testing.assert_close(drawn.text_embeds, ref.text_embeds)
+    torch.testing.assert_close(teacher.null_condition(2).text_embeds, original.null_condition(2).text_embeds)
+    latents = torch.randn(1, 4, 8, 8)
+    torch.testing.assert_close(teacher.decode(latents), original.decode(latents))
