@@ -83,7 +83,9 @@ class NoiseSchedule:
         """alphas_cumprod at t, with t = -1 meaning "before step 0" (alpha_cumprod = 1)."""
         t = t.to(like.device).long()
         table = self._table("alphas_cumprod", like.device)
-        values = torch.where(t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=table.dtype, device=table.device))
+        values = torch.where(
+            t >= 0, table[t.clamp(min=0)], torch.ones((), dtype=table.dtype, device=table.device)
+        )
         return values.reshape(-1, *([1] * (like.ndim - 1)))  # float64
 
     def alpha(self, t: Tensor, like: Tensor) -> Tensor:
@@ -116,7 +118,9 @@ class NoiseSchedule:
     def v_to_eps(self, x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
         return self.sigma(t, x_t) * x_t + self.alpha(t, x_t) * v
 
-    def to_eps_x0(self, model_output: Tensor, x_t: Tensor, t: Tensor, prediction_type: str) -> tuple[Tensor, Tensor]:
+    def to_eps_x0(
+        self, model_output: Tensor, x_t: Tensor, t: Tensor, prediction_type: str
+    ) -> tuple[Tensor, Tensor]:
         """(eps, x0) from a model output of any prediction type; neither is clipped."""
         if prediction_type == "epsilon":
             return model_output, self.eps_to_x0(x_t, model_output, t)
@@ -149,7 +153,9 @@ class NoiseSchedule:
             log_var = frac * torch.log(beta_t) + (1.0 - frac) * torch.log(small)
         else:
             raise ValueError(f"unknown variance type {variance_type!r}; expected one of {VARIANCE_TYPES}")
-        return log_var.to(like.dtype) if log_var.shape == like.shape else log_var.expand_as(like).to(like.dtype)
+        return (
+            log_var.to(like.dtype) if log_var.shape == like.shape else log_var.expand_as(like).to(like.dtype)
+        )
 
     def posterior_mean(self, x_t: Tensor, x0: Tensor, t: Tensor, prev_t: Tensor) -> Tensor:
         acp_t, acp_prev = self._acp(t, x_t), self._acp(prev_t, x_t)
@@ -209,7 +215,9 @@ class NoiseSchedule:
         acp_t = self._acp(t, x_t)
         prev = prev_t.to(x_t.device).long()
         acp_prev = torch.where(
-            prev.reshape(acp_t.shape) >= 0, self._acp(prev.clamp(min=0), x_t), torch.full_like(acp_t, final_alpha_cumprod)
+            prev.reshape(acp_t.shape) >= 0,
+            self._acp(prev.clamp(min=0), x_t),
+            torch.full_like(acp_t, final_alpha_cumprod),
         )
         x0 = (x_t - (1.0 - acp_t).sqrt().to(x_t.dtype) * eps) / acp_t.sqrt().to(x_t.dtype)
         if clip_sample:
@@ -228,7 +236,9 @@ class NoiseSchedule:
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
 
 
 def inference_timesteps(num_train_timesteps: int, steps: int, spacing: str = "trailing") -> list[int]:
@@ -251,5 +261,3 @@ def inference_timesteps(num_train_timesteps: int, steps: int, spacing: str = "tr
 def _schedule_keys(schedule: Mapping[str, Any]) -> dict[str, Any]:
     allowed = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
     return {k: v for k, v in schedule.items() if k in allowed}
-
-

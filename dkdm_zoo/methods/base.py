@@ -22,7 +22,9 @@ from dkdm_zoo.diffusion.sampling import sample_loop
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 
-def student_eps(student: nn.Module, x: Tensor, t: Tensor, cond: Condition | None, channels: int) -> tuple[Tensor, Tensor | None]:
+def student_eps(
+    student: nn.Module, x: Tensor, t: Tensor, cond: Condition | None, channels: int
+) -> tuple[Tensor, Tensor | None]:
     """Split a student output into eps and the learned-variance values (None for fixed variance)."""
     out = student(x, t, **(cond.model_kwargs() if cond is not None else {}))
     eps = out[:, :channels]

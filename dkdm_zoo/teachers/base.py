@@ -154,7 +154,10 @@ class Teacher(ABC):
         if dtype is not None:
             self.dtype = dtype
         for module in self.modules():
-            module.to(self.device, dtype=self.dtype).eval().requires_grad_(False)
+            module.to(self.device).eval().requires_grad_(False)
+            # Cast only when needed: diffusers' ModelMixin.to warns on every dtype argument.
+            if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):
+                module.to(dtype=self.dtype)
         return self
 
     @torch.no_grad()
