@@ -112,6 +112,13 @@ def build_method(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> A
     return registry.create("methods", recipe.method.name, teacher, student, **recipe.method.options)
 
 
+def prepare_student(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> Any:
+    """Let the method adapt the backbone before training (BOOT wraps it as a one-step generator)."""
+    factory = registry.get("methods", recipe.method.name).load()
+    hook = getattr(factory, "prepare_student", None)
+    return hook(student, teacher, **recipe.method.options) if hook is not None else student
+
+
 def build(recipe: Recipe, registry: Any) -> Built:
     """Teacher, student (initialised from ``train.seed``: same recipe, same initial weights) and method."""
     import torch
@@ -119,6 +126,7 @@ def build(recipe: Recipe, registry: Any) -> Built:
     teacher = build_teacher(recipe, registry)
     torch.manual_seed(recipe.train.seed)
     student = build_student(recipe, teacher.spec, registry)
+    student = prepare_student(recipe, teacher, student, registry)
     method = build_method(recipe, teacher, student, registry)
     return Built(recipe, teacher, student, method)
 

@@ -37,6 +37,14 @@ class Method(ABC):
 
     #: Methods that produce a one-step generator set this (sampling then uses one evaluation).
     one_step: bool = False
+    #: Set by the engine before ``setup``: the per-process batch and whether this process shows progress.
+    batch_size: int = 1
+    show_progress: bool = False
+
+    @classmethod
+    def prepare_student(cls, student: nn.Module, teacher: Teacher, **options: Any) -> nn.Module:
+        """Adapt the freshly built student before the optimiser exists (default: unchanged)."""
+        return student
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         self.teacher = teacher

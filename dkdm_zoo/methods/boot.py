@@ -105,7 +105,10 @@ class BOOT(Method):
 
     # -- training ------------------------------------------------------------------------------------
     def _noise(self, n: int) -> Tensor:
-        return torch.randn((n, *self.teacher.spec.sample_shape), generator=self.generator).to(self.device)
+        device = self.generator.device if self.generator is not None else self.device
+        return torch.randn((n, *self.teacher.spec.sample_shape), generator=self.generator, device=device).to(
+            self.device
+        )
 
     def _teacher_eps_x0(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
         """Teacher eps and x0 along its DDIM trajectory (eps re-derived from a clipped x0, as DDIM does)."""
@@ -138,7 +141,9 @@ class BOOT(Method):
         cond = self.teacher.sample_conditions(batch_size, self.generator)
         cond = cond.to(self.device) if cond is not None else None
         kwargs = cond.model_kwargs() if cond is not None else {}
-        pair = torch.randint(0, len(self.t_grid), (batch_size,), generator=self.generator)
+        pair = torch.randint(
+            0, len(self.t_grid), (batch_size,), generator=self.generator, device=noise.device
+        ).cpu()
         t, s = self.t_grid[pair].to(self.device), self.s_grid[pair].to(self.device)
 
         target = self.bootstrap_target(student, noise, t, s, cond)

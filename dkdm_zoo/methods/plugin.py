@@ -38,3 +38,17 @@ def register_methods(register):
         summary="standard diffusion training on a real dataset (reference teachers, data baseline)",
         options={"dataset": "digits", "cond_drop_prob": 0.1, "vlb": True},
     )
+    register(
+        "boot",
+        "dkdm_zoo.methods.boot:BOOT",
+        summary="BOOT: data-free bootstrapping into a one-step generator (Signal-ODE, y-space DDIM targets)",
+        options={
+            "num_steps": 16,
+            "weighting": "none",
+            "boundary_weight": 1.0,
+            "boundary_every": 1,
+            "guidance_scale": None,
+            "clip": None,
+            "init_from_teacher": "auto",
+        },
+    )

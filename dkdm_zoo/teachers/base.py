@@ -107,7 +107,13 @@ class Teacher(ABC):
         if self.spec.conditioning == "none":
             return None
         if self.spec.conditioning == "class":
-            labels = torch.randint(0, self.spec.num_classes, (n,), generator=generator)
+            labels = torch.randint(
+                0,
+                self.spec.num_classes,
+                (n,),
+                generator=generator,
+                device=generator.device if generator is not None else "cpu",
+            )
             return Condition(labels=labels.to(self.device))
         raise NotImplementedError(f"{type(self).__name__} must implement sample_conditions for text")
 
