@@ -1,0 +1,191 @@
+"""Tiny random teachers of every built-in family, built in memory with no download.
+
+They exercise each family's code path (pixel / latent, unconditional / class / text, fixed /
+learned variance) in seconds on a CPU: the compatibility matrix and the tests use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, UNet2DModel
+
+from dkdm_zoo.teachers.base import Teacher
+
+T = 20  # a short schedule keeps pool initialisation and sampling cheap
+NUM_CLASSES = 4
+TEXT_SEQ = 8
+
+
+def scheduler_config(
+    variance_type: str = "fixed_small", clip_sample: bool = True, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "num_train_timesteps": T,
+        "beta_schedule": "linear",
+        "beta_start": 1e-3,
+        "beta_end": 0.2,
+        "variance_type": variance_type,
+        "clip_sample": clip_sample,
+        **extra,
+    }
+
+
+def tiny_unet(
+    channels: int = 1, out_channels: int | None = None, num_classes: int | None = None, seed: int = 0
+) -> UNet2DModel:
+    torch.manual_seed(seed)
+    return UNet2DModel(
+        sample_size=8,
+        in_channels=channels,
+        out_channels=out_channels or channels,
+        block_out_channels=(16, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+        num_class_embeds=None if num_classes is None else num_classes + 1,  # last = null label
+    )
+
+
+def tiny_vae(image_channels: int = 3, latent_channels: int = 4, seed: int = 1) -> AutoencoderKL:
+    """A VAE with one 2x downsampling: 16x16 images <-> 8x8 latents."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=image_channels,
+        out_channels=image_channels,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=8,
+        sample_size=16,
+        scaling_factor=0.5,
+    )
+
+
+def ddpm_unet_teacher(seed: int = 0) -> Teacher:
+    """Pixel space, unconditional, eps prediction, fixed variance, clipping sampler."""
+    from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
+
+    return DDPMUNetTeacher(tiny_unet(1, seed=seed), scheduler_config())
+
+
+def dit_teacher(seed: int = 0) -> Teacher:
+    """Latent space with a VAE, class-conditional, learned variance (the DiT-XL/2 recipe, tiny)."""
+    from diffusers import DiTTransformer2DModel
+
+    from dkdm_zoo.teachers.dit import DiTTeacher
+
+    torch.manual_seed(seed)
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=NUM_CLASSES,
+        norm_num_groups=8,
+    )
+    return DiTTeacher(
+        transformer, scheduler_config("learned_range", clip_sample=False), tiny_vae(), guidance_scale=2.0
+    )
+
+
+def latent_sd_teacher(seed: int = 0) -> Teacher:
+    """Latent space, text-conditional (CLIP), classifier-free guidance with the empty prompt."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from dkdm_zoo.teachers.latent_sd import LatentSDTeacher
+
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    tokens = [*chars, *(c + "</w>" for c in chars), "<|startoftext|>", "<|endoftext|>"]
+    tokenizer = CLIPTokenizer(
+        vocab={tok: i for i, tok in enumerate(tokens)}, merges=[], model_max_length=TEXT_SEQ
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=TEXT_SEQ,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    config = scheduler_config(
+        clip_sample=False, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    )
+    prompts = ["a cat", "a dog", "a red bird", "two fish"]
+    return LatentSDTeacher(
+        unet, tiny_vae(), text_encoder, tokenizer, config, prompts=prompts, guidance_scale=3.0
+    )
+
+
+def run_teacher(workdir: Path, seed: int = 0) -> Teacher:
+    """A finished run (a tiny `unet` student of the tiny ddpm-unet teacher) used as a teacher."""
+    from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.teachers.run import load, write_run_manifest
+
+    origin = ddpm_unet_teacher(seed)
+    torch.manual_seed(seed + 1000)  # not the seed a fresh student would get: teacher != student
+    student = build_registry(entry_points=False).create("students", "unet", origin.spec, preset="tiny")
+    run_dir = Path(workdir) / "tiny-run"
+    student.save_pretrained(run_dir / "student")
+    cls = type(student)
+    write_run_manifest(
+        run_dir,
+        {
+            "format_version": 1,
+            "teacher": {"name": "ddpm-unet", "options": {}},
+            "teacher_spec": origin.spec.to_dict(),
+            "student": {
+                "name": "unet",
+                "preset": "tiny",
+                "options": {},
+                "class": f"{cls.__module__}:{cls.__qualname__}",
+            },
+            "method": {"name": "dkdm", "options": {}},
+            "one_step": False,
+        },
+    )
+    return load(path=run_dir)
+
+
+def spec_teacher(seed: int = 0) -> Teacher:
+    from dkdm_zoo.teachers.spec_only import load
+
+    return load(sample_shape=(1, 8, 8), num_train_timesteps=T, beta_start=1e-3, beta_end=0.2)
+
+
+#: family name -> (builder, optional modules it needs). Builders take (workdir) where noted.
+TINY_TEACHERS: dict[str, tuple[Callable[..., Teacher], tuple[str, ...]]] = {
+    "ddpm-unet": (lambda workdir: ddpm_unet_teacher(), ()),
+    "dit": (lambda workdir: dit_teacher(), ()),
+    "latent-sd": (lambda workdir: latent_sd_teacher(), ("transformers",)),
+    "run": (lambda workdir: run_teacher(workdir), ()),
+    "spec": (lambda workdir: spec_teacher(), ()),
+}
