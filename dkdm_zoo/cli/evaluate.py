@@ -1,0 +1,81 @@
+"""`dkdm-zoo eval SOURCE`: sample quality of a teacher or a run in the digit classifier's feature space.
+
+``--against data`` compares with the real digits; ``--against teacher`` with the run's own teacher
+(data-free). Torch-free at import: the body imports the evaluation code.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dkdm_zoo.cli.sample import SOURCE_HELP, teacher_options
+
+
+def evaluate(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    against: Annotated[
+        str, typer.Option(help="data: the real digits; teacher: the run's teacher's own samples (data-free)")
+    ] = "data",
+    n: Annotated[int, typer.Option("--n", help="number of samples")] = 1000,
+    steps: Annotated[int, typer.Option(help="sampler steps (ignored by one-step generators)")] = 50,
+    teacher_steps: Annotated[
+        int, typer.Option(help="sampler steps of the teacher for --against teacher")
+    ] = 50,
+    sampler: Annotated[str, typer.Option(help="ddim or ddpm")] = "ddim",
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    batch_size: Annotated[int, typer.Option(help="images per network batch")] = 256,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(help="JSON report path [default: RUN/eval-AGAINST.json or eval-NAME-AGAINST.json]"),
+    ] = None,
+    teacher_path: Annotated[
+        str | None, typer.Option(help="the teacher's source (hub id or folder) for a teacher NAME")
+    ] = None,
+) -> None:
+    """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher."""
+    from dkdm_zoo.cli.common import console, get_registry
+    from dkdm_zoo.errors import UserError
+    from dkdm_zoo.evaluation.report import (
+        AGAINST,
+        evaluate_source,
+        print_tables,
+        require_digits_like,
+        write_json,
+    )
+    from dkdm_zoo.generation import load_source
+
+    if against not in AGAINST:
+        raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
+    registry = get_registry()
+    src = load_source(source, registry, teacher_options=teacher_options(teacher_path))
+    require_digits_like(src)
+    result = evaluate_source(
+        src,
+        against,
+        n,
+        steps,
+        seed,
+        sampler=sampler,
+        teacher_steps=teacher_steps,
+        batch_size=batch_size,
+        registry=registry,
+    )
+    result["command"] = " ".join(["dkdm-zoo", *sys.argv[1:]]) if sys.argv else "dkdm-zoo eval"
+    rows = {src.name: result}
+    if "teacher" in result:
+        title = f"{n} samples vs {n} samples of teacher '{result['teacher']['name']}' ({teacher_steps} steps)"
+    else:
+        title = f"{n} samples vs the real digits"
+    print_tables(console, rows, title=title)
+    path = write_json(json_out if json_out is not None else _json_path(src, against), result)
+    console.print(f"wrote {path}")
+
+
+def _json_path(src, against: str) -> Path:
+    if src.run_dir is not None:
+        return src.run_dir / f"eval-{against}.json"
+    return Path(f"eval-{src.name}-{against}.json")

@@ -1,0 +1,281 @@
+"""Evaluation reports shared by `dkdm-zoo eval`, `dkdm-zoo sample` and the end of training.
+
+- ``evaluate_source``: generate from a source and score it in the digit classifier's feature space,
+  against the real digits or against the source's own teacher (data-free);
+- ``metrics_table`` / ``per_class_table``: several models side by side (e.g. teacher vs student);
+- ``final_report``: what a finished run prints and writes when ``train.final_eval_samples > 0``;
+- ``save_grid`` / ``save_individual``: images in [-1, 1] to PNG files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from dkdm_zoo.errors import UserError
+
+AGAINST = ("data", "teacher")
+GRID_LIMIT = 100  # images in the end-of-run grid (10 x 10)
+
+
+def require_digits_like(source: Any) -> None:
+    """The built-in evaluator scores 1-channel images with the shipped digit classifier only."""
+    channels = source.spec.image_shape[0]
+    if channels != 1:
+        raise UserError(
+            f"{source.name} makes {channels}-channel images: the built-in evaluator is for the 1-channel digits "
+            "benchmark; for real images use dkdm_zoo.evaluation.fid_inception (Inception FID)"
+        )
+
+
+def _class_labels(source: Any) -> str | None:
+    return "all" if source.spec.conditioning == "class" else None
+
+
+def timed_generate(source: Any, n: int, **kwargs: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Images, labels and the generation facts a report records (steps, NFE, wall time)."""
+    start = time.perf_counter()
+    images, labels = source.generate(n, **kwargs)
+    wall = time.perf_counter() - start
+    steps = kwargs.get("steps", 50)
+    info = {
+        "n": n,
+        "steps": 1 if source.one_step else steps,
+        "sampler": "one-step" if source.one_step else kwargs.get("sampler", "ddim"),
+        "nfe_per_image": source.nfe_per_image(steps),
+        "wall_s": wall,
+        "s_per_image": wall / n,
+    }
+    return images, labels, info
+
+
+def evaluate_source(
+    source: Any,
+    against: str = "data",
+    n: int = 1000,
+    steps: int = 50,
+    seed: int = 0,
+    *,
+    sampler: str = "ddim",
+    teacher_steps: int = 50,
+    batch_size: int = 256,
+    registry: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate n samples (balanced labels when class-conditional) and score them against data or the teacher."""
+    from dkdm_zoo.evaluation.metrics import evaluate
+
+    if against not in AGAINST:
+        raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
+    require_digits_like(source)
+    reference_source = None
+    if against == "teacher":
+        if registry is None:
+            from dkdm_zoo.registry import build_registry
+
+            registry = build_registry()
+        reference_source = source.teacher_source(registry)  # fails before any sampling when there is none
+    labels = _class_labels(source)
+    images, used, info = timed_generate(
+        source,
+        n,
+        steps=steps,
+        sampler=sampler,
+        labels=labels,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    result: dict[str, Any] = {"source": source.name, "against": against, "seed": seed, **info}
+    reference: Any = "data"
+    if reference_source is not None:
+        ref_images, _, ref_info = timed_generate(
+            reference_source,
+            n,
+            steps=teacher_steps,
+            sampler=sampler,
+            labels=labels,
+            seed=seed,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        reference = ref_images
+        result["teacher"] = {"name": reference_source.name, **ref_info}
+    result["metrics"] = evaluate(images, reference=reference, labels=used)
+    return result
+
+
+_COLUMNS = (
+    ("fd", "FD", "{:.3f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("accuracy", "accuracy", "{:.3f}"),
+)
+
+
+def metrics_table(rows: dict[str, dict[str, Any]], title: str | None = None):
+    """A rich table, one row per model: NFE, time per image and the feature-space metrics.
+
+    Each row is an ``evaluate_source``-style dict (``metrics`` plus generation facts) or a bare
+    metrics dict.
+    """
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("model")
+    table.add_column("NFE/image", justify="right")
+    table.add_column("s/image", justify="right")
+    shown = [c for c in _COLUMNS if any(c[0] in _metrics(r) for r in rows.values())]
+    for _, header, _ in shown:
+        table.add_column(header, justify="right")
+    for name, row in rows.items():
+        metrics = _metrics(row)
+        nfe = row.get("nfe_per_image")
+        per_image = row.get("s_per_image")
+        cells = [
+            name,
+            "" if nfe is None else str(nfe),
+            "" if per_image is None else f"{per_image:.4f}",
+        ]
+        cells += [fmt.format(metrics[key]) if key in metrics else "" for key, _, fmt in shown]
+        table.add_row(*cells)
+    return table
+
+
+def per_class_table(rows: dict[str, dict[str, Any]]):
+    """Per-class accuracy (class-conditional models), or None when no row has it."""
+    from rich.table import Table
+
+    with_classes = {
+        k: _metrics(r)["per_class_accuracy"] for k, r in rows.items() if "per_class_accuracy" in _metrics(r)
+    }
+    if not with_classes:
+        return None
+    classes = sorted({int(c) for per in with_classes.values() for c in per})
+    table = Table(title="accuracy per class")
+    table.add_column("model")
+    for c in classes:
+        table.add_column(str(c), justify="right")
+    for name, per in with_classes.items():
+        per = {int(k): v for k, v in per.items()}
+        table.add_row(name, *[f"{per[c]:.2f}" if c in per else "" for c in classes])
+    return table
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, Any]:
+    return row.get("metrics", row)
+
+
+def print_tables(console: Any, rows: dict[str, dict[str, Any]], title: str | None = None) -> None:
+    console.print(metrics_table(rows, title=title))
+    per_class = per_class_table(rows)
+    if per_class is not None:
+        console.print(per_class)
+
+
+def save_grid(images: Any, path: str | Path, nrow: int | None = None) -> Path:
+    """A PNG grid of images in [-1, 1] (nrow ~ sqrt(N))."""
+    from torchvision.utils import save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
+    save_image(((images.float() + 1) / 2).clamp(0, 1).cpu(), path, nrow=nrow)
+    return path
+
+
+def save_individual(images: Any, folder: str | Path) -> list[Path]:
+    """Each image as folder/00000.png, ..."""
+    from torchvision.utils import save_image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(images) - 1)))
+    paths = []
+    for i, image in enumerate(images):
+        path = folder / f"{i:0{width}d}.png"
+        save_image(((image.float() + 1) / 2).clamp(0, 1).cpu(), path)
+        paths.append(path)
+    return paths
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def final_report(
+    run_dir: str | Path,
+    n: int,
+    *,
+    teacher: Any = None,
+    seed: int = 0,
+    steps: int = 50,
+    device: Any = None,
+    registry: Any = None,
+    console: Any = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Score the finished student AND its teacher against the digits (same seed), print them side by
+    side, write ``RUN/eval.json`` and ``RUN/samples.png``. ``teacher`` is the in-memory teacher of
+    the run (else it is rebuilt from run.json). Returns the report, or None when it was skipped."""
+    from rich.console import Console
+
+    from dkdm_zoo.evaluation.metrics import evaluate
+    from dkdm_zoo.generation import ImageSource, load_source
+
+    console = console if console is not None else Console(highlight=False)
+    run_dir = Path(run_dir)
+    if registry is None:
+        from dkdm_zoo.registry import build_registry
+
+        registry = build_registry()
+    student = load_source(str(run_dir), registry, device=device)
+    try:
+        require_digits_like(student)
+    except UserError as exc:
+        console.print(f"final evaluation skipped: {exc}")
+        return None
+
+    labels = _class_labels(student)
+    models: dict[str, dict[str, Any]] = {}
+    images, used, info = timed_generate(student, n, steps=steps, labels=labels, seed=seed, progress=progress)
+    models["student"] = {**info, "metrics": evaluate(images, reference="data", labels=used)}
+
+    teacher_note = None
+    try:
+        if teacher is not None and teacher.modules():
+            name = student.manifest["teacher"]["name"]
+            teacher_source = ImageSource(name, teacher.spec, teacher=teacher, device=student.device)
+        else:
+            teacher_source = student.teacher_source(registry)
+        t_images, t_used, t_info = timed_generate(
+            teacher_source, n, steps=50, labels=labels, seed=seed, progress=progress
+        )
+        models[f"teacher ({teacher_source.name})"] = {
+            **t_info,
+            "metrics": evaluate(t_images, reference="data", labels=t_used),
+        }
+    except UserError as exc:
+        teacher_note = str(exc)
+
+    report = {
+        "run": str(run_dir),
+        "against": "data",
+        "n": n,
+        "seed": seed,
+        "models": models,
+        **({"teacher_skipped": teacher_note} if teacher_note else {}),
+    }
+    write_json(run_dir / "eval.json", report)
+    grid = save_grid(images[:GRID_LIMIT], run_dir / "samples.png")
+    print_tables(console, models, title=f"final evaluation: {n} samples vs the real digits (seed {seed})")
+    if teacher_note:
+        console.print(f"teacher not evaluated: {teacher_note}")
+    console.print(f"wrote {run_dir / 'eval.json'} and {grid}")
+    return report

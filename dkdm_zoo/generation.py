@@ -1,0 +1,338 @@
+"""One place that turns a SOURCE into images: a registered teacher (NAME or NAME@PATH) or a run directory.
+
+`sample`, `eval` and the end-of-run report all go through ``load_source(...).generate(...)``:
+
+- a teacher samples with its own sampler (``Teacher.sample``) and decodes (VAE for latent teachers);
+- a multi-step run samples its student on the teacher's schedule through the ``run`` teacher;
+- a one-step run (BOOT) calls its generator exactly once per batch; conditions and decoding come
+  from the run's original teacher when they need a network (text encoder, VAE).
+
+Noise, sampler noise and random conditions come from separate generators seeded from ``seed``, so
+the same seed gives the same images (and, for DDIM, the same images whatever the batch size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.teachers.base import Condition, Teacher
+
+Labels = Sequence[int] | str | None  # a list of class ids, or "all" for balanced labels 0..K-1
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def expand_labels(labels: Labels, n: int, spec: TeacherSpec) -> list[int] | None:
+    """User labels cycled to length n; "all" means 0..K-1 repeated (balanced classes)."""
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        if labels != "all":
+            raise UserError(f"labels: expected a list of class ids or 'all', got {labels!r}")
+        if spec.conditioning != "class":
+            what = "text-conditional" if spec.conditioning == "text" else "unconditional"
+            raise UserError(f"this source is {what}: it takes no class labels; drop the labels")
+        labels = list(range(int(spec.num_classes)))
+    labels = [int(v) for v in labels]
+    if not labels:
+        raise UserError("labels: the list is empty; pass at least one class id or 'all'")
+    return [labels[i % len(labels)] for i in range(n)]
+
+
+def expand_prompts(prompts: Sequence[str] | None, n: int) -> list[str] | None:
+    if prompts is None:
+        return None
+    prompts = [str(p) for p in prompts]
+    if not prompts:
+        raise UserError("prompts: the list is empty")
+    return [prompts[i % len(prompts)] for i in range(n)]
+
+
+class ImageSource:
+    """Something that generates decoded images in [-1, 1]: a teacher, a run's student, a one-step generator."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: TeacherSpec,
+        *,
+        teacher: Teacher | None = None,
+        generator: torch.nn.Module | None = None,
+        conditioner: Callable[[], Teacher] | None = None,
+        run_dir: Path | None = None,
+        manifest: dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+    ):
+        if (teacher is None) == (generator is None):
+            raise ValueError("an ImageSource holds either a teacher or a one-step generator")
+        self.name = name
+        self.spec = spec
+        self.teacher = teacher
+        self.generator = generator
+        self._conditioner_factory = conditioner
+        self._conditioner: Teacher | None = None
+        self.run_dir = run_dir
+        self.manifest = manifest
+        self.device = torch.device(device) if device is not None else default_device()
+        if teacher is not None:
+            teacher.to(self.device)
+        else:
+            generator.to(self.device).eval().requires_grad_(False)
+
+    @property
+    def one_step(self) -> bool:
+        return self.generator is not None
+
+    @property
+    def is_run(self) -> bool:
+        return self.run_dir is not None
+
+    @property
+    def conditioner(self) -> Teacher:
+        """The teacher that turns user input into conditions and samples into pixels."""
+        if self.teacher is not None:
+            return self.teacher
+        if self._conditioner is None:
+            self._conditioner = self._conditioner_factory().to(self.device)
+        return self._conditioner
+
+    def nfe_per_image(self, steps: int) -> int:
+        """Network evaluations per image (one per sampler step; classifier-free guidance doubles the batch)."""
+        return 1 if self.one_step else steps
+
+    def _conditions(
+        self, labels: list[int] | None, prompts: list[str] | None, n: int, gen: torch.Generator
+    ) -> Condition | None:
+        if labels is not None or prompts is not None:
+            return self.conditioner.make_condition(labels=labels, prompts=prompts)
+        if self.spec.conditioning == "none":
+            return None
+        return self.conditioner.sample_conditions(n, gen)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        *,
+        steps: int = 50,
+        sampler: str = "ddim",
+        labels: Labels = None,
+        prompts: Sequence[str] | None = None,
+        guidance_scale: float | None = None,
+        seed: int = 0,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """n images (N, C, H, W) in [-1, 1] on CPU, and the class labels they were generated for (or None)."""
+        if n <= 0:
+            raise UserError(f"the number of samples must be positive, got {n}")
+        if batch_size <= 0:
+            raise UserError(f"the batch size must be positive, got {batch_size}")
+        if not self.one_step and steps <= 0:
+            raise UserError(f"the number of sampler steps must be positive, got {steps}")
+        if sampler not in ("ddim", "ddpm"):
+            raise UserError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
+        if self.one_step and guidance_scale is not None:
+            raise UserError(
+                f"{self.name} is a one-step generator: its guidance was distilled in; drop the guidance scale"
+            )
+        labels_n = expand_labels(labels, n, self.spec)
+        prompts_n = expand_prompts(prompts, n)
+        if labels_n is not None:  # checked up front: a wrong label fails before any sampling
+            self.conditioner.make_condition(labels=sorted(set(labels_n)))
+        elif prompts_n is not None and self.spec.conditioning != "text":
+            self.conditioner.make_condition(prompts=prompts_n[:1])
+
+        noise_gen = torch.Generator().manual_seed(seed)
+        cond_gen = torch.Generator().manual_seed(seed + 1)
+        step_gen = torch.Generator(device=self.device).manual_seed(seed + 2)
+        noise = torch.randn((n, *self.spec.sample_shape), generator=noise_gen)
+
+        batches = math.ceil(n / batch_size)
+        per_batch = self.nfe_per_image(steps)
+        images, used_labels = [], []
+        with _progress_bar(progress, total=batches * per_batch, what=self.name) as advance:
+            for start in range(0, n, batch_size):
+                stop = min(start + batch_size, n)
+                cond = self._conditions(
+                    None if labels_n is None else labels_n[start:stop],
+                    None if prompts_n is None else prompts_n[start:stop],
+                    stop - start,
+                    cond_gen,
+                )
+                cond = cond.to(self.device) if cond is not None else None
+                x_T = noise[start:stop].to(self.device)
+                if self.one_step:
+                    kwargs = cond.model_kwargs() if cond is not None else {}
+                    samples = self.generator.generate(x_T, **kwargs).float()
+                    advance(1)
+                else:
+                    samples = self.teacher.sample(
+                        stop - start,
+                        steps=steps,
+                        sampler=sampler,
+                        cond=cond,
+                        guidance_scale=guidance_scale,
+                        generator=step_gen,
+                        noise=x_T,
+                        progress=advance,
+                    )
+                images.append(self.conditioner.decode(samples).float().clamp(-1, 1).cpu())
+                if cond is not None and cond.labels is not None:
+                    used_labels.append(cond.labels.cpu())
+        return torch.cat(images), (torch.cat(used_labels) if used_labels else None)
+
+    def teacher_source(self, registry: Any) -> ImageSource:
+        """The source's own teacher (the teacher recorded in a run's run.json), for data-free comparison."""
+        if self.manifest is None:
+            raise UserError(
+                f"{self.name} is a teacher: it has no teacher to compare against; use --against data"
+            )
+        info = self.manifest["teacher"]
+        if info["name"] == "spec":
+            raise UserError(
+                f"{self.run_dir} was trained from the network-free 'spec' teacher: there are no teacher "
+                "samples to compare against; use --against data"
+            )
+        teacher = registry.create("teachers", info["name"], **dict(info.get("options") or {}))
+        return ImageSource(info["name"], teacher.spec, teacher=teacher, device=self.device)
+
+
+class _NullBar:
+    def __enter__(self) -> Callable[[int], None]:
+        return lambda k=1: None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+class _RichBar:
+    def __init__(self, total: int, what: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn(f"sampling {what}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.total = total
+
+    def __enter__(self) -> Callable[[int], None]:
+        self.bar.start()
+        task = self.bar.add_task("sample", total=self.total)
+        return lambda k=1: self.bar.advance(task, k)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.stop()
+
+
+def _progress_bar(enabled: bool, *, total: int, what: str) -> _NullBar | _RichBar:
+    """A rich bar over sampler steps, only on an interactive terminal of the main process."""
+    import os
+    import sys
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    return _RichBar(total, what) if enabled and main and sys.stderr.isatty() else _NullBar()
+
+
+def _is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "run.json").is_file()
+
+
+def load_source(
+    source: str,
+    registry: Any = None,
+    *,
+    teacher_options: dict[str, Any] | None = None,
+    device: torch.device | str | None = None,
+) -> ImageSource:
+    """A run directory (has run.json), or a registered teacher as NAME or NAME@PATH (plus options)."""
+    from dkdm_zoo.registry import build_registry
+
+    registry = registry if registry is not None else build_registry()
+    path = Path(source).expanduser()
+    if _is_run_dir(path):
+        if teacher_options:
+            raise UserError(
+                f"{source} is a run directory: teacher options ({', '.join(sorted(teacher_options))}) "
+                "apply only to teacher names"
+            )
+        return _load_run(path, registry, device)
+    from dkdm_zoo.build import split_teacher
+
+    name, teacher_path = split_teacher(source)
+    if name not in {e.name for e in registry.list("teachers")}:
+        if path.exists():
+            raise UserError(
+                f"{source} is neither a run directory (no run.json) nor a teacher name: "
+                "pass the output folder of a finished run, or NAME[@PATH] (see `dkdm-zoo list teachers`)"
+            )
+        registry.get("teachers", name)  # raises the unknown-name error with suggestions
+    options = dict(teacher_options or {})
+    if teacher_path is not None:
+        options["path"] = teacher_path
+    teacher = registry.create("teachers", name, **{k: v for k, v in options.items() if v is not None})
+    if not teacher.modules():
+        raise UserError(
+            f"teacher '{name}' has no network, so it cannot sample: pass a trained teacher or a run directory"
+        )
+    return ImageSource(name, teacher.spec, teacher=teacher, device=device)
+
+
+def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -> ImageSource:
+    from dkdm_zoo.teachers.run import read_run_manifest
+
+    manifest = read_run_manifest(run_dir)
+    name = run_dir.name or str(run_dir)
+    if not manifest.get("one_step"):
+        teacher = registry.create("teachers", "run", path=str(run_dir))
+        return ImageSource(
+            name, teacher.spec, teacher=teacher, run_dir=run_dir, manifest=manifest, device=device
+        )
+
+    from dkdm_zoo.students.one_step import OneStepGenerator
+    from dkdm_zoo.teachers.loading import check_weights, resolve_source
+
+    student_dir = run_dir / "student"
+    if not (student_dir / "config.json").is_file():
+        raise UserError(
+            f"{run_dir} has no student/ folder: the run did not finish; resume it or pick a finished run"
+        )
+    check_weights(resolve_source(student_dir), None, allow_pickle=False)
+    generator = OneStepGenerator.from_pretrained(student_dir, use_safetensors=True)
+    try:
+        spec = TeacherSpec.from_dict(manifest["teacher_spec"])
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{run_dir}/run.json: invalid teacher_spec: {exc}") from exc
+
+    def conditioner() -> Teacher:
+        # Latent decoding and text encoding need the original teacher; labels and pixels need only the spec.
+        if spec.space == "latent" or spec.conditioning == "text":
+            info = manifest["teacher"]
+            return registry.create("teachers", info["name"], **dict(info.get("options") or {}))
+        from dkdm_zoo.teachers.spec_only import SpecTeacher
+
+        return SpecTeacher(dataclasses.replace(spec, family=name))
+
+    return ImageSource(
+        name,
+        spec,
+        generator=generator,
+        conditioner=conditioner,
+        run_dir=run_dir,
+        manifest=manifest,
+        device=device,
+    )
