@@ -53,6 +53,7 @@ class TrainConfig:
     preview_steps: int = 50
     log_every: int = 10
     tracker: Literal["none", "tensorboard"] = "none"
+    final_eval_samples: int = 0  # > 0: score the finished student and its teacher on that many samples
 
     def validate(self, where: str = "train") -> None:
         for name in (
@@ -66,7 +67,7 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise UserError(f"{where}.{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("warmup_steps", "checkpoint_every", "preview_every"):
+        for name in ("warmup_steps", "checkpoint_every", "preview_every", "final_eval_samples"):
             if getattr(self, name) < 0:
                 raise UserError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:

@@ -216,6 +216,12 @@ def train(
                 "exported": exported,
             },
         )
+        if exported and cfg.final_eval_samples > 0:
+            from dkdm_zoo.evaluation.report import final_report
+
+            final_report(
+                out, cfg.final_eval_samples, teacher=teacher, seed=cfg.seed, device=device, quiet=quiet
+            )
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(out=out, step=step, world_size=world, teacher_forwards=forwards, exported=exported)

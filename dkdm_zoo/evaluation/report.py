@@ -219,17 +219,19 @@ def final_report(
     device: Any = None,
     registry: Any = None,
     console: Any = None,
-    progress: bool = True,
+    quiet: bool = False,
 ) -> dict[str, Any] | None:
     """Score the finished student AND its teacher against the digits (same seed), print them side by
     side, write ``RUN/eval.json`` and ``RUN/samples.png``. ``teacher`` is the in-memory teacher of
-    the run (else it is rebuilt from run.json). Returns the report, or None when it was skipped."""
+    the run (else it is rebuilt from run.json); ``quiet`` prints nothing. Returns the report, or None
+    when it was skipped."""
     from rich.console import Console
 
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.generation import ImageSource, load_source
 
-    console = console if console is not None else Console(highlight=False)
+    console = console if console is not None else Console(highlight=False, quiet=quiet)
+    progress = not quiet
     run_dir = Path(run_dir)
     if registry is None:
         from dkdm_zoo.registry import build_registry
@@ -249,7 +251,11 @@ def final_report(
 
     teacher_note = None
     try:
-        if teacher is not None and teacher.modules():
+        if teacher is not None and not teacher.modules():
+            raise UserError(
+                f"the run's teacher '{student.manifest['teacher']['name']}' has no network to sample"
+            )
+        if teacher is not None:
             name = student.manifest["teacher"]["name"]
             teacher_source = ImageSource(name, teacher.spec, teacher=teacher, device=student.device)
         else:
