@@ -139,8 +139,9 @@ class ImageSource:
             raise UserError(f"the number of samples must be positive, got {n}")
         if batch_size <= 0:
             raise UserError(f"the batch size must be positive, got {batch_size}")
-        if not self.one_step and steps <= 0:
-            raise UserError(f"the number of sampler steps must be positive, got {steps}")
+        T = self.spec.num_train_timesteps
+        if not self.one_step and not 1 <= steps <= T:
+            raise UserError(f"sampler steps must be in 1..{T} (the schedule's length), got {steps}")
         if sampler not in ("ddim", "ddpm"):
             raise UserError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
         if self.one_step and guidance_scale is not None:

@@ -19,6 +19,7 @@ from dkdm_zoo.errors import UserError
 
 AGAINST = ("data", "teacher")
 GRID_LIMIT = 100  # images in the end-of-run grid (10 x 10)
+TEACHER_STEPS = 50  # the teacher's reference sampler at the end of a run: 50 DDIM steps
 
 
 def require_digits_like(source: Any) -> None:
@@ -245,6 +246,7 @@ def final_report(
         return None
 
     labels = _class_labels(student)
+    steps = min(steps, student.spec.num_train_timesteps)  # a short schedule allows fewer steps
     models: dict[str, dict[str, Any]] = {}
     images, used, info = timed_generate(student, n, steps=steps, labels=labels, seed=seed, progress=progress)
     models["student"] = {**info, "metrics": evaluate(images, reference="data", labels=used)}
@@ -261,7 +263,12 @@ def final_report(
         else:
             teacher_source = student.teacher_source(registry)
         t_images, t_used, t_info = timed_generate(
-            teacher_source, n, steps=50, labels=labels, seed=seed, progress=progress
+            teacher_source,
+            n,
+            steps=min(TEACHER_STEPS, teacher_source.spec.num_train_timesteps),
+            labels=labels,
+            seed=seed,
+            progress=progress,
         )
         models[f"teacher ({teacher_source.name})"] = {
             **t_info,
