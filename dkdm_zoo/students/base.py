@@ -24,6 +24,30 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.spec import TeacherSpec
 
+# -- loading saved students ------------------------------------------------------------------------------
+
+
+def import_model_class(reference: str) -> type:
+    """The class named ``"module:Class"`` (from a run manifest or a saved config), accepted only if it
+    is a diffusers ModelMixin: a manifest must not be able to make us call arbitrary code."""
+    import importlib
+
+    from diffusers import ModelMixin
+
+    module_name, _, attr = str(reference).partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError, ValueError):
+        raise UserError(
+            f"cannot import model class {reference!r}: install the package (plugin) that defines it"
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, ModelMixin)):
+        raise UserError(f"model class {reference!r} is not a diffusers ModelMixin: refusing to load it")
+    return obj
+
+
 # -- presets ------------------------------------------------------------------------------------------
 
 

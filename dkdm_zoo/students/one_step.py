@@ -6,7 +6,6 @@ rebuilds any registered architecture (plugins included) without the registry.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import torch
@@ -14,23 +13,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from dkdm_zoo.errors import UserError
-
-
-def import_model_class(reference: str) -> type[ModelMixin]:
-    """``"module:Class"`` -> the class, refused unless it is a diffusers ModelMixin."""
-    module_name, _, attr = reference.partition(":")
-    try:
-        cls: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            cls = getattr(cls, part)
-    except (ImportError, AttributeError) as exc:
-        raise UserError(
-            f"cannot import model class '{reference}': {exc}; is the plugin that provides it installed?"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, ModelMixin)):
-        raise UserError(f"'{reference}' is not a diffusers ModelMixin class; refusing to build it")
-    return cls
+from dkdm_zoo.students.base import import_model_class
 
 
 def class_reference(module: nn.Module) -> str:

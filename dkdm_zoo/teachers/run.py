@@ -15,7 +15,6 @@ original teacher's schedule: ``student(x, t, class_labels=None, encoder_hidden_s
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import import_model_class
 from dkdm_zoo.teachers.base import Condition, Teacher
 from dkdm_zoo.teachers.loading import check_weights, parse_dtype, resolve_source
 
@@ -76,24 +76,6 @@ def read_run_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from exc
     return _validate(data, path)
-
-
-def student_class(ref: str) -> type:
-    """The student class named "module:ClassName", accepted only if it is a diffusers ModelMixin."""
-    from diffusers import ModelMixin
-
-    module_name, _, attr = str(ref).partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise UserError(
-            f"cannot import the run's student class {ref!r}: install the package that defines it"
-        ) from exc
-    if not (isinstance(obj, type) and issubclass(obj, ModelMixin)):
-        raise UserError(f"the run's student class {ref!r} is not a diffusers ModelMixin: refusing to load it")
-    return obj
 
 
 class RunTeacher(Teacher):
@@ -178,7 +160,7 @@ def load(
             f"{run_dir} has no student/ folder: the run did not finish; resume it or pick a finished run"
         )
     check_weights(resolve_source(student_dir), None, allow_pickle=False)
-    cls = student_class(manifest["student"]["class"])
+    cls = import_model_class(manifest["student"]["class"])
     student = cls.from_pretrained(student_dir, use_safetensors=True, torch_dtype=parse_dtype(dtype))
     try:
         original_spec = TeacherSpec.from_dict(manifest["teacher_spec"])
