@@ -53,3 +53,16 @@ def register_teachers(register):
             "clip_sample": True,
         },
     )
+    # Reference teachers trained on scikit-learn's 8x8 digits, shipped in dkdm_zoo/assets/ (see their MODEL_CARD.md).
+    register(
+        "digits-ddpm",
+        "dkdm_zoo.teachers.reference:digits_ddpm",
+        summary="reference: unconditional 8x8 digits UNet2DModel (DDPM, eps, T=1000), shipped; no download",
+        options={"guidance_scale": None, "dtype": "float32"},
+    )
+    register(
+        "digits-dit",
+        "dkdm_zoo.teachers.reference:digits_dit",
+        summary="reference: class-conditional 8x8 pixel-space digits DiT, learned variance, CFG; shipped",
+        options={"guidance_scale": 3.0, "dtype": "float32"},
+    )
