@@ -30,7 +30,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(help="images per network batch")] = 256,
     json_out: Annotated[
         Path | None,
-        typer.Option(help="JSON report path [default: RUN/eval-AGAINST.json or eval-NAME-AGAINST.json]"),
+        typer.Option(
+            help="JSON report path (default: RUN/eval-AGAINST.json, or eval-NAME-AGAINST.json for a teacher)"
+        ),
     ] = None,
     teacher_path: Annotated[
         str | None, typer.Option(help="the teacher's source (hub id or folder) for a teacher NAME")

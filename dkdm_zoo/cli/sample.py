@@ -55,12 +55,13 @@ def sample(
         list[str] | None, typer.Option("--prompt", help="a text prompt (repeatable; cycled to --n)")
     ] = None,
     guidance_scale: Annotated[
-        float | None, typer.Option(help="classifier-free guidance scale [default: the teacher's]")
+        float | None, typer.Option(help="classifier-free guidance scale (default: the teacher's)")
     ] = None,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same images")] = 0,
     batch_size: Annotated[int, typer.Option(help="images per network batch")] = 256,
     out: Annotated[
-        Path | None, typer.Option(help="PNG grid path [default: RUN/samples.png or samples-NAME.png]")
+        Path | None,
+        typer.Option(help="PNG grid path (default: RUN/samples.png, or samples-NAME.png for a teacher)"),
     ] = None,
     individual: Annotated[
         Path | None, typer.Option(help="also write each image as a PNG into this folder")
