@@ -1,0 +1,240 @@
+"""The digits results table: teacher, data-trained, synthetic-dataset and DKDM students, BOOT.
+
+Every row is a real `dkdm-zoo` command (recorded in the JSON), trained at an EQUAL budget (same
+steps and batch) and evaluated with the shipped digit classifier against the real digits, for
+several seeds; the table reports the mean and the spread (min..max) over seeds.
+
+    python tools/results_digits.py ddpm --seeds 0 1            # digits-ddpm rows
+    python tools/results_digits.py dit --seeds 0 1             # digits-dit rows (class accuracy)
+    python tools/results_digits.py boot --seeds 0 1            # BOOT one-step vs teacher DDIM steps
+    python tools/results_digits.py table                       # JSON -> docs/results/digits.md
+
+Runs go to runs/results/ (resumable: a finished run with its eval JSON is not redone); two runs
+train at once with one thread each (--workers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUNS = REPO / "runs" / "results"
+RESULTS = REPO / "docs" / "results"
+CLI = ["dkdm-zoo"]
+
+# Equal training budget for every trained row of a table.
+BUDGET = {"steps": 800, "batch_size": 64}
+EVAL_N = 500
+
+SPEC = {
+    "ddpm": ["--teacher", "spec", "--set", "teacher.sample_shape=[1,8,8]"],
+    "dit": [
+        "--teacher", "spec", "--set", "teacher.sample_shape=[1,8,8]", "--set", 'teacher.conditioning="class"',
+        "--set", "teacher.num_classes=10", "--set", 'teacher.variance_type="learned_range"',
+    ],
+}  # fmt: skip
+
+
+def rows_for(table: str) -> dict[str, list[str]]:
+    """Row name -> distill arguments (without budget, seed, output)."""
+    teacher = f"digits-{table}"
+    common = ["--set", "train.lr=4e-4", "--set", "train.warmup_steps=50", "--set", "train.ema_decay=0.995"]
+    # CPU budget: a pool of 0.05*T*b slots (each visited ~16 times in 800 steps) initialised by a 4-step
+    # DDIM jump; the synthetic set is as large as the real one, drawn with the teacher's 50-step DDIM.
+    dkdm = ["--method", "dkdm", "--set", "method.rho=0.05", "--set", 'method.pool_init="ddim"',
+            "--set", "method.pool_init_steps=4"]  # fmt: skip
+    synthetic = ["--method", "synthetic", "--set", "method.num_samples=1797", "--set", 'method.sampler="ddim"',
+                 "--set", "method.sampler_steps=50"]  # fmt: skip
+    data = [*SPEC[table], "--method", "data", "--set", 'method.dataset="digits"']
+    rows = {
+        "data (unet)": [*data, "--student", "unet", "--preset", "small", *common],
+        "synthetic (unet)": ["--teacher", teacher, "--student", "unet", "--preset", "small", *synthetic, *common],
+        "DKDM unet": ["--teacher", teacher, "--student", "unet", "--preset", "small", *dkdm, *common],
+        "DKDM dit": ["--teacher", teacher, "--student", "dit", "--preset", "small", *dkdm, *common],
+    }
+    if table == "ddpm":
+        rows["DKDM convnext"] = ["--teacher", teacher, "--student", "convnext", "--preset", "small", *dkdm, *common]
+        rows["DKDM uvit (plugin)"] = ["--teacher", teacher, "--student", "uvit", "--preset", "small", *dkdm, *common]
+    return rows
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def run(cmd: list[str], log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "COLUMNS": "120"}
+    with log.open("a") as fh:
+        fh.write(f"$ {shlex.join(cmd)}\n")
+        fh.flush()
+        subprocess.run(cmd, check=True, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def train_and_eval(table: str, name: str, args: list[str], seed: int) -> dict:
+    out = RUNS / table / f"{slug(name)}-s{seed}"
+    eval_json = out / "eval-data.json"
+    distill = [
+        *CLI, "distill", *args, "--steps", str(BUDGET["steps"]), "--batch-size", str(BUDGET["batch_size"]),
+        "--set", f"train.seed={seed}", "--set", "train.checkpoint_every=0", "--set", "train.preview_every=0",
+        "--out", str(out.relative_to(REPO)), "--quiet",
+    ]  # fmt: skip
+    evaluate = [*CLI, "eval", str(out.relative_to(REPO)), "--against", "data", "--n", str(EVAL_N), "--seed", str(seed)]
+    if not eval_json.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log = out.parent / f"{slug(name)}-s{seed}.log"
+        start = time.perf_counter()
+        run([*distill, "--overwrite"], log)
+        train_s = time.perf_counter() - start
+        run([*evaluate, "--json-out", str(eval_json)], log)
+        (out / "train_wall_s.txt").write_text(f"{train_s:.1f}\n")
+    result = json.loads(eval_json.read_text())
+    return {
+        "row": name,
+        "seed": seed,
+        "commands": [shlex.join(distill), shlex.join(evaluate)],
+        "train_wall_s": float((out / "train_wall_s.txt").read_text()),
+        "metrics": result["metrics"],
+        "teacher_forwards": _teacher_forwards(out),
+    }
+
+
+def _teacher_forwards(out: Path) -> int | None:
+    lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").exists() else []
+    values = [json.loads(x).get("teacher_forwards") for x in lines]
+    values = [v for v in values if v is not None]
+    return values[-1] if values else None
+
+
+def teacher_rows(table: str, seeds: list[int], steps_list: list[int]) -> list[dict]:
+    """The teacher itself with its DDIM sampler at several step counts (and time per image)."""
+    results = []
+    for steps in steps_list:
+        for seed in seeds:
+            name = f"teacher DDIM {steps}"
+            out = RUNS / table / f"teacher-ddim{steps}-s{seed}.json"
+            cmd = [*CLI, "eval", f"digits-{table}", "--against", "data", "--n", str(EVAL_N), "--steps", str(steps),
+                   "--seed", str(seed), "--json-out", str(out.relative_to(REPO))]  # fmt: skip
+            if not out.exists():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                run(cmd, out.with_suffix(".log"))
+            result = json.loads(out.read_text())
+            results.append(
+                {"row": name, "seed": seed, "commands": [shlex.join(cmd)], "metrics": result["metrics"],
+                 "s_per_image": result.get("s_per_image"), "nfe_per_image": result.get("nfe_per_image")}
+            )  # fmt: skip
+    return results
+
+
+def boot_rows(seeds: list[int], workers: int) -> list[dict]:
+    args = {
+        "BOOT unet (1 step)": ["--teacher", "digits-ddpm", "--student", "unet", "--preset", "small",
+                                "--set", "student.block_out_channels=[32,64,64]", "--set", "student.layers_per_block=1",
+                                "--set", "student.attention_resolutions=[4]", "--set", "student.min_resolution=2",
+                                "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-4",
+                                "--set", "train.ema_decay=0.995"],
+    }  # fmt: skip
+    jobs = [(name, a, seed) for name, a in args.items() for seed in seeds]
+    with ThreadPoolExecutor(workers) as pool:
+        rows = list(pool.map(lambda job: train_and_eval("boot", *job), jobs))
+    for row in rows:  # one-step timing comes from its eval JSON
+        out = RUNS / "boot" / f"{slug(row['row'])}-s{row['seed']}" / "eval-data.json"
+        data = json.loads(out.read_text())
+        row["s_per_image"], row["nfe_per_image"] = data.get("s_per_image"), data.get("nfe_per_image")
+    return rows + teacher_rows("ddpm", seeds, [1, 2, 4, 10, 50])
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    by_row: dict[str, list[dict]] = {}
+    for r in rows:
+        by_row.setdefault(r["row"], []).append(r)
+    summary = []
+    for name, items in by_row.items():
+        entry = {"row": name, "seeds": [i["seed"] for i in items], "commands": items[0]["commands"]}
+        for key in ("fd", "precision", "recall", "accuracy"):
+            values = [i["metrics"][key] for i in items if i["metrics"].get(key) is not None]
+            if values:
+                entry[key] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+        for key in ("s_per_image", "nfe_per_image", "train_wall_s", "teacher_forwards"):
+            values = [i[key] for i in items if i.get(key) is not None]
+            if values:
+                entry[key] = statistics.fmean(values)
+        summary.append(entry)
+    return summary
+
+
+def markdown(table: str, data: dict) -> str:
+    has_acc = any("accuracy" in r for r in data["summary"])
+    has_time = any("s_per_image" in r for r in data["summary"])
+    head = ["row", "FD vs data (lower better)", "precision", "recall"]
+    head += ["class accuracy"] if has_acc else []
+    head += ["NFE", "ms/image"] if has_time else []
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(entry: dict, key: str) -> str:
+        v = entry.get(key)
+        return "" if v is None else f"{v['mean']:.3f} ({v['min']:.3f}..{v['max']:.3f})"
+
+    for r in data["summary"]:
+        cells = [r["row"], fmt(r, "fd"), fmt(r, "precision"), fmt(r, "recall")]
+        cells += [fmt(r, "accuracy")] if has_acc else []
+        if has_time:
+            nfe, spi = r.get("nfe_per_image"), r.get("s_per_image")
+            cells += ["" if nfe is None else f"{nfe:.0f}", "" if spi is None else f"{1000 * spi:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["ddpm", "dit", "boot", "table"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=BUDGET["steps"])
+    parser.add_argument("--batch-size", type=int, default=BUDGET["batch_size"])
+    parser.add_argument("--rows", nargs="*", help="only these rows (names as in the table)")
+    args = parser.parse_args()
+    BUDGET.update(steps=args.steps, batch_size=args.batch_size)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.what == "table":
+        parts = []
+        for table in ("ddpm", "dit", "boot"):
+            path = RESULTS / f"digits-{table}.json"
+            if path.exists():
+                data = json.loads(path.read_text())
+                parts.append(f"### {data['title']}\n\n{data['note']}\n\n{markdown(table, data)}\n")
+        (RESULTS / "digits.md").write_text("\n".join(parts))
+        print("\n".join(parts))
+        return
+    start = time.perf_counter()
+    if args.what == "boot":
+        rows = boot_rows(args.seeds, args.workers)
+        title = "BOOT on digits-ddpm: one step vs the teacher's DDIM"
+    else:
+        selected = {k: v for k, v in rows_for(args.what).items() if not args.rows or k in args.rows}
+        jobs = [(args.what, name, a, seed) for name, a in selected.items() for seed in args.seeds]
+        with ThreadPoolExecutor(args.workers) as pool:
+            rows = teacher_rows(args.what, args.seeds, [50]) + list(pool.map(lambda j: train_and_eval(*j), jobs))
+        title = f"digits-{args.what}: teacher, data-trained, synthetic-dataset and DKDM students"
+    note = (
+        f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "
+        f"(BOOT: 1 step), scored against the 1797 real digits in the shipped classifier's feature space; "
+        f"mean (min..max) over seeds {args.seeds}. Command: `python tools/results_digits.py {args.what} "
+        f"--seeds {' '.join(map(str, args.seeds))} --steps {BUDGET['steps']} --batch-size {BUDGET['batch_size']}`."
+    )
+    data = {"title": title, "note": note, "budget": BUDGET, "eval_n": EVAL_N, "rows": rows, "summary": summarise(rows),
+            "wall_s": time.perf_counter() - start, "python": sys.version.split()[0]}  # fmt: skip
+    (RESULTS / f"digits-{args.what}.json").write_text(json.dumps(data, indent=2) + "\n")
+    print(markdown(args.what, data))
+
+
+if __name__ == "__main__":
+    main()
