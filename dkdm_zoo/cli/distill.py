@@ -26,12 +26,12 @@ def distill(
         str | None, typer.Option(help="student architecture (see `dkdm-zoo list students`)")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="student size preset")] = None,
-    method: Annotated[str | None, typer.Option(help="distillation method [default: dkdm]")] = None,
+    method: Annotated[str | None, typer.Option(help="distillation method (default: dkdm)")] = None,
     recipe: Annotated[str | None, typer.Option(help="recipe name or path to a .toml")] = None,
     steps: Annotated[int | None, typer.Option(help="optimiser steps")] = None,
     batch_size: Annotated[int | None, typer.Option(help="batch size per process")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="run folder [default: runs/<recipe-or-teacher>-<student>-<method>]")
+        Path | None, typer.Option(help="run folder (default: runs/RECIPE-OR-TEACHER-STUDENT-METHOD)")
     ] = None,
     resume: Annotated[
         bool, typer.Option(help="continue the run in --out from its latest checkpoint")

@@ -50,7 +50,7 @@ def list_cmd(
         str | None, typer.Argument(help="teachers, students, methods or recipes (default: all)")
     ] = None,
     pattern: Annotated[
-        str | None, typer.Argument(help="shell-style wildcard on names, e.g. '*unet*' [default: *]")
+        str | None, typer.Argument(help="shell-style wildcard on names, e.g. '*unet*' (default: *)")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
