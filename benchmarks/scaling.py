@@ -82,7 +82,7 @@ def cli_run(nproc: int, teacher: Path, out: Path, args: argparse.Namespace) -> f
         "method.pool_init_steps=1",
     ):
         distill += ["--set", kv]
-    if nproc == 1:
+    if nproc == 0:  # one plain process, no launcher
         cmd = [sys.executable, *distill]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
@@ -100,19 +100,24 @@ def cli_run(nproc: int, teacher: Path, out: Path, args: argparse.Namespace) -> f
 def ddp(args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks import setups
 
-    rates: dict[int, list[float]] = {1: [], 2: []}
+    # 0: a plain process; 1 and 2: torchrun with 1 and 2 processes (same per-process batch)
+    rates: dict[int, list[float]] = {0: [], 1: [], 2: []}
     with tempfile.TemporaryDirectory() as tmp:
         teacher = setups.save_teacher("digits", Path(tmp) / "teacher")
         for rep in range(args.ddp_reps):
-            for nproc in (1, 2) if rep % 2 == 0 else (2, 1):
+            for nproc in (0, 1, 2) if rep % 2 == 0 else (2, 1, 0):
                 rates[nproc].append(cli_run(nproc, teacher, Path(tmp) / f"run{nproc}", args))
-    ratios = [b / a for a, b in zip(rates[1], rates[2], strict=True)]
+    ratios = [b / a for a, b in zip(rates[0], rates[2], strict=True)]
     return {
         "preset": args.ddp_preset,
         "batch_per_process": args.ddp_batch,
         "steps": args.ddp_steps,
         "threads_per_process": args.threads,
-        "samples_per_s_1proc": rates[1],
+        "samples_per_s_1proc": rates[0],
+        "samples_per_s_torchrun_1proc": rates[1],
+        "ratio_2proc_over_torchrun_1proc": statistics.median(
+            [b / a for a, b in zip(rates[1], rates[2], strict=True)]
+        ),
         "samples_per_s_2proc": rates[2],
         "ratio_2proc_over_1proc": statistics.median(ratios),
         "ratios_per_rep": ratios,
@@ -139,28 +144,35 @@ def main() -> None:
     parser.add_argument("--ddp-reps", type=int, default=2)
     parser.add_argument("--master-port", type=int, default=29531)
     parser.add_argument("--skip-ddp", action="store_true")
+    parser.add_argument(
+        "--skip-grid", action="store_true", help="only the 2-process comparison (scaling_ddp.json)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    rows = grid(args)
-    print(f"engine DKDM steps, {torch.get_num_threads()} thread(s), EMA + clip on")
-    print(f"{'res':>4} {'preset':<6} {'params':>10} {'batch':>5} {'s/step':>8} {'samples/s':>9}")
+    rows = [] if args.skip_grid else grid(args)
+    if rows:
+        print(f"engine DKDM steps, {torch.get_num_threads()} thread(s), EMA + clip on")
+        print(f"{'res':>4} {'preset':<6} {'params':>10} {'batch':>5} {'s/step':>8} {'samples/s':>9}")
     for r in rows:
         print(
             f"{r['resolution']:>4} {r['preset']:<6} {r['student_params']:>10,} {r['batch']:>5} "
             f"{r['step_s_median']:>8.3f} {r['samples_per_s']:>9.1f}"
         )
-    result: dict[str, Any] = {"threads": torch.get_num_threads(), "grid": rows}
+    result: dict[str, Any] = {"threads": torch.get_num_threads()}
+    if rows:
+        result["grid"] = rows
     if not args.skip_ddp:
         d = ddp(args)
         result["ddp"] = d
         print(
             f"CLI distill, digits teacher, unet {d['preset']}, batch {d['batch_per_process']}/process, "
-            f"{d['threads_per_process']} thread(s)/process: 1 proc {statistics.median(d['samples_per_s_1proc']):.1f} "
-            f"samples/s, 2 procs {statistics.median(d['samples_per_s_2proc']):.1f} samples/s, "
-            f"ratio {d['ratio_2proc_over_1proc']:.2f}"
+            f"{d['threads_per_process']} thread(s)/process: 1 plain process {statistics.median(d['samples_per_s_1proc']):.1f} "
+            f"samples/s, torchrun 1 process {statistics.median(d['samples_per_s_torchrun_1proc']):.1f}, "
+            f"torchrun 2 processes {statistics.median(d['samples_per_s_2proc']):.1f}; ratio 2 / plain 1 "
+            f"{d['ratio_2proc_over_1proc']:.2f}, 2 / torchrun 1 {d['ratio_2proc_over_torchrun_1proc']:.2f}"
         )
-    path = write_result("scaling", result)
+    path = write_result("scaling_ddp" if args.skip_grid else "scaling", result)
     print(f"wrote {path}")
 
 

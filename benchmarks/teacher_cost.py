@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--forward-batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8, help="digits runs: batch")
-    parser.add_argument("--rho", type=float, default=0.1, help="digits runs: rho (small, so init finishes)")
+    parser.add_argument("--rho", type=float, default=0.05, help="digits runs: rho (small, so init finishes)")
     parser.add_argument("--steps", type=int, default=200, help="digits runs: optimiser steps")
     parser.add_argument("--synthetic-samples", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
