@@ -32,6 +32,26 @@ def get_registry() -> Any:
     return _state["registry"]
 
 
+def invocation(ctx: typer.Context) -> str:
+    """The running command as a user would type it, rebuilt from the parsed parameters (works under
+    CliRunner and torchrun alike, unlike sys.argv); options left at their defaults are omitted."""
+    import shlex
+
+    parts = ["dkdm-zoo", *ctx.command_path.split()[1:]]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            parts.append(str(value))
+        elif value is None or value is False or value == param.default:
+            continue
+        elif value is True:
+            parts.append(param.opts[0])
+        else:
+            for item in value if isinstance(value, list | tuple) else [value]:
+                parts += [param.opts[0], str(item)]
+    return shlex.join(parts)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from dkdm_zoo.cli.sample import SOURCE_HELP, teacher_options
 
 
 def evaluate(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     against: Annotated[
         str, typer.Option(help="data: the real digits; teacher: the run's teacher's own samples (data-free)")
@@ -39,7 +39,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher."""
-    from dkdm_zoo.cli.common import console, get_registry
+    from dkdm_zoo.cli.common import console, get_registry, invocation
     from dkdm_zoo.errors import UserError
     from dkdm_zoo.evaluation.report import (
         AGAINST,
@@ -66,7 +66,7 @@ def evaluate(
         batch_size=batch_size,
         registry=registry,
     )
-    result["command"] = " ".join(["dkdm-zoo", *sys.argv[1:]]) if sys.argv else "dkdm-zoo eval"
+    result["command"] = invocation(ctx)
     rows = {src.name: result}
     if "teacher" in result:
         title = f"{n} samples vs {n} samples of teacher '{result['teacher']['name']}' ({teacher_steps} steps)"

@@ -156,7 +156,12 @@ def test_eval_against_data_and_teacher_writes_json(data_run, tmp_path):
         assert code == 0, output
         report = json.loads((data_run / f"eval-{against}.json").read_text())
         assert report["against"] == against and report["n"] == 12 and report["steps"] == 3
-        assert report["seed"] == 0 and report["wall_s"] > 0 and "eval" in report["command"]
+        assert report["seed"] == 0 and report["wall_s"] > 0
+        assert report["command"] == (
+            f"dkdm-zoo eval {data_run} --against {against} --n 12 --steps 3 --teacher-steps 2"
+            if against == "teacher"
+            else f"dkdm-zoo eval {data_run} --n 12 --steps 3 --teacher-steps 2"
+        )
         for key in ("fd", "precision", "recall"):
             assert math.isfinite(report["metrics"][key])
         assert "FD" in output and "precision" in output and "wrote" in output
