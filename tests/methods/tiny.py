@@ -12,38 +12,11 @@ from diffusers import UNet2DModel
 from dkdm_zoo.registry import build_registry, hookimpl
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
-
-T = 20
-
-
-def scheduler_config(variance_type: str = "fixed_small", clip_sample: bool = True) -> dict[str, Any]:
-    return {
-        "num_train_timesteps": T,
-        "beta_schedule": "linear",
-        "beta_start": 1e-3,
-        "beta_end": 0.2,
-        "variance_type": variance_type,
-        "clip_sample": clip_sample,
-    }
-
-
-def tiny_unet(out_channels: int = 1, num_classes: int | None = None, seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=out_channels,
-        block_out_channels=(16, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        num_class_embeds=None if num_classes is None else num_classes + 1,  # last = null label
-    )
+from dkdm_zoo.teachers.tiny import T, scheduler_config, tiny_unet  # noqa: F401 - T is re-exported
 
 
 def tiny_teacher(learned: bool = False, num_classes: int | None = None, seed: int = 0) -> DDPMUNetTeacher:
-    unet = tiny_unet(2 if learned else 1, num_classes, seed)
+    unet = tiny_unet(1, 2 if learned else 1, num_classes, seed)
     return DDPMUNetTeacher(unet, scheduler_config("learned_range" if learned else "fixed_small"))
 
 
