@@ -7,6 +7,7 @@ Torch-free at import: the body imports the engine. Flags override the recipe; ``
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,7 @@ def distill(
     quiet: Annotated[bool, typer.Option(help="no progress bars or summaries")] = False,
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
+    started = time.perf_counter()
     from dkdm_zoo import build as builder
     from dkdm_zoo.cli.common import console, get_registry
     from dkdm_zoo.recipes import load_recipe_file
@@ -81,7 +83,8 @@ def distill(
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         console.print(
             f"run {out}: {result.step} steps on {result.world_size} process(es), "
-            f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(result.exported) or 'checkpoints only'}"
+            f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(result.exported) or 'checkpoints only'}; "
+            f"wall time {time.perf_counter() - started:.1f} s"
         )
 
 
