@@ -19,7 +19,7 @@ DEFAULT_RUNS = Path("runs")
 
 def split_teacher(value: str) -> tuple[str, str | None]:
     """``NAME@SOURCE`` -> (NAME, SOURCE); a plain name -> (name, None)."""
-    name, at, source = value.partition("@")
+    name, at, source = (part.strip() for part in value.strip().partition("@"))
     if not name or (at and not source):
         raise UserError(
             f"--teacher {value!r}: expected NAME or NAME@SOURCE, e.g. ddpm-unet@google/ddpm-cifar10-32"

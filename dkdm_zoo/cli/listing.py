@@ -114,10 +114,11 @@ def info_cmd(
         student_entries = [e for e in entries if e.kind == "students"]
         if not student_entries:
             raise UserError(f"--teacher applies to students; '{name}' is a {entries[0].kind[:-1]}")
+        from dkdm_zoo.build import split_teacher
         from dkdm_zoo.students.base import describe_student
-        from dkdm_zoo.teachers.loading import parse_teacher_ref
 
-        teacher_name, teacher_options = parse_teacher_ref(teacher)
+        teacher_name, teacher_path = split_teacher(teacher)
+        teacher_options = {"path": teacher_path} if teacher_path else {}
         spec = registry.create("teachers", teacher_name, **teacher_options).spec
         built = describe_student(spec, name, preset, registry=registry)
         for d in described:

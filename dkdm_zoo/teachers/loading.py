@@ -28,17 +28,6 @@ _SAFE_WEIGHTS = (".safetensors", ".safetensors.index.json")
 _PICKLE_WEIGHTS = (".bin", ".ckpt", ".pt", ".pth", ".bin.index.json")
 
 
-def parse_teacher_ref(ref: str) -> tuple[str, dict[str, Any]]:
-    """``"ddpm-unet@google/ddpm-cifar10-32"`` -> ``("ddpm-unet", {"path": "google/ddpm-cifar10-32"})``."""
-    name, sep, path = ref.strip().partition("@")
-    name, path = name.strip(), path.strip()
-    if not name or (sep and not path):
-        raise UserError(
-            f"bad teacher reference {ref!r}: write NAME or NAME@PATH (e.g. ddpm-unet@google/ddpm-cifar10-32)"
-        )
-    return (name, {"path": path}) if sep else (name, {})
-
-
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype

@@ -18,7 +18,6 @@ from dkdm_zoo.teachers.loading import (
     find_model_folder,
     load_scheduler_config,
     parse_dtype,
-    parse_teacher_ref,
     resolve_source,
 )
 
@@ -33,16 +32,15 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
     return text
 
 
-def test_parse_teacher_ref():
-    assert parse_teacher_ref("ddpm-unet@google/ddpm-cifar10-32") == (
-        "ddpm-unet",
-        {"path": "google/ddpm-cifar10-32"},
-    )
-    assert parse_teacher_ref("dit") == ("dit", {})
-    assert parse_teacher_ref("run@runs/a@b") == ("run", {"path": "runs/a@b"})  # only the first '@' splits
+def test_split_teacher_shorthand():
+    from dkdm_zoo.build import split_teacher
+
+    assert split_teacher("ddpm-unet@google/ddpm-cifar10-32") == ("ddpm-unet", "google/ddpm-cifar10-32")
+    assert split_teacher(" dit ") == ("dit", None)
+    assert split_teacher("run@runs/a@b") == ("run", "runs/a@b")  # only the first '@' splits
     for bad in ("", "@x", "ddpm-unet@"):
         with pytest.raises(UserError):
-            parse_teacher_ref(bad)
+            split_teacher(bad)
 
 
 def test_parse_dtype():
