@@ -195,11 +195,13 @@ class ImageSource:
         return torch.cat(images), (torch.cat(used_labels) if used_labels else None)
 
     def teacher_source(self, registry: Any) -> ImageSource:
-        """The source's own teacher (the teacher recorded in a run's run.json), for data-free comparison."""
+        """The source's own teacher (the teacher recorded in a run's run.json), for data-free comparison.
+
+        A teacher is its own reference: ``eval TEACHER --steps 4 --against teacher`` scores its 4-step
+        samples against its ``--teacher-steps`` samples.
+        """
         if self.manifest is None:
-            raise UserError(
-                f"{self.name} is a teacher: it has no teacher to compare against; use --against data"
-            )
+            return self
         info = self.manifest["teacher"]
         if info["name"] == "spec":
             raise UserError(

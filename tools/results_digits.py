@@ -7,6 +7,7 @@ several seeds; the table reports the mean and the spread (min..max) over seeds.
     python tools/results_digits.py ddpm --seeds 0 1            # digits-ddpm rows
     python tools/results_digits.py dit --seeds 0 1             # digits-dit rows (class accuracy)
     python tools/results_digits.py boot --seeds 0 1            # BOOT one-step vs teacher DDIM steps
+    python tools/results_digits.py boot-dit --seeds 0 1        # the same on the class-conditional teacher
     python tools/results_digits.py table                       # JSON -> docs/results/digits.md
 
 Runs go to runs/results/ (resumable: a finished run with its eval JSON is not redone); two runs
@@ -57,13 +58,40 @@ def rows_for(table: str) -> dict[str, list[str]]:
     data = [*SPEC[table], "--method", "data", "--set", 'method.dataset="digits"']
     rows = {
         "data (unet)": [*data, "--student", "unet", "--preset", "small", *common],
-        "synthetic (unet)": ["--teacher", teacher, "--student", "unet", "--preset", "small", *synthetic, *common],
+        "synthetic (unet)": [
+            "--teacher",
+            teacher,
+            "--student",
+            "unet",
+            "--preset",
+            "small",
+            *synthetic,
+            *common,
+        ],
         "DKDM unet": ["--teacher", teacher, "--student", "unet", "--preset", "small", *dkdm, *common],
         "DKDM dit": ["--teacher", teacher, "--student", "dit", "--preset", "small", *dkdm, *common],
     }
     if table == "ddpm":
-        rows["DKDM convnext"] = ["--teacher", teacher, "--student", "convnext", "--preset", "small", *dkdm, *common]
-        rows["DKDM uvit (plugin)"] = ["--teacher", teacher, "--student", "uvit", "--preset", "small", *dkdm, *common]
+        rows["DKDM convnext"] = [
+            "--teacher",
+            teacher,
+            "--student",
+            "convnext",
+            "--preset",
+            "small",
+            *dkdm,
+            *common,
+        ]
+        rows["DKDM uvit (plugin)"] = [
+            "--teacher",
+            teacher,
+            "--student",
+            "uvit",
+            "--preset",
+            "small",
+            *dkdm,
+            *common,
+        ]
     return rows
 
 
@@ -81,30 +109,41 @@ def run(cmd: list[str], log: Path) -> None:
 
 def train_and_eval(table: str, name: str, args: list[str], seed: int) -> dict:
     out = RUNS / table / f"{slug(name)}-s{seed}"
-    eval_json = out / "eval-data.json"
     distill = [
         *CLI, "distill", *args, "--steps", str(BUDGET["steps"]), "--batch-size", str(BUDGET["batch_size"]),
         "--set", f"train.seed={seed}", "--set", "train.checkpoint_every=0", "--set", "train.preview_every=0",
         "--out", str(out.relative_to(REPO)), "--quiet",
     ]  # fmt: skip
-    evaluate = [*CLI, "eval", str(out.relative_to(REPO)), "--against", "data", "--n", str(EVAL_N), "--seed", str(seed)]
-    if not eval_json.exists():
+    evaluations = {
+        against: [*CLI, "eval", str(out.relative_to(REPO)), "--against", against, "--n", str(EVAL_N),
+                  "--seed", str(seed), "--json-out", str((out / f"eval-{against}.json").relative_to(REPO))]
+        for against in AGAINST[table]
+    }  # fmt: skip
+    log = out.parent / f"{slug(name)}-s{seed}.log"
+    if not (out / "student" / "config.json").exists():  # a finished run is evaluated, not retrained
         out.parent.mkdir(parents=True, exist_ok=True)
-        log = out.parent / f"{slug(name)}-s{seed}.log"
-        if not (out / "student" / "config.json").exists():  # a finished run is evaluated, not retrained
-            start = time.perf_counter()
-            run([*distill, "--overwrite"], log)
-            (out / "train_wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-        run([*evaluate, "--json-out", str(eval_json)], log)
-    result = json.loads(eval_json.read_text())
-    return {
+        start = time.perf_counter()
+        run([*distill, "--overwrite"], log)
+        (out / "train_wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
+    for against, cmd in evaluations.items():
+        if not (out / f"eval-{against}.json").exists():
+            run(cmd, log)
+    result = json.loads((out / "eval-data.json").read_text())
+    row = {
         "row": name,
         "seed": seed,
-        "commands": [shlex.join(distill), shlex.join(evaluate)],
-        "train_wall_s": float((out / "train_wall_s.txt").read_text()) if (out / "train_wall_s.txt").exists() else None,
+        "commands": [shlex.join(distill), *(shlex.join(c) for c in evaluations.values())],
+        "train_wall_s": float((out / "train_wall_s.txt").read_text())
+        if (out / "train_wall_s.txt").exists()
+        else None,
         "metrics": result["metrics"],
         "teacher_forwards": _teacher_forwards(out),
+        "s_per_image": result.get("s_per_image"),
+        "nfe_per_image": result.get("nfe_per_image"),
     }
+    if "teacher" in evaluations:
+        row["fd_teacher"] = json.loads((out / "eval-teacher.json").read_text())["metrics"]["fd"]
+    return row
 
 
 def _teacher_forwards(out: Path) -> int | None:
@@ -116,46 +155,61 @@ def _teacher_forwards(out: Path) -> int | None:
 
 def teacher_rows(table: str, seeds: list[int], steps_list: list[int]) -> list[dict]:
     """The teacher itself with its DDIM sampler at several step counts (and time per image)."""
+    teacher = f"digits-{TEACHER[table]}"
     results = []
     for steps in steps_list:
         for seed in seeds:
-            name = f"teacher DDIM {steps}"
-            out = RUNS / table / f"teacher-ddim{steps}-s{seed}.json"
-            cmd = [*CLI, "eval", f"digits-{table}", "--against", "data", "--n", str(EVAL_N), "--steps", str(steps),
-                   "--seed", str(seed), "--json-out", str(out.relative_to(REPO))]  # fmt: skip
-            if not out.exists():
-                out.parent.mkdir(parents=True, exist_ok=True)
-                run(cmd, out.with_suffix(".log"))
-            result = json.loads(out.read_text())
-            results.append(
-                {"row": name, "seed": seed, "commands": [shlex.join(cmd)], "metrics": result["metrics"],
-                 "s_per_image": result.get("s_per_image"), "nfe_per_image": result.get("nfe_per_image")}
-            )  # fmt: skip
+            row: dict = {"row": f"teacher DDIM {steps}", "seed": seed, "commands": []}
+            for against in AGAINST[table]:
+                suffix = "" if against == "data" else f"-vs-{against}"
+                out = RUNS / table / f"teacher-ddim{steps}-s{seed}{suffix}.json"
+                cmd = [*CLI, "eval", teacher, "--against", against, "--n", str(EVAL_N), "--steps", str(steps),
+                       "--seed", str(seed), "--json-out", str(out.relative_to(REPO))]  # fmt: skip
+                if not out.exists():
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    run(cmd, out.with_suffix(".log"))
+                result = json.loads(out.read_text())
+                row["commands"].append(shlex.join(cmd))
+                if against == "data":
+                    row.update(metrics=result["metrics"], s_per_image=result.get("s_per_image"),
+                               nfe_per_image=result.get("nfe_per_image"))  # fmt: skip
+                else:
+                    row["fd_teacher"] = result["metrics"]["fd"]
+            results.append(row)
     return results
 
 
-def boot_rows(seeds: list[int], workers: int) -> list[dict]:
-    args = {
+# The BOOT generators: digits-ddpm's own architecture as a `unet` (initialised from the teacher, as
+# in the paper); for digits-dit (a diffusers DiT, which no built-in student matches) a `dit` from scratch.
+BOOT_ROWS = {
+    "boot": {
         "BOOT unet (1 step)": ["--teacher", "digits-ddpm", "--student", "unet", "--preset", "small",
-                                "--set", "student.block_out_channels=[32,64,64]", "--set", "student.layers_per_block=1",
-                                "--set", "student.attention_resolutions=[4]", "--set", "student.min_resolution=2",
-                                "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-4",
-                                "--set", "train.ema_decay=0.995"],
-    }  # fmt: skip
-    jobs = [(name, a, seed) for name, a in args.items() for seed in seeds]
+                               "--set", "student.block_out_channels=[32,64,64]", "--set", "student.layers_per_block=1",
+                               "--set", "student.attention_resolutions=[4]", "--set", "student.min_resolution=2",
+                               "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-4",
+                               "--set", "train.ema_decay=0.995"],
+    },
+    "boot-dit": {
+        "BOOT dit (1 step)": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "boot",
+                              "--set", "train.lr=2e-4", "--set", "train.ema_decay=0.995"],
+    },
+}  # fmt: skip
+TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit"}
+AGAINST = {"ddpm": ("data",), "dit": ("data",), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher")}
+
+
+def boot_rows(table: str, seeds: list[int], workers: int) -> list[dict]:
+    jobs = [(name, a, seed) for name, a in BOOT_ROWS[table].items() for seed in seeds]
     with ThreadPoolExecutor(workers) as pool:
-        rows = list(pool.map(lambda job: train_and_eval("boot", *job), jobs))
-    for row in rows:  # one-step timing comes from its eval JSON
-        out = RUNS / "boot" / f"{slug(row['row'])}-s{row['seed']}" / "eval-data.json"
-        data = json.loads(out.read_text())
-        row["s_per_image"], row["nfe_per_image"] = data.get("s_per_image"), data.get("nfe_per_image")
-    return rows + teacher_rows("ddpm", seeds, [1, 2, 4, 10, 50])
+        rows = list(pool.map(lambda job: train_and_eval(table, *job), jobs))
+    return rows + teacher_rows(table, seeds, [1, 2, 4, 10, 50])
 
 
 TITLES = {
     "ddpm": "digits-ddpm: teacher, data-trained, synthetic-dataset and DKDM students",
     "dit": "digits-dit: teacher and DKDM students (class-conditional)",
     "boot": "BOOT on digits-ddpm: one step vs the teacher's DDIM",
+    "boot-dit": "BOOT on digits-dit (guidance 3): one step vs the teacher's DDIM",
 }
 
 
@@ -169,23 +223,19 @@ def note_for(table: str, seeds: list[int]) -> str:
 
 
 def collect(table: str, seeds: list[int]) -> list[dict]:
-    """Rows of every run of this table whose evaluation finished (no training, no sampling)."""
+    """Rows of every run of this table whose evaluations finished (no training, no sampling)."""
     rows = []
     for path in sorted((RUNS / table).glob("teacher-ddim*-s*.json")):
         steps, seed = path.stem.removeprefix("teacher-ddim").split("-s")
-        result = json.loads(path.read_text())
-        rows.append({"row": f"teacher DDIM {steps}", "seed": int(seed), "commands": [result.get("command", "")],
-                     "metrics": result["metrics"], "s_per_image": result.get("s_per_image"),
-                     "nfe_per_image": result.get("nfe_per_image")})  # fmt: skip
-    names = rows_for(table) if table != "boot" else {"BOOT unet (1 step)": []}
+        needed = [path.with_name(f"{path.stem}-vs-{a}.json") for a in AGAINST[table] if a != "data"]
+        if seed.isdigit() and all(p.exists() for p in needed):
+            rows += teacher_rows(table, [int(seed)], [int(steps)])
+    names = BOOT_ROWS[table] if table in BOOT_ROWS else rows_for(table)
     for name in names:
         for seed in seeds:
             out = RUNS / table / f"{slug(name)}-s{seed}"
-            if (out / "eval-data.json").exists():
-                row = train_and_eval(table, name, names[name], seed)
-                result = json.loads((out / "eval-data.json").read_text())
-                row["s_per_image"], row["nfe_per_image"] = result.get("s_per_image"), result.get("nfe_per_image")
-                rows.append(row)
+            if all((out / f"eval-{a}.json").exists() for a in AGAINST[table]):
+                rows.append(train_and_eval(table, name, names[name], seed))
     rows.sort(key=lambda r: (not r["row"].startswith("teacher"), r["row"].startswith("teacher") and
                              int(r["row"].split()[-1]), r["row"]))  # fmt: skip
     return rows
@@ -202,6 +252,9 @@ def summarise(rows: list[dict]) -> list[dict]:
             values = [i["metrics"][key] for i in items if i["metrics"].get(key) is not None]
             if values:
                 entry[key] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
+        values = [i["fd_teacher"] for i in items if i.get("fd_teacher") is not None]
+        if values:
+            entry["fd_teacher"] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
         for key in ("s_per_image", "nfe_per_image", "train_wall_s", "teacher_forwards"):
             values = [i[key] for i in items if i.get(key) is not None]
             if values:
@@ -213,7 +266,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 def markdown(table: str, data: dict) -> str:
     has_acc = any("accuracy" in r for r in data["summary"])
     has_time = any("s_per_image" in r for r in data["summary"])
-    head = ["row", "FD vs data (lower better)", "precision", "recall"]
+    has_vs_teacher = any("fd_teacher" in r for r in data["summary"])
+    head = ["row", "FD vs data (lower better)"]
+    head += ["FD vs teacher DDIM 50"] if has_vs_teacher else []
+    head += ["precision", "recall"]
     head += ["class accuracy"] if has_acc else []
     head += ["NFE", "ms/image"] if has_time else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -223,7 +279,8 @@ def markdown(table: str, data: dict) -> str:
         return "" if v is None else f"{v['mean']:.3f} ({v['min']:.3f}..{v['max']:.3f})"
 
     for r in data["summary"]:
-        cells = [r["row"], fmt(r, "fd"), fmt(r, "precision"), fmt(r, "recall")]
+        cells = [r["row"], fmt(r, "fd"), *([fmt(r, "fd_teacher")] if has_vs_teacher else []), fmt(r, "precision"),
+                 fmt(r, "recall")]  # fmt: skip
         cells += [fmt(r, "accuracy")] if has_acc else []
         if has_time:
             nfe, spi = r.get("nfe_per_image"), r.get("s_per_image")
@@ -233,8 +290,10 @@ def markdown(table: str, data: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["ddpm", "dit", "boot", "collect", "table"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["ddpm", "dit", "boot", "boot-dit", "collect", "table"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
@@ -245,19 +304,26 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "table":
         parts = []
-        for table in ("ddpm", "dit", "boot"):
+        for table in ("ddpm", "dit", "boot", "boot-dit"):
             path = RESULTS / f"digits-{table}.json"
             if path.exists():
                 data = json.loads(path.read_text())
                 parts.append(f"### {data['title']}\n\n{data['note']}\n\n{markdown(table, data)}\n")
     elif args.what == "collect":  # tabulate the runs that finished, without training anything
-        for table in ("ddpm", "dit", "boot"):
+        for table in ("ddpm", "dit", "boot", "boot-dit"):
             rows = collect(table, args.seeds)
             if rows:
                 path = RESULTS / f"digits-{table}.json"
                 old = json.loads(path.read_text()) if path.exists() else {}
-                data = {**old, "rows": rows, "summary": summarise(rows), "title": old.get("title", TITLES[table]),
-                        "note": old.get("note", note_for(table, args.seeds)), "budget": BUDGET, "eval_n": EVAL_N}
+                data = {
+                    **old,
+                    "rows": rows,
+                    "summary": summarise(rows),
+                    "title": old.get("title", TITLES[table]),
+                    "note": old.get("note", note_for(table, args.seeds)),
+                    "budget": BUDGET,
+                    "eval_n": EVAL_N,
+                }
                 path.write_text(json.dumps(data, indent=2) + "\n")
                 print(markdown(table, data))
         return
@@ -266,14 +332,16 @@ def main() -> None:
         print("\n".join(parts))
         return
     start = time.perf_counter()
-    if args.what == "boot":
-        rows = boot_rows(args.seeds, args.workers)
-        title = "BOOT on digits-ddpm: one step vs the teacher's DDIM"
+    if args.what in BOOT_ROWS:
+        rows = boot_rows(args.what, args.seeds, args.workers)
+        title = TITLES[args.what]
     else:
         selected = {k: v for k, v in rows_for(args.what).items() if not args.rows or k in args.rows}
         jobs = [(args.what, name, a, seed) for name, a in selected.items() for seed in args.seeds]
         with ThreadPoolExecutor(args.workers) as pool:
-            rows = teacher_rows(args.what, args.seeds, [50]) + list(pool.map(lambda j: train_and_eval(*j), jobs))
+            rows = teacher_rows(args.what, args.seeds, [50]) + list(
+                pool.map(lambda j: train_and_eval(*j), jobs)
+            )
         title = f"digits-{args.what}: teacher, data-trained, synthetic-dataset and DKDM students"
     note = (
         f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "

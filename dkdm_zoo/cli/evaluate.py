@@ -18,7 +18,10 @@ def evaluate(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     against: Annotated[
-        str, typer.Option(help="data: the real digits; teacher: the run's teacher's own samples (data-free)")
+        str,
+        typer.Option(
+            help="data: the real digits; teacher: the run's teacher's samples (data-free; a teacher is compared with itself at --teacher-steps)"
+        ),
     ] = "data",
     n: Annotated[int, typer.Option("--n", help="number of samples")] = 1000,
     steps: Annotated[int, typer.Option(help="sampler steps (ignored by one-step generators)")] = 50,

@@ -24,7 +24,10 @@ from dkdm_zoo.methods.base import Method
 from dkdm_zoo.students.one_step import OneStepGenerator, load_matching_weights
 from dkdm_zoo.teachers.base import Condition, Teacher
 
-Weighting = Literal["none", "inverse-step"]
+Weighting = Literal["none", "inverse-step", "min-snr"]
+TimeSampling = Literal["grid", "continuous"]
+WEIGHTINGS = ("none", "inverse-step", "min-snr")
+TIME_SAMPLINGS = ("grid", "continuous")
 
 
 def signal_ddim_target(y_t: Tensor, noise: Tensor, eps_hat: Tensor, r_t: Tensor, r_s: Tensor) -> Tensor:
@@ -43,6 +46,7 @@ class BOOT(Method):
         student: nn.Module,
         *,
         num_steps: int = 16,
+        time_sampling: TimeSampling = "grid",
         weighting: Weighting = "none",
         boundary_weight: float = 1.0,
         boundary_every: int = 1,
@@ -54,12 +58,17 @@ class BOOT(Method):
         T = teacher.spec.num_train_timesteps
         if not 1 <= num_steps < T:
             raise UserError(f"method.num_steps must be in 1..{T - 1}, got {num_steps}")
-        if weighting not in ("none", "inverse-step"):
-            raise UserError(f"method.weighting must be 'none' or 'inverse-step', got {weighting!r}")
+        if weighting not in WEIGHTINGS:
+            raise UserError(f"method.weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if time_sampling not in TIME_SAMPLINGS:
+            raise UserError(
+                f"method.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {time_sampling!r}"
+            )
         if boundary_every < 1 or boundary_weight < 0:
             raise UserError("method.boundary_every must be >= 1 and method.boundary_weight >= 0")
         self.options = {
             "num_steps": num_steps,
+            "time_sampling": time_sampling,
             "weighting": weighting,
             "boundary_weight": boundary_weight,
             "boundary_every": boundary_every,
@@ -73,16 +82,33 @@ class BOOT(Method):
         grid = sorted(set(inference_timesteps(T, num_steps)) | {0}, reverse=True)
         self.t_grid = torch.tensor(grid[:-1], dtype=torch.long)
         self.s_grid = torch.tensor(grid[1:], dtype=torch.long)
-        ratios = (
+        self.delta = max(1, round(T / num_steps))  # step size of "continuous" time sampling
+        # r_t = sigma_t / alpha_t (float32 is plenty: it only scales eps - e_hat)
+        self.r = (
             teacher.schedule.sqrt_one_minus_alphas_cumprod / teacher.schedule.sqrt_alphas_cumprod
         ).float()
-        self.r = ratios  # r_t = sigma_t / alpha_t (float32 is plenty: it only scales eps - e_hat)
-        if weighting == "inverse-step":
-            log_r = torch.log(ratios)
-            w = 1.0 / (log_r[self.t_grid] - log_r[self.s_grid])
-            self.pair_weights = w / w.mean()
+        if time_sampling == "grid":
+            t_all, s_all = self.t_grid, self.s_grid
         else:
-            self.pair_weights = torch.ones(len(self.t_grid))
+            t_all = torch.arange(1, T)
+            s_all = (t_all - self.delta).clamp(min=0)
+        # Weights are normalised to mean 1 under the time sampling, so the boundary weight keeps its meaning.
+        self.weight_scale = 1.0 / self.pair_weight(t_all, s_all).mean().item()
+
+    def pair_weight(self, t: Tensor, s: Tensor) -> Tensor:
+        """Unnormalised loss weight of the pair (t, s).
+
+        ``inverse-step`` divides by the step in log-SNR (the paper scales by the step size);
+        ``min-snr`` is min(SNR_s, 1): y-space errors at small SNR barely move the teacher's input
+        x_s = alpha_s y_s + sigma_s eps, and there the teacher's x0 (the target) is mostly noise.
+        """
+        r = self.r.to(t.device)
+        kind = self.options["weighting"]
+        if kind == "inverse-step":
+            return 1.0 / (torch.log(r[t]) - torch.log(r[s]))
+        if kind == "min-snr":
+            return (1.0 / r[s] ** 2).clamp(max=1.0)
+        return torch.ones(t.shape, device=t.device)
 
     # -- student preparation (called by the engine before the optimiser exists) -------------------
     @classmethod
@@ -123,6 +149,16 @@ class BOOT(Method):
         scale = self.guidance_scale if self.guidance_scale is not None else self.teacher.guidance_scale
         return cond is not None and scale is not None and scale != 1.0
 
+    def _draw_times(self, n: int) -> tuple[Tensor, Tensor]:
+        """Pairs s < t: uniform over the grid's pairs, or t uniform in 1..T-1 with s = max(t - delta, 0)."""
+        rng_device = self.generator.device if self.generator is not None else "cpu"
+        if self.options["time_sampling"] == "grid":
+            pair = torch.randint(0, len(self.t_grid), (n,), generator=self.generator, device=rng_device).cpu()
+            return self.t_grid[pair].to(self.device), self.s_grid[pair].to(self.device)
+        T = self.teacher.spec.num_train_timesteps
+        t = torch.randint(1, T, (n,), generator=self.generator, device=rng_device).to(self.device)
+        return t, (t - self.delta).clamp(min=0)
+
     @torch.no_grad()
     def bootstrap_target(
         self, student: nn.Module, noise: Tensor, t: Tensor, s: Tensor, cond: Condition | None
@@ -141,10 +177,7 @@ class BOOT(Method):
         cond = self.teacher.sample_conditions(batch_size, self.generator)
         cond = cond.to(self.device) if cond is not None else None
         kwargs = cond.model_kwargs() if cond is not None else {}
-        pair = torch.randint(
-            0, len(self.t_grid), (batch_size,), generator=self.generator, device=noise.device
-        ).cpu()
-        t, s = self.t_grid[pair].to(self.device), self.s_grid[pair].to(self.device)
+        t, s = self._draw_times(batch_size)
 
         target = self.bootstrap_target(student, noise, t, s, cond)
 
@@ -162,7 +195,7 @@ class BOOT(Method):
             boundary = torch.zeros((), device=self.device)
 
         per_sample = ((y_s - target) ** 2).flatten(1).mean(1)
-        bootstrap = (self.pair_weights.to(self.device)[pair] * per_sample).mean()
+        bootstrap = (self.weight_scale * self.pair_weight(t, s) * per_sample).mean()
         loss = bootstrap + self.options["boundary_weight"] * boundary
         return loss, {"bootstrap_loss": bootstrap.item(), "boundary_loss": boundary.item()}
 

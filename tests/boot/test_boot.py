@@ -8,6 +8,7 @@ from diffusers import ConfigMixin, DDPMScheduler, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.boot import BOOT, signal_ddim_target
 from dkdm_zoo.students.one_step import OneStepGenerator, load_matching_weights
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
@@ -156,3 +157,45 @@ def test_clipping_teacher_target_uses_clipped_x0():
     torch.testing.assert_close(
         sched.alpha(T, noise) * x0 + sched.sigma(T, noise) * eps, noise, rtol=1e-4, atol=1e-4
     )
+
+
+@pytest.mark.parametrize("time_sampling", ["grid", "continuous"])
+@pytest.mark.parametrize("weighting", ["none", "inverse-step", "min-snr"])
+def test_pair_weights_follow_their_formula_and_average_one_under_the_time_sampling(weighting, time_sampling):
+    teacher = tiny_teacher()
+    method, _ = make_boot(teacher, init=False, weighting=weighting, time_sampling=time_sampling, num_steps=10)
+    sched = teacher.schedule
+    snr = sched.alphas_cumprod / (1 - sched.alphas_cumprod)  # float64 closed form, independent of method.r
+    t, s = method._draw_times(20000)
+    assert (s < t).all() and (s >= 0).all()
+    raw = method.pair_weight(t, s).double()
+    if weighting == "none":
+        expected = torch.ones_like(raw)
+    elif weighting == "inverse-step":  # 1 / (lambda_s - lambda_t), lambda = log(alpha / sigma) = log(SNR) / 2
+        expected = 2.0 / (torch.log(snr[s]) - torch.log(snr[t]))
+    else:
+        expected = snr[s].clamp(max=1.0)
+    torch.testing.assert_close(raw, expected, rtol=1e-4, atol=0)
+    # normalised to mean one over the pairs actually drawn (a Monte Carlo check of the exact mean)
+    assert (method.weight_scale * raw).mean().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_time_sampling_draws_grid_pairs_or_delta_steps():
+    teacher = tiny_teacher()
+    grid, _ = make_boot(teacher, init=False, num_steps=10, time_sampling="grid")
+    t, s = grid._draw_times(4000)
+    pairs = set(zip(t.tolist(), s.tolist(), strict=True))
+    assert pairs == {(999, 899), (899, 799), (799, 699), (699, 599), (599, 499), (499, 399), (399, 299),
+                     (299, 199), (199, 99), (99, 0)}  # fmt: skip
+    cont, _ = make_boot(teacher, init=False, num_steps=10, time_sampling="continuous")
+    t, s = cont._draw_times(4000)
+    assert t.min() >= 1 and t.max() <= 999 and len(set(t.tolist())) > 900
+    torch.testing.assert_close(s, (t - 100).clamp(min=0))
+
+
+def test_bad_boot_options_are_user_errors():
+    teacher = tiny_teacher()
+    for options, key in (({"weighting": "snr"}, "method.weighting"), ({"time_sampling": "random"}, "time_sampling"),
+                         ({"num_steps": 1000}, "method.num_steps")):  # fmt: skip
+        with pytest.raises(UserError, match=key):
+            make_boot(teacher, init=False, **options)

@@ -179,9 +179,24 @@ def test_eval_of_a_class_conditional_teacher_reports_each_class(tmp_path, monkey
     assert "accuracy per class" in output
 
 
+def test_eval_of_a_teacher_against_teacher_compares_with_itself_at_teacher_steps(teacher_dir, tmp_path):
+    def report(steps: str) -> dict:
+        out = tmp_path / f"eval-{steps}.json"
+        code, output = invoke(
+            "eval", f"ddpm-unet@{teacher_dir}", "--against", "teacher", "--n", "16", "--steps", steps,
+            "--teacher-steps", "3", "--json-out", str(out),
+        )  # fmt: skip
+        assert code == 0, output
+        return json.loads(out.read_text())
+
+    same, other = report("3"), report("1")
+    # Deterministic DDIM from the same noise: the samples ARE the reference.
+    assert same["teacher"]["steps"] == 3 and same["metrics"]["fd"] < 1e-6
+    assert same["metrics"]["precision"] == 1.0 and same["metrics"]["recall"] == 1.0
+    assert other["metrics"]["fd"] > 1e-3
+
+
 def test_eval_user_errors(teacher_dir, tmp_path):
     rgb = save_teacher(tmp_path / "rgb", channels=3)
     code, output = invoke("eval", f"ddpm-unet@{rgb}", "--n", "8", "--steps", "1")
     assert code == 2 and "digits benchmark" in output and "fid_inception" in output
-    code, output = invoke("eval", f"ddpm-unet@{teacher_dir}", "--against", "teacher", "--n", "8")
-    assert code == 2 and "no teacher" in output
