@@ -9,6 +9,7 @@ several seeds; the table reports the mean and the spread (min..max) over seeds.
     python tools/results_digits.py boot --seeds 0 1            # BOOT one-step vs teacher DDIM steps
     python tools/results_digits.py boot-dit --seeds 0 1        # the same on the class-conditional teacher
     python tools/results_digits.py table                       # JSON -> docs/results/digits.md
+    python tools/results_digits.py figure                      # BOOT vs teacher DDIM, same noise -> PNG
 
 Runs go to runs/results/ (resumable: a finished run with its eval JSON is not redone); two runs
 train at once with one thread each (--workers).
@@ -186,12 +187,13 @@ BOOT_ROWS = {
         "BOOT unet (1 step)": ["--teacher", "digits-ddpm", "--student", "unet", "--preset", "small",
                                "--set", "student.block_out_channels=[32,64,64]", "--set", "student.layers_per_block=1",
                                "--set", "student.attention_resolutions=[4]", "--set", "student.min_resolution=2",
-                               "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-4",
+                               "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-3",
                                "--set", "train.ema_decay=0.995"],
     },
     "boot-dit": {
         "BOOT dit (1 step)": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "boot",
-                              "--set", "train.lr=2e-4", "--set", "train.ema_decay=0.995"],
+                              "--set", "train.lr=1e-3", "--set", "train.warmup_steps=50",
+                              "--set", "train.ema_decay=0.995"],
     },
 }  # fmt: skip
 TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit"}
@@ -203,6 +205,30 @@ def boot_rows(table: str, seeds: list[int], workers: int) -> list[dict]:
     with ThreadPoolExecutor(workers) as pool:
         rows = list(pool.map(lambda job: train_and_eval(table, *job), jobs))
     return rows + teacher_rows(table, seeds, [1, 2, 4, 10, 50])
+
+
+def figure(table: str, seed: int = 0, n: int = 16) -> Path:
+    """One picture: rows are the teacher's DDIM at 1, 4, 10 and 50 steps, then the BOOT generator
+    (seed 0 run), all from the SAME starting noise (and the same classes), so rows compare trajectory
+    endpoints image by image."""
+    import torch
+
+    from dkdm_zoo.evaluation.report import save_grid
+    from dkdm_zoo.generation import load_source
+    from dkdm_zoo.registry import build_registry
+
+    registry = build_registry()
+    labels = "0,1,2,3,4,5,6,7,8,9,0,1,2,3,4,5" if TEACHER[table] == "dit" else None
+    teacher = load_source(f"digits-{TEACHER[table]}", registry)
+    rows = [teacher.generate(n, steps=k, labels=labels, seed=seed, progress=False)[0] for k in (1, 4, 10, 50)]
+    for name in BOOT_ROWS[table]:
+        run_dir = RUNS / table / f"{slug(name)}-s0"
+        rows.append(
+            load_source(str(run_dir), registry).generate(n, labels=labels, seed=seed, progress=False)[0]
+        )
+    grid = torch.cat(rows)
+    grid = torch.nn.functional.interpolate(grid, scale_factor=4, mode="nearest")  # 8x8 digits are tiny
+    return save_grid(grid, RESULTS / f"{table}-samples.png", nrow=n)
 
 
 TITLES = {
@@ -293,7 +319,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["ddpm", "dit", "boot", "boot-dit", "collect", "table"])
+    parser.add_argument("what", choices=["ddpm", "dit", "boot", "boot-dit", "collect", "table", "figure"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
@@ -302,6 +328,11 @@ def main() -> None:
     args = parser.parse_args()
     BUDGET.update(steps=args.steps, batch_size=args.batch_size)
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.what == "figure":  # the BOOT tables' picture (their seed-0 runs must have finished)
+        for table in BOOT_ROWS:
+            if all((RUNS / table / f"{slug(name)}-s0" / "student").exists() for name in BOOT_ROWS[table]):
+                print(f"wrote {figure(table)}")
+        return
     if args.what == "table":
         parts = []
         for table in ("ddpm", "dit", "boot", "boot-dit"):

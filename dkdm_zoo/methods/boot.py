@@ -47,8 +47,8 @@ class BOOT(Method):
         *,
         num_steps: int = 16,
         time_sampling: TimeSampling = "grid",
-        weighting: Weighting = "none",
-        boundary_weight: float = 1.0,
+        weighting: Weighting = "min-snr",
+        boundary_weight: float = 0.1,
         boundary_every: int = 1,
         guidance_scale: float | None = None,
         clip: bool | None = None,
@@ -145,9 +145,24 @@ class BOOT(Method):
         x0 = pred.x0.clamp(-self.teacher.spec.clip_sample_range, self.teacher.spec.clip_sample_range)
         return self.teacher.schedule.x0_to_eps(x_t, x0, t), x0
 
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
+        """Teacher-forward budget per process (samples, CFG counted twice): one forward for every
+        target, plus one for the boundary on every ``boundary_every``-th step."""
+        cost = 2 if self.teacher.spec.conditioning != "none" and self._guided_scale() else 1
+        boundary_steps = (
+            -(-steps // self.options["boundary_every"]) if self.options["boundary_weight"] > 0 else 0
+        )
+        return {
+            "init_forwards": 0,
+            "train_forwards": (steps + boundary_steps) * grad_accum * batch_size * cost,
+        }
+
     def _guided(self, cond: Condition | None) -> bool:
+        return cond is not None and self._guided_scale()
+
+    def _guided_scale(self) -> bool:
         scale = self.guidance_scale if self.guidance_scale is not None else self.teacher.guidance_scale
-        return cond is not None and scale is not None and scale != 1.0
+        return scale is not None and scale != 1.0
 
     def _draw_times(self, n: int) -> tuple[Tensor, Tensor]:
         """Pairs s < t: uniform over the grid's pairs, or t uniform in 1..T-1 with s = max(t - delta, 0)."""

@@ -44,8 +44,9 @@ def register_methods(register):
         summary="BOOT: data-free bootstrapping into a one-step generator (Signal-ODE, y-space DDIM targets)",
         options={
             "num_steps": 16,
-            "weighting": "none",
-            "boundary_weight": 1.0,
+            "time_sampling": "grid",
+            "weighting": "min-snr",
+            "boundary_weight": 0.1,
             "boundary_every": 1,
             "guidance_scale": None,
             "clip": None,

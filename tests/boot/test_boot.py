@@ -72,9 +72,10 @@ def make_boot(teacher, init="auto", **options):
     return method, student
 
 
-def test_target_has_no_gradient_and_loss_gradient_flows_only_through_y_s():
+@pytest.mark.parametrize("weighting", ["none", "min-snr"])
+def test_target_has_no_gradient_and_loss_gradient_flows_only_through_y_s(weighting):
     teacher = tiny_teacher()
-    method, student = make_boot(teacher, init=False, boundary_weight=0.0)
+    method, student = make_boot(teacher, init=False, boundary_weight=0.0, weighting=weighting)
     noise = torch.randn(4, 1, 8, 8)
     t, s = method.t_grid[:4], method.s_grid[:4]
     target = method.bootstrap_target(student, noise, t, s, None)
@@ -90,7 +91,8 @@ def test_target_has_no_gradient_and_loss_gradient_flows_only_through_y_s():
     pair = torch.randint(0, len(method.t_grid), (4,), generator=gen)
     t, s = method.t_grid[pair], method.s_grid[pair]
     target = method.bootstrap_target(student, noise, t, s, None)
-    manual = ((student(noise, s) - target) ** 2).flatten(1).mean(1).mean()
+    weight = method.weight_scale * method.pair_weight(t, s)  # checked against closed forms below
+    manual = (weight * ((student(noise, s) - target) ** 2).flatten(1).mean(1)).mean()
     torch.testing.assert_close(loss, manual)
     for a, b in zip(grads, torch.autograd.grad(manual, list(student.parameters())), strict=True):
         torch.testing.assert_close(a, b)
@@ -199,3 +201,14 @@ def test_bad_boot_options_are_user_errors():
                          ({"num_steps": 1000}, "method.num_steps")):  # fmt: skip
         with pytest.raises(UserError, match=key):
             make_boot(teacher, init=False, **options)
+
+
+@pytest.mark.parametrize(("boundary_weight", "boundary_every"), [(0.1, 1), (0.1, 2), (0.0, 1)])
+def test_plan_counts_the_teacher_forwards_that_training_makes(boundary_weight, boundary_every):
+    teacher = tiny_teacher()
+    method, student = make_boot(
+        teacher, init=False, boundary_weight=boundary_weight, boundary_every=boundary_every
+    )
+    for step in range(3):
+        method.loss(student, 4, step)
+    assert method.plan(4, 3)["train_forwards"] == method.teacher_forwards

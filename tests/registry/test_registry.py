@@ -90,3 +90,25 @@ def test_optional_requirements_are_reported_without_import():
     assert not entry.available
     with pytest.raises(UserError, match=r"pip install 'dkdm-zoo\[sd\]'"):
         registry.create("teachers", "needs-missing")
+
+
+def test_declared_options_of_builtins_match_their_factory_defaults():
+    """Built-ins declare options so that `info` imports nothing; the declaration must not drift."""
+    import inspect
+    import json
+
+    registry = build_registry(entry_points=False)
+    checked = 0
+    for kind in ("teachers", "students", "methods"):
+        for entry in registry.list(kind):
+            if entry.options is None:
+                continue
+            params = inspect.signature(entry.load()).parameters.values()
+            defaults = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY or (
+                p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD)}  # fmt: skip
+            # tuples in signatures are lists in the (TOML-like) declarations
+            assert json.loads(json.dumps(entry.options)) == json.loads(json.dumps(defaults)), (
+                f"{kind} {entry.name}: declared options differ from the factory's"
+            )
+            checked += 1
+    assert checked >= 3
