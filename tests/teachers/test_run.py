@@ -158,3 +158,25 @@ def test_run_errors(tmp_path):
         load(path=str(run))
     with pytest.raises(UserError, match="needs 'student'"):
         write_run_manifest(tmp_path / "bad", {"format_version": 1, "teacher": {"name": "x", "options": {}}})
+
+
+def test_boot_from_a_run_teacher_starts_from_the_runs_student(tmp_path):
+    """Chaining DKDM -> BOOT: the one-step generator of the same architecture copies the run's student."""
+    from dkdm_zoo.methods.boot import BOOT
+    from dkdm_zoo.teachers.ddpm_unet import load as load_unet
+
+    original = save_pipeline(tmp_path / "orig", tiny_unet(), ddpm_scheduler())
+    spec = load_unet(path=str(original)).spec
+    torch.manual_seed(0)
+    run = make_run(tmp_path / "run", "ddpm-unet", {"path": str(original)}, spec, TinyStudent())
+    teacher = build_registry().create("teachers", "run", path=str(run))
+    torch.manual_seed(1)  # a differently initialised backbone of the same architecture
+    generator = BOOT.prepare_student(TinyStudent(), teacher, init_from_teacher=True)
+    trained = teacher.student.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in generator.backbone.state_dict().items())
+    method = BOOT(teacher, generator, num_steps=4)
+    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    loss, logs = method.loss(generator, 2, step=0)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["boundary_loss"] > 0
+    assert all(p.grad is None for p in teacher.student.parameters())
