@@ -62,6 +62,16 @@ SETTINGS: dict[str, tuple[dict, dict]] = {
         {"lr": 1e-3},
     ),
 }
+# round 3: the open choices again, around the round-2 winner
+TUNED_METHOD, TUNED_TRAIN = {"weighting": "min-snr", "boundary_weight": 0.1}, {"lr": 2e-3}
+for _name, _method in {
+    "tuned+steps8": {"num_steps": 8},
+    "tuned+steps32": {"num_steps": 32},
+    "tuned+continuous": {"time_sampling": "continuous"},
+    "tuned+boundary0": {"boundary_weight": 0.0},
+    "tuned+boundary_every4": {"boundary_every": 4},
+}.items():
+    SETTINGS[_name] = ({**TUNED_METHOD, **_method}, TUNED_TRAIN)
 
 
 def train_one(name: str, steps: int, eval_every: int, seed: int) -> dict:

@@ -218,7 +218,7 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
     from dkdm_zoo.registry import build_registry
 
     registry = build_registry()
-    labels = "0,1,2,3,4,5,6,7,8,9,0,1,2,3,4,5" if TEACHER[table] == "dit" else None
+    labels = [i % 10 for i in range(n)] if TEACHER[table] == "dit" else None
     teacher = load_source(f"digits-{TEACHER[table]}", registry)
     rows = [teacher.generate(n, steps=k, labels=labels, seed=seed, progress=False)[0] for k in (1, 4, 10, 50)]
     for name in BOOT_ROWS[table]:
