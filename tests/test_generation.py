@@ -219,8 +219,10 @@ def test_evaluate_source_per_class_and_against_teacher(registry, class_teacher_d
     assert set(metrics["per_class_accuracy"]) == {0, 1, 2}  # balanced labels 0..K-1
     assert all(math.isfinite(metrics[k]) for k in ("fd", "precision", "recall", "accuracy"))
     assert result["n"] == 12 and result["nfe_per_image"] == 2
-    with pytest.raises(UserError, match="no teacher"):
-        evaluate_source(source, "teacher", n=12, steps=2, registry=registry)
+    itself = evaluate_source(
+        source, "teacher", n=12, steps=2, teacher_steps=3, registry=registry, progress=False
+    )
+    assert itself["teacher"]["name"] == source.name and itself["teacher"]["nfe_per_image"] == 3
 
     run = load_source(str(data_run), registry, device="cpu")
     result = evaluate_source(
