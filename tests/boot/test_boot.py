@@ -212,3 +212,37 @@ def test_plan_counts_the_teacher_forwards_that_training_makes(boundary_weight, b
     for step in range(3):
         method.loss(student, 4, step)
     assert method.plan(4, 3)["train_forwards"] == method.teacher_forwards
+
+
+def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
+    """CFG inside the target: eps = eps_u + w (eps_c - eps_u), in the teacher's latent space."""
+    from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.teachers.tiny import dit_teacher
+
+    teacher = dit_teacher()
+    assert teacher.spec.space == "latent" and teacher.guidance_scale == 2.0
+    backbone = build_registry(entry_points=False).create("students", "dit", teacher.spec, preset="tiny")
+    student = BOOT.prepare_student(backbone, teacher, init_from_teacher=False)
+    method = BOOT(teacher, student, num_steps=4)
+    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn((4, *teacher.spec.sample_shape), generator=gen)
+    cond = teacher.sample_conditions(4, gen)
+    t, s = method.t_grid, method.s_grid
+    target = method.bootstrap_target(student, noise, t, s, cond)
+    assert method.teacher_forwards == 8  # guided: two forwards per sample
+
+    with torch.no_grad():
+        y_t = student(noise, t, class_labels=cond.labels)
+        sched, c = teacher.schedule, teacher.spec.channels
+        x_t = sched.alpha(t, y_t) * y_t + sched.sigma(t, y_t) * noise
+        eps_c = teacher.model_output(x_t, t, cond)[:, :c]
+        eps_u = teacher.model_output(x_t, t, teacher.null_condition(4))[:, :c]
+    eps = eps_u + 2.0 * (eps_c - eps_u)
+    r = sched.sqrt_one_minus_alphas_cumprod / sched.sqrt_alphas_cumprod
+    expected = y_t + (r[t] - r[s]).float().view(-1, 1, 1, 1) * (noise - eps)
+    torch.testing.assert_close(target, expected, rtol=1e-4, atol=1e-5)
+    unguided = BOOT(teacher, student, num_steps=4, guidance_scale=1.0).bootstrap_target(
+        student, noise, t, s, cond
+    )
+    assert not torch.allclose(unguided, target, atol=1e-4)
