@@ -159,7 +159,11 @@ def table() -> str:
     ]
     for r in rows:
         curve = r["curve"]
-        pick = [c for c in curve if c["step"] in (r["steps"] // 4, r["steps"] // 2, r["steps"])]
+        # the evaluated steps nearest to 1/4, 1/2 and the end of training
+        pick = [
+            min(curve, key=lambda c, at=at: abs(c["step"] - at))
+            for at in (r["steps"] // 4, r["steps"] // 2, r["steps"])
+        ]
         diff = {**SETTINGS.get(r["setting"], ({}, {}))[0], **SETTINGS.get(r["setting"], ({}, {}))[1]}
         end = curve[-1]
         boundary = f"{end['boundary_loss']:.3f}" if r["method"]["boundary_weight"] > 0 else "not computed"
