@@ -164,7 +164,8 @@ def table() -> str:
             min(curve, key=lambda c, at=at: abs(c["step"] - at))
             for at in (r["steps"] // 4, r["steps"] // 2, r["steps"])
         ]
-        diff = {**SETTINGS.get(r["setting"], ({}, {}))[0], **SETTINGS.get(r["setting"], ({}, {}))[1]}
+        method_diff, train_diff = SETTINGS.get(r["setting"], ({}, {}))
+        diff = {**method_diff, **train_diff}
         end = curve[-1]
         boundary = f"{end['boundary_loss']:.3f}" if r["method"]["boundary_weight"] > 0 else "not computed"
         fds = " / ".join(f"{c['fd']:.1f}" for c in pick)

@@ -241,9 +241,9 @@ TITLES = {
 
 def note_for(table: str, seeds: list[int]) -> str:
     return (
-        f"Budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "
+        f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "
         f"(BOOT: 1 step), scored against the 1797 real digits in the shipped classifier's feature space; "
-        f"mean (min..max) over the seeds present. Command: `python tools/results_digits.py {table} --seeds "
+        f"mean (min..max) over seeds {seeds}. Command: `python tools/results_digits.py {table} --seeds "
         f"{' '.join(map(str, seeds))} --steps {BUDGET['steps']} --batch-size {BUDGET['batch_size']}`."
     )
 
@@ -374,12 +374,7 @@ def main() -> None:
                 pool.map(lambda j: train_and_eval(*j), jobs)
             )
         title = f"digits-{args.what}: teacher, data-trained, synthetic-dataset and DKDM students"
-    note = (
-        f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "
-        f"(BOOT: 1 step), scored against the 1797 real digits in the shipped classifier's feature space; "
-        f"mean (min..max) over seeds {args.seeds}. Command: `python tools/results_digits.py {args.what} "
-        f"--seeds {' '.join(map(str, args.seeds))} --steps {BUDGET['steps']} --batch-size {BUDGET['batch_size']}`."
-    )
+    note = note_for(args.what, args.seeds)
     data = {"title": title, "note": note, "budget": BUDGET, "eval_n": EVAL_N, "rows": rows, "summary": summarise(rows),
             "wall_s": time.perf_counter() - start, "python": sys.version.split()[0]}  # fmt: skip
     (RESULTS / f"digits-{args.what}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -13,7 +13,7 @@ tiny near T. Everything runs in the teacher's sample space (latents for a latent
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -26,8 +26,8 @@ from dkdm_zoo.teachers.base import Condition, Teacher
 
 Weighting = Literal["none", "inverse-step", "min-snr"]
 TimeSampling = Literal["grid", "continuous"]
-WEIGHTINGS = ("none", "inverse-step", "min-snr")
-TIME_SAMPLINGS = ("grid", "continuous")
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+TIME_SAMPLINGS: tuple[str, ...] = get_args(TimeSampling)
 
 
 def signal_ddim_target(y_t: Tensor, noise: Tensor, eps_hat: Tensor, r_t: Tensor, r_s: Tensor) -> Tensor:
@@ -139,7 +139,7 @@ class BOOT(Method):
     def _teacher_eps_x0(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
         """Teacher eps and x0 along its DDIM trajectory (eps re-derived from a clipped x0, as DDIM does)."""
         pred = self.teacher.predict(x_t, t, cond, self.guidance_scale)
-        self.teacher_forwards += len(x_t) * (2 if self._guided(cond) else 1)
+        self.teacher_forwards += len(x_t) * (2 if cond is not None and self._guided() else 1)
         if not self.clip:
             return pred.eps, pred.x0
         x0 = pred.x0.clamp(-self.teacher.spec.clip_sample_range, self.teacher.spec.clip_sample_range)
@@ -148,7 +148,7 @@ class BOOT(Method):
     def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
         """Teacher-forward budget per process (samples, CFG counted twice): one forward for every
         target, plus one for the boundary on every ``boundary_every``-th step."""
-        cost = 2 if self.teacher.spec.conditioning != "none" and self._guided_scale() else 1
+        cost = 2 if self._guided() else 1
         boundary_steps = (
             -(-steps // self.options["boundary_every"]) if self.options["boundary_weight"] > 0 else 0
         )
@@ -157,12 +157,10 @@ class BOOT(Method):
             "train_forwards": (steps + boundary_steps) * grad_accum * batch_size * cost,
         }
 
-    def _guided(self, cond: Condition | None) -> bool:
-        return cond is not None and self._guided_scale()
-
-    def _guided_scale(self) -> bool:
+    def _guided(self) -> bool:
+        """Classifier-free guidance applies: a conditional teacher and a scale other than 1."""
         scale = self.guidance_scale if self.guidance_scale is not None else self.teacher.guidance_scale
-        return scale is not None and scale != 1.0
+        return self.teacher.spec.conditioning != "none" and scale is not None and scale != 1.0
 
     def _draw_times(self, n: int) -> tuple[Tensor, Tensor]:
         """Pairs s < t: uniform over the grid's pairs, or t uniform in 1..T-1 with s = max(t - delta, 0)."""
