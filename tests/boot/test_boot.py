@@ -246,3 +246,6 @@ def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
         student, noise, t, s, cond
     )
     assert not torch.allclose(unguided, target, atol=1e-4)
+    method.teacher_forwards = 0  # the plan counts both guided branches, for targets and boundary alike
+    method.loss(student, 4, step=0)
+    assert method.plan(4, 1)["train_forwards"] == method.teacher_forwards == 16
