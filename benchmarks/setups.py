@@ -118,6 +118,5 @@ class PrefilledDKDM(DKDM):
     def init_pool(self, batch_size: int) -> None:
         x, k = self._prefill
         assert len(x) == self.pool_size(batch_size), "prepared pool of the wrong size"
-        self.batch_size = batch_size
         self.pool_x, self.pool_k = x.clone().to(self.device), k.clone().to(self.device)
         self.pool_cond = {}

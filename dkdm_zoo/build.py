@@ -112,23 +112,19 @@ def build_method(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> A
     return registry.create("methods", recipe.method.name, teacher, student, **recipe.method.options)
 
 
-def prepare_student(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> Any:
-    """Let the method adapt the backbone before training (BOOT wraps it as a one-step generator)."""
-    factory = registry.get("methods", recipe.method.name).load()
-    hook = getattr(factory, "prepare_student", None)
-    return hook(student, teacher, **recipe.method.options) if hook is not None else student
-
-
 def build(recipe: Recipe, registry: Any) -> Built:
-    """Teacher, student (initialised from ``train.seed``: same recipe, same initial weights) and method."""
+    """Teacher, student (initialised from ``train.seed``: same recipe, same initial weights) and method.
+
+    The method may adapt the student it is given (BOOT wraps it as a one-step generator); the
+    network to train and export is ``method.student``.
+    """
     import torch
 
     teacher = build_teacher(recipe, registry)
     torch.manual_seed(recipe.train.seed)
     student = build_student(recipe, teacher.spec, registry)
-    student = prepare_student(recipe, teacher, student, registry)
     method = build_method(recipe, teacher, student, registry)
-    return Built(recipe, teacher, student, method)
+    return Built(recipe, teacher, method.student, method)
 
 
 def count_parameters(modules: Any) -> int:
@@ -142,16 +138,25 @@ def plan(built: Built, world_size: int = 1) -> dict[str, Any]:
     teacher_params = count_parameters(built.teacher.modules())
     student_params = count_parameters([built.student])
     teacher_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.teacher_dtype]
-    method_plan = (
-        built.method.plan(cfg.batch_size, cfg.steps, cfg.grad_accum) if hasattr(built.method, "plan") else {}
-    )
-    state_bytes = sum(v for k, v in method_plan.items() if k.endswith("_bytes"))
+    method_plan = built.method.plan(cfg.batch_size, cfg.steps, cfg.grad_accum)
+    state_bytes = sum(method_plan.state_bytes.values())
     ema = 4 if cfg.ema_decay > 0 else 0
-    memory = teacher_params * teacher_bytes + student_params * (4 + 4 + 8 + ema) + state_bytes
+    others = [n.module for name, n in built.method.networks().items() if name != "student"]
+    other_params = count_parameters(others)
+    memory = (
+        teacher_params * teacher_bytes
+        + student_params * (4 + 4 + 8 + ema)
+        + other_params * (4 + 4 + 8)
+        + state_bytes
+    )
     return {
         "teacher_params": teacher_params,
         "student_params": student_params,
+        "other_trainable_params": other_params,
         "memory_bytes": memory,
         "world_size": world_size,
-        **method_plan,
+        "init_forwards": method_plan.init_forwards,
+        "train_forwards": method_plan.train_forwards,
+        **{f"{k}_bytes": v for k, v in method_plan.state_bytes.items()},
+        **method_plan.details,
     }

@@ -43,6 +43,7 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
 
     import torch
 
+    from dkdm_zoo.methods.base import SetupContext
     from dkdm_zoo.teachers.tiny import TINY_TEACHERS
 
     start = time.perf_counter()
@@ -56,17 +57,16 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
         teacher = builder(workdir)
         torch.manual_seed(0)
         net = registry.create("students", student, teacher.spec, preset="tiny")
-        factory = registry.get("methods", method).load()
         options = TINY_METHOD_OPTIONS.get(method, {})
-        if hasattr(factory, "prepare_student"):
-            net = factory.prepare_student(net, teacher, **options)
-        algorithm = factory(teacher, net, **options)
-        algorithm.batch_size = BATCH
-        algorithm.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
-        loss, _ = algorithm.loss(net, BATCH, 0)
-        loss.backward()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite loss {loss.item()}")
+        algorithm = registry.create("methods", method, teacher, net, **options)
+        net = algorithm.student
+        algorithm.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), BATCH))
+        nets = {name: network.module for name, network in algorithm.networks().items()}
+        for update in algorithm.updates():  # one training step: every declared update once
+            loss, _ = algorithm.update_loss(update.network, nets, BATCH, 0)
+            loss.backward()
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss {loss.item()} in update {update.network!r}")
         if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()):
             raise RuntimeError("no gradient reached the student")
         if any(p.grad is not None for m in teacher.modules() for p in m.parameters()):

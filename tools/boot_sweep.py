@@ -81,6 +81,7 @@ def train_one(name: str, steps: int, eval_every: int, seed: int) -> dict:
     from diffusers.training_utils import EMAModel
 
     from dkdm_zoo.evaluation.metrics import evaluate
+    from dkdm_zoo.methods.base import SetupContext
     from dkdm_zoo.methods.boot import BOOT
     from dkdm_zoo.registry import build_registry
 
@@ -90,10 +91,10 @@ def train_one(name: str, steps: int, eval_every: int, seed: int) -> dict:
     teacher = registry.create("teachers", "digits-ddpm")
     torch.manual_seed(seed)
     backbone = registry.create("students", "unet", teacher.spec, preset="small", **STUDENT)
-    student = BOOT.prepare_student(backbone, teacher, **method_opts)
-    method = BOOT(teacher, student, **method_opts)
+    method = BOOT(teacher, backbone, **method_opts)
+    student = method.student
     generator = torch.Generator().manual_seed(seed)
-    method.setup(torch.device("cpu"), generator)
+    method.setup(SetupContext(torch.device("cpu"), generator, train_opts["batch_size"]))
     optimizer = torch.optim.AdamW(student.parameters(), lr=train_opts["lr"], weight_decay=0.0)
     ema = EMAModel(student.parameters(), decay=train_opts["ema_decay"])
 

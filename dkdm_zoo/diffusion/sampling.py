@@ -46,7 +46,14 @@ def sample_loop(
         eps, var_values = eps_fn(x, t)
         if sampler == "ddim":
             x = schedule.ddim_step(
-                x, t, prev_t, eps, eta=eta, clip_sample=clip_sample, clip_sample_range=clip_sample_range, generator=generator
+                x,
+                t,
+                prev_t,
+                eps,
+                eta=eta,
+                clip_sample=clip_sample,
+                clip_sample_range=clip_sample_range,
+                generator=generator,
             )
         else:
             x = schedule.ddpm_step(

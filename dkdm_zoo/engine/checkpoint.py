@@ -135,3 +135,83 @@ def clean_temp(checkpoints: Path) -> None:
                     shutil.rmtree(child, ignore_errors=True)
                 else:
                     child.unlink(missing_ok=True)
+
+
+# -- the training state: networks, optimisers, schedules, EMA, method state, RNG --------------------
+def _files(name: str) -> tuple[str, str, str]:
+    """Weights, optimiser and lr-schedule files of a network (the student keeps the historical names)."""
+    suffix = "" if name == "student" else f"-{name}"
+    return f"{name}.safetensors", f"optimizer{suffix}.pt", f"lr_schedule{suffix}.json"
+
+
+def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {"torch": torch.get_rng_state(), "method": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def save_training_state(
+    acc: Any, checkpoints: Path, step: int, trained: Any, ema: Any, method: Any, generator, keep: int
+) -> Path | None:
+    """Write checkpoint ``step`` atomically (collective: every process calls it).
+
+    ``trained`` maps network names to objects with ``module``, ``optimizer`` and ``lr_schedule``.
+    Each process writes its method state and RNG; the main process writes the shared rest.
+    """
+    from safetensors.torch import save_model
+
+    temp = temp_folder(checkpoints, step)
+    rank = acc.process_index
+    if acc.is_main_process:
+        clean_temp(checkpoints)
+        temp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    save_mixed(method.state_dict(), temp, f"method-rank{rank}")
+    save_mixed(rng_state(generator), temp, f"rng-rank{rank}")
+    acc.wait_for_everyone()
+    final = None
+    if acc.is_main_process:
+        for name, net in trained.items():
+            weights, optimizer, schedule = _files(name)
+            save_model(net.module, str(temp / weights))
+            fsync_path(temp / weights)
+            save_torch(net.optimizer.state_dict(), temp / optimizer)
+            write_json(temp / schedule, net.lr_schedule.state_dict())
+        if ema is not None:
+            student = trained["student"].module
+            state = ema.state_dict()
+            shadow = {
+                name: p
+                for (name, _), p in zip(student.named_parameters(), state.pop("shadow_params"), strict=True)
+            }
+            save_mixed({**state, **shadow}, temp, "ema")
+        write_json(temp / "state.json", {"step": step, "world_size": acc.num_processes})  # last: complete
+        final = publish(temp, checkpoints, step, keep)
+    acc.wait_for_everyone()
+    return final
+
+
+def load_training_state(
+    folder: Path, rank: int, trained: Any, ema: Any, generator, device
+) -> tuple[int, dict[str, Any]]:
+    """Restore networks, optimisers, schedules, EMA and RNG; return (step, this process's method state)."""
+    from safetensors.torch import load_model
+
+    for name, net in trained.items():
+        weights, optimizer, schedule = _files(name)
+        load_model(net.module, str(folder / weights), device=str(device))
+        net.optimizer.load_state_dict(load_torch(folder / optimizer, device))
+        net.lr_schedule.load_state_dict(json.loads((folder / schedule).read_text()))
+    if ema is not None and (folder / "ema.json").exists():
+        state = load_mixed(folder, "ema")
+        names = [name for name, _ in trained["student"].module.named_parameters()]
+        state["shadow_params"] = [state.pop(name).to(device) for name in names]
+        ema.load_state_dict(state)
+    rng = load_mixed(folder, f"rng-rank{rank}")
+    torch.set_rng_state(rng["torch"].to(torch.uint8))
+    generator.set_state(rng["method"].to(torch.uint8))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
+    step = int(json.loads((folder / "state.json").read_text())["step"])
+    return step, load_mixed(folder, f"method-rank{rank}")

@@ -1,8 +1,12 @@
-"""The training loop every method shares, on accelerate. It knows no algorithm: a method hands it
-one loss per micro-step. It owns devices, precision, processes, the optimiser, lr schedule, EMA,
-checkpoints (atomic), metrics, previews and the final export.
+"""The training loop every method shares, on accelerate. It knows no algorithm: a method declares
+its trainable networks and updates (``dkdm_zoo.methods.base``) and hands it one loss per micro-step.
+It owns devices, precision, processes, optimisers, lr schedules, EMA, checkpoints (atomic), metrics,
+previews and the final export.
 
-Each process seeds its method generator with ``seed + rank``; the batch size is per process.
+Each process seeds its method generator with ``seed + rank``; the batch size is per process. A step
+reads nothing back from the device: scalars are summed there and read every ``train.log_every``
+steps (``engine.meter``), which is also where a non-finite loss is caught, always before anything
+is checkpointed.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from torch import nn
 
 from dkdm_zoo.engine import checkpoint as ckpt
 from dkdm_zoo.engine import rundir
+from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import Method
+from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.recipes import Recipe
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+SETUP_CHECKPOINT_SECONDS = 600.0  # long method set-up (pool init) is checkpointed this often
 
 
 class NonFiniteLossError(UserError):
@@ -41,6 +47,18 @@ class TrainResult:
     exported: list[str]
 
 
+@dataclass
+class Trained:
+    """One declared network in training: the plain module, its prepared (DDP/compiled) form, optimiser."""
+
+    name: str
+    module: nn.Module
+    prepared: nn.Module
+    optimizer: Any
+    lr_schedule: Any
+    trainable: list[nn.Parameter]
+
+
 def train(
     recipe: Recipe,
     teacher: Any,
@@ -54,7 +72,8 @@ def train(
 ) -> TrainResult:
     """Run (or continue, with ``resume``) ``recipe.train.steps`` optimiser steps into ``out``.
 
-    ``stop_at`` ends the run early after that step (checkpointing it), as an interruption would.
+    ``student`` is ``method.student`` (the exported network). ``stop_at`` ends the run early after
+    that step (checkpointing it), as an interruption would.
     """
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -65,6 +84,9 @@ def train(
     cpu = not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
         raise UserError("train.mixed_precision='fp16' needs a GPU; use 'bf16' or 'no' on CPU")
+    declared = method.networks()
+    if STUDENT not in declared or declared[STUDENT].module is not student:
+        raise ValueError("method.networks() must declare the trained student as 'student'")
     acc = Accelerator(
         cpu=cpu,
         mixed_precision=cfg.mixed_precision,
@@ -79,12 +101,11 @@ def train(
     torch.manual_seed(cfg.seed + rank)
 
     teacher.to(device, DTYPES[cfg.teacher_dtype])
-    student.to(device)
-    if cfg.channels_last:
-        student.to(memory_format=torch.channels_last)
+    for network in declared.values():
+        network.module.to(device)
+        if cfg.channels_last:
+            network.module.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
-    method.batch_size = cfg.batch_size
-    method.show_progress = main and not quiet
 
     latest = ckpt.find_latest(checkpoints) if resume else None
     if latest is not None:
@@ -99,22 +120,63 @@ def train(
         rundir.write_manifest(out, rundir.manifest(recipe, teacher.spec, student, method.one_step))
     acc.wait_for_everyone()
 
-    method.setup(device, generator, resuming=latest is not None)
-    optimizer = torch.optim.AdamW(
-        student.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay
-    )
-    lr_schedule = get_scheduler(
-        SCHEDULES[cfg.lr_schedule], optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
-    )
-    ema = EMAModel(student.parameters(), decay=cfg.ema_decay) if cfg.ema_decay > 0 else None
+    trained: dict[str, Trained] = {}
+    for name, network in declared.items():
+        optimizer = torch.optim.AdamW(
+            network.module.parameters(),
+            lr=cfg.lr if network.lr is None else network.lr,
+            betas=(cfg.adam_beta1, cfg.adam_beta2) if network.betas is None else network.betas,
+            weight_decay=cfg.weight_decay if network.weight_decay is None else network.weight_decay,
+        )
+        schedule = get_scheduler(
+            SCHEDULES[cfg.lr_schedule],
+            optimizer,
+            num_warmup_steps=cfg.warmup_steps,
+            num_training_steps=cfg.steps,
+        )
+        trainable = [p for p in network.module.parameters() if p.requires_grad]
+        trained[name] = Trained(name, network.module, network.module, optimizer, schedule, trainable)
+    ema = EMAModel(student.parameters(), decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
     if ema is not None:
         ema.to(device)
-    step = 0
-    if latest is not None:
-        step = _load_checkpoint(latest, rank, student, optimizer, lr_schedule, ema, method, generator, device)
 
-    model = torch.compile(student) if cfg.compile else student
-    model, optimizer = acc.prepare(model, optimizer)
+    step, method_state = 0, None
+    if latest is not None:
+        step, method_state = ckpt.load_training_state(latest, rank, trained, ema, generator, device)
+
+    setup_clock = {"last": time.monotonic()}
+
+    def save_progress() -> None:
+        """Checkpoint mid-setup (step 0) when the main process's clock says it is time (collective)."""
+        due = torch.tensor([float(time.monotonic() - setup_clock["last"] >= SETUP_CHECKPOINT_SECONDS)])
+        if world > 1:
+            due = acc.reduce(due.to(device), "sum").cpu()  # rank 0's decision would need a broadcast
+        if float(due) > 0:
+            ckpt.save_training_state(
+                acc, checkpoints, 0, trained, ema, method, generator, cfg.checkpoints_keep
+            )
+            setup_clock["last"] = time.monotonic()
+
+    method.setup(
+        SetupContext(
+            device=device,
+            generator=generator,
+            batch_size=cfg.batch_size,
+            rank=rank,
+            world_size=world,
+            show_progress=main and not quiet,
+            state=method_state,
+            save_progress=save_progress,
+        )
+    )
+
+    names = list(trained)
+    prepared = acc.prepare(
+        *[torch.compile(trained[n].module) if cfg.compile else trained[n].module for n in names],
+        *[trained[n].optimizer for n in names],
+    )
+    for i, name in enumerate(names):
+        trained[name].prepared, trained[name].optimizer = prepared[i], prepared[len(names) + i]
     if cfg.tracker != "none":
         acc.init_trackers(
             "dkdm-zoo",
@@ -135,63 +197,79 @@ def train(
         )
 
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
-    window: dict[str, list[float]] = {}
+    window = MetricWindow(device)
     window_start, window_samples = time.perf_counter(), 0
     progress = _Progress(enabled=main and not quiet, total=cfg.steps, start=step)
+    updates = method.updates()
+    several = len(trained) > 1
     try:
         while step < end:
-            model.train()
-            for _ in range(cfg.grad_accum):
-                with acc.accumulate(model):
-                    with acc.autocast():
-                        loss, logs = method.loss(model, cfg.batch_size, step)
-                    bad = acc.reduce(
-                        torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=device), "sum"
-                    )
-                    if float(bad) > 0:
-                        last = ckpt.find_latest(checkpoints)
-                        raise NonFiniteLossError(
-                            f"non-finite loss at step {step + 1}; the run stopped, last good checkpoint: "
-                            f"{last if last is not None else 'none'} (lower train.lr, raise train.grad_clip or use "
-                            "train.mixed_precision='no', then --resume)"
+            for update in updates:
+                net = trained[update.network]
+                if several:  # only the updated network computes weight gradients
+                    _trainable_only(trained, update.network)
+                nets = {n: (t.prepared if n == update.network else t.module) for n, t in trained.items()}
+                net.prepared.train()
+                for _ in range(update.repeats * cfg.grad_accum):
+                    with acc.accumulate(net.prepared):
+                        with acc.autocast():
+                            loss, logs = method.update_loss(update.network, nets, cfg.batch_size, step)
+                        window.add_loss(
+                            "loss" if update.network == STUDENT else f"{update.network}_loss", loss, step + 1
                         )
-                    acc.backward(loss)
-                    if acc.sync_gradients and cfg.grad_clip > 0:
-                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                for key, value in {"loss": float(loss.detach()), **logs}.items():
-                    window.setdefault(key, []).append(value)
-                window_samples += cfg.batch_size * world
-            lr_schedule.step()
+                        for key, value in logs.items():
+                            window.add(key, value)
+                        acc.backward(loss)
+                        if acc.sync_gradients and cfg.grad_clip > 0:
+                            acc.clip_grad_norm_(net.prepared.parameters(), cfg.grad_clip)
+                        net.optimizer.step()
+                        net.optimizer.zero_grad(set_to_none=True)
+            if several:
+                _trainable_only(trained, None)
+            window_samples += cfg.batch_size * cfg.grad_accum * world
+            for net in trained.values():
+                net.lr_schedule.step()
             if ema is not None:
                 ema.step(student.parameters())
             step += 1
-            progress.update(
-                step, window["loss"][-1], window_samples / max(time.perf_counter() - window_start, 1e-9)
-            )
+            progress.update(step, window_samples / max(time.perf_counter() - window_start, 1e-9))
 
-            if step % cfg.log_every == 0 or step == end:
-                record = _metrics_record(acc, method, step, window, window_samples, window_start, lr_schedule)
+            at_end = step == end
+            log_now = step % cfg.log_every == 0 or at_end
+            preview_now = bool(cfg.preview_every) and (step % cfg.preview_every == 0 or at_end)
+            checkpoint_now = bool(cfg.checkpoint_every) and (step % cfg.checkpoint_every == 0 or at_end)
+            if log_now or preview_now or checkpoint_now:
+                reading = window.read(acc, method.counters())  # the window's one host read
+                if reading.first_nonfinite_step is not None:
+                    last = ckpt.find_latest(checkpoints)
+                    raise NonFiniteLossError(
+                        f"non-finite loss at step {reading.first_nonfinite_step}; the run stopped, last good "
+                        f"checkpoint: {last if last is not None else 'none'} (lower train.lr, raise "
+                        "train.grad_clip or use train.mixed_precision='no', then --resume)"
+                    )
+                record = {
+                    "step": step,
+                    "lr": float(trained[STUDENT].lr_schedule.get_last_lr()[0]),
+                    **{
+                        f"lr_{n}": float(t.lr_schedule.get_last_lr()[0])
+                        for n, t in trained.items()
+                        if n != STUDENT
+                    },
+                    "samples_per_s": window_samples / max(time.perf_counter() - window_start, 1e-9),
+                    **reading.counters,  # teacher forwards (samples) and calls, all processes
+                    **reading.means,
+                }
+                progress.show_loss(reading.means.get("loss", math.nan))
                 if main:
                     rundir.append_metrics(out, record)
                     if cfg.tracker != "none":
                         acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=step)
-                window, window_start, window_samples = {}, time.perf_counter(), 0
-            if cfg.preview_every and (step % cfg.preview_every == 0 or step == end):
+                window_start, window_samples = time.perf_counter(), 0
+            if preview_now:
                 _preview(acc, out, step, student, ema, method, cfg)
-            if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == end):
-                _save_checkpoint(
-                    acc,
-                    checkpoints,
-                    step,
-                    student,
-                    optimizer,
-                    lr_schedule,
-                    ema,
-                    method,
-                    generator,
-                    cfg.checkpoints_keep,
+            if checkpoint_now:
+                ckpt.save_training_state(
+                    acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep
                 )
     finally:
         progress.close()
@@ -203,7 +281,10 @@ def train(
         if ema is not None:
             ema.copy_to(student.parameters())  # the final student is the EMA student
         exported = rundir.export_student(out, acc.unwrap_model(student), teacher.spec)
-    forwards = int(acc.reduce(torch.tensor([float(method.teacher_forwards)], device=device), "sum"))
+    counters = acc.reduce(
+        torch.tensor([float(method.teacher_forwards)], device=device, dtype=torch.float64), "sum"
+    )
+    forwards = int(counters.item())
     checksums = gather_object([{"rank": rank, "param_sum": checksum}])
     if main:
         rundir.append_metrics(
@@ -227,20 +308,12 @@ def train(
     return TrainResult(out=out, step=step, world_size=world, teacher_forwards=forwards, exported=exported)
 
 
-def _metrics_record(acc, method, step, window, samples, start, lr_schedule) -> dict[str, Any]:
-    means = {k: sum(v) / len(v) for k, v in window.items()}
-    loss = acc.reduce(torch.tensor([means.pop("loss")], device=acc.device), "mean")
-    counts = [float(method.teacher_forwards), float(getattr(method, "teacher_calls", 0))]
-    forwards, calls = acc.reduce(torch.tensor(counts, device=acc.device, dtype=torch.float64), "sum").tolist()
-    return {
-        "step": step,
-        "loss": float(loss),
-        "lr": float(lr_schedule.get_last_lr()[0]),
-        "samples_per_s": samples / max(time.perf_counter() - start, 1e-9),
-        "teacher_forwards": int(forwards),  # samples through the teacher, all processes
-        "teacher_calls": int(calls),  # batched teacher forward calls, all processes
-        **means,
-    }
+def _trainable_only(trained: dict[str, Trained], name: str | None) -> None:
+    """Gradients for the parameters of network ``name`` only (None: every network's, as declared)."""
+    for other, net in trained.items():
+        flag = name is None or other == name
+        for p in net.trainable:
+            p.requires_grad_(flag)
 
 
 @torch.no_grad()
@@ -264,70 +337,8 @@ def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method,
     acc.wait_for_everyone()
 
 
-def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state(), "method": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _save_checkpoint(
-    acc, checkpoints: Path, step, student, optimizer, lr_schedule, ema, method, generator, keep
-) -> None:
-    from safetensors.torch import save_model
-
-    temp = ckpt.temp_folder(checkpoints, step)
-    rank = acc.process_index
-    if acc.is_main_process:
-        ckpt.clean_temp(checkpoints)
-        temp.mkdir(parents=True)
-    acc.wait_for_everyone()
-    ckpt.save_mixed(method.state_dict(), temp, f"method-rank{rank}")
-    ckpt.save_mixed(_rng_state(generator), temp, f"rng-rank{rank}")
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        save_model(student, str(temp / "student.safetensors"))
-        ckpt.fsync_path(temp / "student.safetensors")
-        if ema is not None:
-            state = ema.state_dict()
-            shadow = {
-                name: p
-                for (name, _), p in zip(student.named_parameters(), state.pop("shadow_params"), strict=True)
-            }
-            ckpt.save_mixed({**state, **shadow}, temp, "ema")
-        ckpt.save_torch(optimizer.state_dict(), temp / "optimizer.pt")
-        ckpt.write_json(temp / "lr_schedule.json", lr_schedule.state_dict())
-        ckpt.write_json(
-            temp / "state.json", {"step": step, "world_size": acc.num_processes}
-        )  # last: marks complete
-        ckpt.publish(temp, checkpoints, step, keep)
-    acc.wait_for_everyone()
-
-
-def _load_checkpoint(
-    folder: Path, rank, student, optimizer, lr_schedule, ema, method, generator, device
-) -> int:
-    from safetensors.torch import load_model
-
-    load_model(student, str(folder / "student.safetensors"), device=str(device))
-    if ema is not None and (folder / "ema.json").exists():
-        state = ckpt.load_mixed(folder, "ema")
-        names = [name for name, _ in student.named_parameters()]
-        state["shadow_params"] = [state.pop(name).to(device) for name in names]
-        ema.load_state_dict(state)
-    optimizer.load_state_dict(ckpt.load_torch(folder / "optimizer.pt", device))
-    lr_schedule.load_state_dict(json.loads((folder / "lr_schedule.json").read_text()))
-    method.load_state_dict(ckpt.load_mixed(folder, f"method-rank{rank}"))
-    rng = ckpt.load_mixed(folder, f"rng-rank{rank}")
-    torch.set_rng_state(rng["torch"].to(torch.uint8))
-    generator.set_state(rng["method"].to(torch.uint8))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
-    return int(json.loads((folder / "state.json").read_text())["step"])
-
-
 class _Progress:
-    """A rich bar with step, loss, samples/s and ETA (main process, not quiet)."""
+    """A rich bar with step, the last logged loss, samples/s and ETA (main process, not quiet)."""
 
     def __init__(self, *, enabled: bool, total: int, start: int):
         self.bar = None
@@ -344,9 +355,13 @@ class _Progress:
             self.bar.start()
             self.task = self.bar.add_task("train", total=total, completed=start, loss=math.nan, rate=0.0)
 
-    def update(self, step: int, loss: float, rate: float) -> None:
+    def update(self, step: int, rate: float) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=loss, rate=rate)
+            self.bar.update(self.task, completed=step, rate=rate)
+
+    def show_loss(self, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, loss=loss)
 
     def close(self) -> None:
         if self.bar is not None:

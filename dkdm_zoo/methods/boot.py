@@ -20,8 +20,8 @@ from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import Method
-from dkdm_zoo.students.one_step import OneStepGenerator, load_matching_weights
+from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan
+from dkdm_zoo.students.one_step import OneStepGenerator, init_from_teacher_weights
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 Weighting = Literal["none", "inverse-step", "min-snr"]
@@ -54,7 +54,7 @@ class BOOT(Method):
         clip: bool | None = None,
         init_from_teacher: str | bool = "auto",
     ):
-        super().__init__(teacher, student)
+        super().__init__(teacher, self.wrap_student(student, teacher, init_from_teacher))
         T = teacher.spec.num_train_timesteps
         if not 1 <= num_steps < T:
             raise UserError(f"method.num_steps must be in 1..{T - 1}, got {num_steps}")
@@ -110,23 +110,15 @@ class BOOT(Method):
             return (1.0 / r[s] ** 2).clamp(max=1.0)
         return torch.ones(t.shape, device=t.device)
 
-    # -- student preparation (called by the engine before the optimiser exists) -------------------
-    @classmethod
-    def prepare_student(cls, student: nn.Module, teacher: Teacher, **options: Any) -> nn.Module:
-        """Wrap the backbone as a OneStepGenerator, initialised from the teacher's weights if asked."""
+    # -- the generator ----------------------------------------------------------------------------------
+    @staticmethod
+    def wrap_student(
+        student: nn.Module, teacher: Teacher, init_from_teacher: str | bool = "auto"
+    ) -> nn.Module:
+        """The backbone as a OneStepGenerator, initialised from the teacher's weights if asked."""
         if isinstance(student, OneStepGenerator):
             return student
-        mode = options.get("init_from_teacher", "auto")
-        if mode not in ("auto", True, False, "true", "false"):
-            raise UserError(f"method.init_from_teacher must be auto, true or false, got {mode!r}")
-        if mode in (True, "true", "auto"):
-            networks = teacher.modules()
-            fraction = load_matching_weights(student, networks[0]) if networks else 0.0
-            if fraction < 1.0 and mode != "auto":
-                raise UserError(
-                    f"init_from_teacher: the student matches only {fraction:.0%} of the teacher's tensors; "
-                    "use the teacher's architecture or set method.init_from_teacher=false"
-                )
+        init_from_teacher_weights(student, teacher, init_from_teacher)
         return OneStepGenerator.wrap(student, teacher.spec.channels)
 
     # -- training ------------------------------------------------------------------------------------
@@ -138,29 +130,28 @@ class BOOT(Method):
 
     def _teacher_eps_x0(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
         """Teacher eps and x0 along its DDIM trajectory (eps re-derived from a clipped x0, as DDIM does)."""
-        pred = self.teacher.predict(x_t, t, cond, self.guidance_scale)
-        self.teacher_forwards += len(x_t) * (2 if cond is not None and self._guided() else 1)
+        pred = self.predict_teacher(x_t, t, cond, self.guidance_scale)
         if not self.clip:
             return pred.eps, pred.x0
         x0 = pred.x0.clamp(-self.teacher.spec.clip_sample_range, self.teacher.spec.clip_sample_range)
         return self.teacher.schedule.x0_to_eps(x_t, x0, t), x0
 
-    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         """Teacher-forward budget per process (samples, CFG counted twice): one forward for every
         target, plus one for the boundary on every ``boundary_every``-th step."""
-        cost = 2 if self._guided() else 1
+        cost = self.teacher_cost(self.guidance_scale)
         boundary_steps = (
             -(-steps // self.options["boundary_every"]) if self.options["boundary_weight"] > 0 else 0
         )
-        return {
-            "init_forwards": 0,
-            "train_forwards": (steps + boundary_steps) * grad_accum * batch_size * cost,
-        }
-
-    def _guided(self) -> bool:
-        """Classifier-free guidance applies: a conditional teacher and a scale other than 1."""
-        scale = self.guidance_scale if self.guidance_scale is not None else self.teacher.guidance_scale
-        return self.teacher.spec.conditioning != "none" and scale is not None and scale != 1.0
+        boundary_share = boundary_steps / max(steps, 1)
+        return Plan(
+            train_forwards=(steps + boundary_steps) * grad_accum * batch_size * cost,
+            passes={
+                "teacher": Passes(forward=(1 + boundary_share) * cost),
+                # the target's no-grad forward, then the trained forward(s) and backward
+                STUDENT: Passes(forward=2 + boundary_share, backward=1 + boundary_share),
+            },
+        )
 
     def _draw_times(self, n: int) -> tuple[Tensor, Tensor]:
         """Pairs s < t: uniform over the grid's pairs, or t uniform in 1..T-1 with s = max(t - delta, 0)."""
@@ -185,7 +176,7 @@ class BOOT(Method):
         r = self.r.to(noise.device)
         return signal_ddim_target(y_t, noise, eps_hat, r[t].view(-1, 1, 1, 1), r[s].view(-1, 1, 1, 1))
 
-    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
         noise = self._noise(batch_size)
         cond = self.teacher.sample_conditions(batch_size, self.generator)
         cond = cond.to(self.device) if cond is not None else None
@@ -210,7 +201,7 @@ class BOOT(Method):
         per_sample = ((y_s - target) ** 2).flatten(1).mean(1)
         bootstrap = (self.weight_scale * self.pair_weight(t, s) * per_sample).mean()
         loss = bootstrap + self.options["boundary_weight"] * boundary
-        return loss, {"bootstrap_loss": bootstrap.item(), "boundary_loss": boundary.item()}
+        return loss, {"bootstrap_loss": bootstrap.detach(), "boundary_loss": boundary.detach()}
 
     @torch.no_grad()
     def sample(

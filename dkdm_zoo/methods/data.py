@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import Method, student_eps
+from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, student_eps
 from dkdm_zoo.methods.losses import vlb_term
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -61,12 +61,6 @@ def drop_condition(
     return Condition(labels=labels, text_embeds=text)
 
 
-def forward_cost(teacher: Teacher, n: int, cond: Condition | None) -> int:
-    """Teacher network evaluations for n samples: classifier-free guidance evaluates twice."""
-    g = teacher.guidance_scale
-    return n * (2 if cond is not None and g is not None and g != 1.0 else 1)
-
-
 @contextmanager
 def progress_bar(total: int, description: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
     """A rich progress bar (main process only); yields ``advance(n)``."""
@@ -93,22 +87,20 @@ class DenoisingTraining(Method):
         *,
         cond_drop_prob: float = 0.0,
         vlb: bool = True,
-        **options: Any,
     ):
         if not 0.0 <= cond_drop_prob < 1.0:
             raise UserError(f"method.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
-        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb, **options)
+        super().__init__(teacher, student)
         self.cond_drop_prob, self.vlb = cond_drop_prob, vlb
         self.samples: Tensor | None = None
         self.sample_cond: dict[str, Tensor] = {}
-        self.batch_size: int | None = None
-        self.show_progress = False
         self.cpu_generator = torch.Generator()
 
-    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
-        super().setup(device, generator, resuming=resuming)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-        self.cpu_generator = torch.Generator().manual_seed(seed)
+    def setup(self, ctx: SetupContext) -> None:
+        super().setup(ctx)
+        if not ctx.resuming:
+            seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=ctx.generator.device))
+            self.cpu_generator = torch.Generator().manual_seed(seed)
 
     def _check_samples(self, samples: Tensor, where: str) -> None:
         if tuple(samples.shape[1:]) != tuple(self.teacher.spec.sample_shape):
@@ -116,7 +108,7 @@ class DenoisingTraining(Method):
                 f"{where}: samples of shape {tuple(samples.shape[1:])} do not match the teacher spec {self.teacher.spec.sample_shape}"
             )
 
-    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
         assert self.samples is not None, "setup() must load or generate the training samples"
         gen, spec, schedule = self.generator, self.teacher.spec, self.teacher.schedule
         idx = torch.randint(0, len(self.samples), (batch_size,), generator=gen, device=gen.device).to(
@@ -132,12 +124,12 @@ class DenoisingTraining(Method):
         cond = drop_condition(self.teacher, cond, self.cond_drop_prob, self.cpu_generator)
         eps, var = student_eps(student, x_t, t, cond, spec.channels)
         mse = F.mse_loss(eps.float(), noise)
-        logs = {"mse": float(mse.detach())}
+        logs: Logs = {"mse": mse.detach()}
         loss = mse
         if var is not None and self.vlb:
             vb = vlb_term(schedule, x0, x_t, t, eps, var).mean()
             loss = loss + vb
-            logs["vb"] = float(vb.detach())
+            logs["vb"] = vb.detach()
         return loss, logs
 
     def state_dict(self) -> dict[str, Any]:
@@ -163,11 +155,12 @@ class DataTraining(DenoisingTraining):
         cond_drop_prob: float = 0.1,
         vlb: bool = True,
     ):
-        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb, dataset=dataset)
+        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb)
         self.dataset = dataset
 
-    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
-        super().setup(device, generator, resuming=resuming)
+    def setup(self, ctx: SetupContext) -> None:
+        super().setup(ctx)
+        device = ctx.device
         from dkdm_zoo.datasets import load_dataset  # the dataset is reloaded (deterministically) on resume
 
         spec = self.teacher.spec
@@ -193,5 +186,5 @@ class DataTraining(DenoisingTraining):
         elif spec.conditioning == "text":
             raise UserError("method 'data' does not support text conditioning")
 
-    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
-        return {"init_forwards": 0, "train_forwards": 0}
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
+        return Plan(passes={STUDENT: Passes(1, 1)})

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import Method, student_eps
-from dkdm_zoo.methods.data import condition_from_tensors, condition_tensors, drop_condition, forward_cost
+from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, student_eps
+from dkdm_zoo.methods.data import condition_from_tensors, condition_tensors, drop_condition
 from dkdm_zoo.methods.losses import teacher_student_kl
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -51,29 +51,15 @@ class DKDM(Method):
             raise UserError("method.pool_init_steps must be >= 1 and method.pool_init_batch >= 0")
         if not 0.0 <= cond_drop_prob < 1.0:
             raise UserError(f"method.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
-        super().__init__(
-            teacher,
-            student,
-            rho=rho,
-            variant=variant,
-            pool_init=pool_init,
-            pool_init_steps=pool_init_steps,
-            pool_init_batch=pool_init_batch,
-            kl_weight=kl_weight,
-            cond_drop_prob=cond_drop_prob,
-        )
+        super().__init__(teacher, student)
         self.rho, self.variant, self.pool_init = rho, variant, pool_init
         self.pool_init_steps, self.pool_init_batch = pool_init_steps, pool_init_batch
         self.kl_weight, self.cond_drop_prob = kl_weight, cond_drop_prob
         self.T = teacher.spec.num_train_timesteps
-        self.teacher_calls = 0  # batched teacher forward calls (teacher_forwards counts samples)
         self.init_forwards = 0  # of teacher_forwards, those spent initialising the pool
         self.pool_x: Tensor | None = None
         self.pool_k: Tensor | None = None
         self.pool_cond: dict[str, Tensor] = {}
-        # Set by the engine before setup(): the per-process batch and whether to draw progress bars.
-        self.batch_size: int | None = None
-        self.show_progress = False
         self.cpu_generator = torch.Generator()
 
     # -- sizes and budget --------------------------------------------------------------------------
@@ -89,30 +75,28 @@ class DKDM(Method):
             return (self.T - 2) / 2  # stop index uniform in 1..T-1, T-1-stop steps each
         return float(min(self.pool_init_steps, (self.T - 2) / 2))
 
-    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         """Per-process sizes and teacher-forward budget (samples, CFG counted twice)."""
         n = self.pool_size(batch_size)
-        cost = 2 if self._guided() else 1
+        cost = self.teacher_cost()
         spec = self.teacher.spec
         slot_bytes = 4 * spec.channels * spec.sample_shape[1] * spec.sample_shape[2]
-        return {
-            "pool_slots": n,
-            "pool_bytes": n * slot_bytes,
-            "init_forwards": round(n * self.expected_init_forwards_per_slot() * cost),
-            "train_forwards": steps * grad_accum * batch_size * cost,
-        }
-
-    def _guided(self) -> bool:
-        g = self.teacher.guidance_scale
-        return self.teacher.spec.conditioning != "none" and g is not None and g != 1.0
+        return Plan(
+            init_forwards=round(n * self.expected_init_forwards_per_slot() * cost),
+            train_forwards=steps * grad_accum * batch_size * cost,
+            state_bytes={"pool": n * slot_bytes},
+            details={"pool_slots": n},
+            passes={"teacher": Passes(forward=cost), STUDENT: Passes(1, 1)},
+        )
 
     # -- setup ---------------------------------------------------------------------------------------
-    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
-        super().setup(device, generator, resuming=resuming)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    def setup(self, ctx: SetupContext) -> None:
+        super().setup(ctx)
+        if ctx.resuming:
+            return
+        seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=ctx.generator.device))
         self.cpu_generator = torch.Generator().manual_seed(seed)
-        if not resuming and self.batch_size is not None:
-            self.init_pool(self.batch_size)
+        self.init_pool(ctx.batch_size)
 
     def _noise(self, n: int) -> Tensor:
         shape = (n, *self.teacher.spec.sample_shape)
@@ -126,9 +110,7 @@ class DKDM(Method):
         return condition_from_tensors({k: v[idx] for k, v in self.pool_cond.items()})
 
     def _teacher_predict(self, x: Tensor, t: Tensor, cond: Condition | None):
-        self.teacher_forwards += forward_cost(self.teacher, len(x), cond)
-        self.teacher_calls += 1
-        return self.teacher.predict(x.to(self.teacher.device), t.to(self.teacher.device), cond)
+        return self.predict_teacher(x, t, cond)
 
     def init_pool(self, batch_size: int) -> None:
         """Fill the pool: pure noise, then (except "iterative") denoised to random stop indices."""
@@ -230,7 +212,7 @@ class DKDM(Method):
         self.last_resets = len(finished)
         return idx
 
-    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
         idx = self.draw(batch_size)
         assert self.pool_x is not None and self.pool_k is not None
         x, k = self.pool_x[idx], self.pool_k[idx]
@@ -246,11 +228,7 @@ class DKDM(Method):
         )
         target = pred.eps.to(eps.device)
         mse = F.mse_loss(eps.float(), target)
-        logs = {
-            "mse": float(mse.detach()),
-            "t_mean": float(k.float().mean()),
-            "pool_resets": float(self.last_resets),
-        }
+        logs: Logs = {"mse": mse.detach(), "t_mean": k.float().mean(), "pool_resets": float(self.last_resets)}
         loss = mse
         if spec.learned_variance and self.kl_weight > 0:
             if var is None or pred.var_values is None:
@@ -259,14 +237,13 @@ class DKDM(Method):
                 self.teacher.schedule, x, k, target, pred.var_values.to(var.device), eps, var
             ).mean()
             loss = loss + self.kl_weight * kl
-            logs["kl"] = float(kl.detach())
+            logs["kl"] = kl.detach()
         return loss, logs
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(
-            teacher_calls=self.teacher_calls,
             init_forwards=self.init_forwards,
             batch_size=self.batch_size,
             cpu_generator=self.cpu_generator.get_state(),
@@ -278,7 +255,6 @@ class DKDM(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.teacher_calls = int(state.get("teacher_calls", 0))
         self.init_forwards = int(state.get("init_forwards", 0))
         self.batch_size = state.get("batch_size", self.batch_size)
         if "cpu_generator" in state:

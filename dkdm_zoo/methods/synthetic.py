@@ -13,7 +13,8 @@ from torch import nn
 
 from dkdm_zoo.diffusion.sampling import SAMPLERS
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.data import DenoisingTraining, condition_tensors, forward_cost, progress_bar
+from dkdm_zoo.methods.base import STUDENT, Passes, Plan, SetupContext
+from dkdm_zoo.methods.data import DenoisingTraining, condition_tensors, progress_bar
 from dkdm_zoo.teachers.base import Teacher
 
 
@@ -38,40 +39,26 @@ class Synthetic(DenoisingTraining):
             raise UserError(
                 f"method.sampler_steps must be in 1..{teacher.spec.num_train_timesteps}, got {sampler_steps}"
             )
-        super().__init__(
-            teacher,
-            student,
-            cond_drop_prob=cond_drop_prob,
-            vlb=vlb,
-            num_samples=num_samples,
-            sampler=sampler,
-            sampler_steps=sampler_steps,
-            sample_batch=sample_batch,
-        )
+        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb)
         self.num_samples, self.sampler, self.sampler_steps, self.sample_batch = (
             num_samples,
             sampler,
             sampler_steps,
             sample_batch,
         )
-        self.teacher_calls = 0
 
-    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> dict[str, Any]:
-        cost = forward_cost(self.teacher, 1, self.teacher.sample_conditions(1))
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         spec = self.teacher.spec
-        return {
-            "init_forwards": self.num_samples * self.sampler_steps * cost,
-            "train_forwards": 0,
-            "dataset_bytes": self.num_samples
-            * 4
-            * spec.channels
-            * spec.sample_shape[1]
-            * spec.sample_shape[2],
-        }
+        sample_bytes = 4 * spec.channels * spec.sample_shape[1] * spec.sample_shape[2]
+        return Plan(
+            init_forwards=self.num_samples * self.sampler_steps * self.teacher_cost(),
+            state_bytes={"dataset": self.num_samples * sample_bytes},
+            passes={STUDENT: Passes(1, 1)},
+        )
 
-    def setup(self, device: torch.device, generator: torch.Generator, *, resuming: bool = False) -> None:
-        super().setup(device, generator, resuming=resuming)
-        if not resuming:
+    def setup(self, ctx: SetupContext) -> None:
+        super().setup(ctx)
+        if not ctx.resuming:
             self.generate()
 
     @torch.no_grad()
@@ -97,7 +84,7 @@ class Synthetic(DenoisingTraining):
                     noise=noise.to(self.teacher.device),
                     progress=lambda k, n=n: advance(k * n),
                 )
-                self.teacher_forwards += forward_cost(self.teacher, n, cond) * self.sampler_steps
+                self.teacher_forwards += n * self.teacher_cost() * self.sampler_steps
                 self.teacher_calls += self.sampler_steps
                 chunks.append(x.float().to(self.device))
                 conds.append({k: v.to(self.device) for k, v in condition_tensors(cond).items()})
@@ -106,7 +93,6 @@ class Synthetic(DenoisingTraining):
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["teacher_calls"] = self.teacher_calls
         if self.samples is not None:
             state["samples"] = self.samples.cpu()
             state.update({f"cond_{k}": v.cpu() for k, v in self.sample_cond.items()})
@@ -114,7 +100,6 @@ class Synthetic(DenoisingTraining):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.teacher_calls = int(state.get("teacher_calls", 0))
         if "samples" in state:
             self.samples = state["samples"].to(self.device)
             self.sample_cond = {

@@ -89,3 +89,24 @@ def load_matching_weights(target: nn.Module, source: nn.Module) -> float:
     if fraction == 1.0:
         target.load_state_dict(matched)
     return fraction
+
+
+def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: str | bool = "auto") -> float:
+    """Copy the teacher network's weights into ``student`` when every tensor matches.
+
+    ``mode`` True requires the match (a user error otherwise), "auto" copies when it can and leaves
+    the student untouched otherwise, False never copies. Returns the matched fraction.
+    """
+    from dkdm_zoo.errors import UserError
+
+    if mode not in ("auto", True, False, "true", "false"):
+        raise UserError(f"method.init_from_teacher must be auto, true or false, got {mode!r}")
+    if mode in (False, "false"):
+        return 0.0
+    fraction = load_matching_weights(student, teacher.denoiser()) if teacher.modules() else 0.0
+    if fraction < 1.0 and mode != "auto":
+        raise UserError(
+            f"init_from_teacher: the student matches only {fraction:.0%} of the teacher's tensors; "
+            "use the teacher's architecture or set method.init_from_teacher=false"
+        )
+    return fraction

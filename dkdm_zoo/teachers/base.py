@@ -8,6 +8,7 @@ decoding.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.sampling import sample_loop
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
-from dkdm_zoo.errors import UserError
+from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.spec import TeacherSpec
 
 
@@ -154,6 +155,27 @@ class Teacher(ABC):
         """Samples in diffusion space -> images in [-1, 1] (identity for pixel-space teachers)."""
         return samples
 
+    def denoiser(self) -> nn.Module:
+        """The network ``model_output`` evaluates (a fake-score copy starts from it)."""
+        raise IncompatibleError(
+            f"teacher '{self.spec.family or type(self).__name__}' exposes no denoising network to copy"
+        )
+
+    def with_denoiser(self, module: nn.Module) -> Teacher:
+        """A shallow copy of this teacher that evaluates ``module`` instead of its own network
+        (same spec, conditioning and decoder); ``module`` may be trainable, DDP-wrapped or compiled."""
+        raise IncompatibleError(
+            f"teacher '{self.spec.family or type(self).__name__}' cannot evaluate another denoising network"
+        )
+
+    def _view(self, **networks: nn.Module) -> Teacher:
+        """A shallow copy with some networks replaced; computes in the replacement's dtype."""
+        clone = copy.copy(self)
+        clone.__dict__.update(networks)
+        first = next(iter(networks.values()))
+        clone.dtype = next(first.parameters()).dtype
+        return clone
+
     # -- shared behaviour -----------------------------------------------------------------------
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Teacher:
         self.device = torch.device(device)
@@ -171,6 +193,13 @@ class Teacher(ABC):
         self, x_t: Tensor, t: Tensor, cond: Condition | None = None, guidance_scale: float | None = None
     ) -> TeacherOutput:
         """eps and x0 at per-sample t, with classifier-free guidance when a scale > 1 is set."""
+        return self.denoise(x_t, t, cond, guidance_scale)
+
+    def denoise(
+        self, x_t: Tensor, t: Tensor, cond: Condition | None = None, guidance_scale: float | None = None
+    ) -> TeacherOutput:
+        """``predict`` without ``no_grad``: gradients flow to ``x_t`` (and to trainable weights of a
+        copy made with ``with_denoiser``), as score-distillation methods (SiD) need."""
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         x_in = x_t.to(self.dtype)
         if cond is not None and scale is not None and scale != 1.0:

@@ -53,6 +53,12 @@ class DDPMUNetTeacher(Teacher):
     def modules(self) -> list[nn.Module]:
         return [self.unet]
 
+    def denoiser(self) -> nn.Module:
+        return self.unet
+
+    def with_denoiser(self, module: nn.Module) -> DDPMUNetTeacher:
+        return self._view(unet=module)
+
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
         labels = cond.labels if cond is not None else None
         return self.unet(x_t, t.to(x_t.device), class_labels=labels).sample

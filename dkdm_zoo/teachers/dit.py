@@ -82,6 +82,12 @@ class DiTTeacher(Teacher):
     def modules(self) -> list[nn.Module]:
         return [self.transformer] + ([self.vae] if self.vae is not None else [])
 
+    def denoiser(self) -> nn.Module:
+        return self.transformer
+
+    def with_denoiser(self, module: nn.Module) -> DiTTeacher:
+        return self._view(transformer=module)
+
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
         labels = cond.labels if cond is not None else None
         if labels is None:  # DiT always takes a label: unconditional means the null label

@@ -146,6 +146,12 @@ class LatentSDTeacher(Teacher):
             self._null = self.text_embeddings([""])
         return Condition(text_embeds=self._null.expand(n, -1, -1), prompts=[""] * n)
 
+    def denoiser(self) -> nn.Module:
+        return self.unet
+
+    def with_denoiser(self, module: nn.Module) -> LatentSDTeacher:
+        return self._view(unet=module)
+
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
         if cond is None or cond.text_embeds is None:
             cond = self.null_condition(x_t.shape[0])

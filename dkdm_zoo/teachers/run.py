@@ -117,6 +117,12 @@ class RunTeacher(Teacher):
             self._original.to(device, dtype)
         return self
 
+    def denoiser(self) -> nn.Module:
+        return self.student
+
+    def with_denoiser(self, module: nn.Module) -> RunTeacher:
+        return self._view(student=module)
+
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
         kwargs = cond.to(x_t.device).model_kwargs() if cond is not None else {}
         if "encoder_hidden_states" in kwargs:

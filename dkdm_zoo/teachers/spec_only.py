@@ -22,7 +22,9 @@ class SpecTeacher(Teacher):
         return []
 
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
-        raise UserError("the 'spec' teacher has no network: use it only with method 'data' (training on real data)")
+        raise UserError(
+            "the 'spec' teacher has no network: use it only with method 'data' (training on real data)"
+        )
 
 
 def load(

@@ -9,6 +9,7 @@ from diffusers.configuration_utils import register_to_config
 
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.boot import BOOT, signal_ddim_target
 from dkdm_zoo.students.one_step import OneStepGenerator, load_matching_weights
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
@@ -66,9 +67,9 @@ def test_y_space_step_equals_x_space_ddim(prediction_type):
 
 def make_boot(teacher, init="auto", **options):
     backbone = ContractUNet(UNET_CONFIG)
-    student = BOOT.prepare_student(backbone, teacher, init_from_teacher=init)
+    student = BOOT.wrap_student(backbone, teacher, init_from_teacher=init)
     method = BOOT(teacher, student, init_from_teacher=init, **options)
-    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
     return method, student
 
 
@@ -126,9 +127,9 @@ def test_init_from_teacher_refuses_mismatched_architecture():
     other = ContractUNet({**UNET_CONFIG, "block_out_channels": (8, 8)})
     assert load_matching_weights(other, teacher.unet) < 1.0
     with pytest.raises(Exception, match="matches only"):
-        BOOT.prepare_student(other, teacher, init_from_teacher=True)
+        BOOT.wrap_student(other, teacher, init_from_teacher=True)
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    BOOT.prepare_student(other, teacher, init_from_teacher="auto")  # falls back to scratch, untouched
+    BOOT.wrap_student(other, teacher, init_from_teacher="auto")  # falls back to scratch, untouched
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
 
 
@@ -211,7 +212,7 @@ def test_plan_counts_the_teacher_forwards_that_training_makes(boundary_weight, b
     )
     for step in range(3):
         method.loss(student, 4, step)
-    assert method.plan(4, 3)["train_forwards"] == method.teacher_forwards
+    assert method.plan(4, 3).train_forwards == method.teacher_forwards
 
 
 def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
@@ -222,9 +223,9 @@ def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
     teacher = dit_teacher()
     assert teacher.spec.space == "latent" and teacher.guidance_scale == 2.0
     backbone = build_registry(entry_points=False).create("students", "dit", teacher.spec, preset="tiny")
-    student = BOOT.prepare_student(backbone, teacher, init_from_teacher=False)
+    student = BOOT.wrap_student(backbone, teacher, init_from_teacher=False)
     method = BOOT(teacher, student, num_steps=4)
-    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
     gen = torch.Generator().manual_seed(3)
     noise = torch.randn((4, *teacher.spec.sample_shape), generator=gen)
     cond = teacher.sample_conditions(4, gen)
@@ -248,4 +249,4 @@ def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
     assert not torch.allclose(unguided, target, atol=1e-4)
     method.teacher_forwards = 0  # the plan counts both guided branches, for targets and boundary alike
     method.loss(student, 4, step=0)
-    assert method.plan(4, 1)["train_forwards"] == method.teacher_forwards == 16
+    assert method.plan(4, 1).train_forwards == method.teacher_forwards == 16

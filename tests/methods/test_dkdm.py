@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.dkdm import DKDM
 from dkdm_zoo.methods.losses import teacher_student_kl
 from tests.methods.tiny import T, UNetContract, tiny_student, tiny_teacher
@@ -31,8 +32,7 @@ def make(variant="dynamic", b=4, seed=0, learned=False, num_classes=None, **opti
     teacher = tiny_teacher(learned=learned, num_classes=num_classes)
     student = tiny_student(teacher.spec)
     method = DKDM(teacher, student, variant=variant, **options)
-    method.batch_size = b
-    method.setup(torch.device("cpu"), torch.Generator().manual_seed(seed))
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(seed), b))
     return teacher, student, method
 
 
@@ -168,10 +168,7 @@ def test_state_roundtrip_restores_the_pool_without_reinitialising():
     method.loss(student, 4, 0)
     state = method.state_dict()
     other = DKDM(teacher, student)
-    other.batch_size = 4
-    other.setup(torch.device("cpu"), torch.Generator().manual_seed(1), resuming=True)
-    assert other.pool_x is None and other.teacher_forwards == 0  # resuming: no pool init
-    other.load_state_dict(state)
+    other.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(1), 4, state=state))
     assert torch.equal(other.pool_x, method.pool_x) and torch.equal(other.pool_k, method.pool_k)
     assert other.teacher_forwards == method.teacher_forwards
 

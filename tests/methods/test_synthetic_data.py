@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.data import DataTraining
 from dkdm_zoo.methods.losses import vlb_term
 from dkdm_zoo.methods.synthetic import Synthetic
@@ -18,7 +19,7 @@ def test_synthetic_generates_with_the_teachers_sampler_and_counts_forwards():
     method = Synthetic(
         teacher, tiny_student(teacher.spec), num_samples=6, sampler="ddpm", sampler_steps=5, sample_batch=4
     )
-    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
     assert method.samples.shape == (6, 1, 8, 8) and method.sample_cond["labels"].shape == (6,)
     assert method.teacher_forwards == 6 * 5 and method.teacher_calls == 2 * 5
     assert float(method.samples.abs().max()) <= 1.0 + 1e-5  # clip_sample teacher lands in [-1, 1]
@@ -26,9 +27,8 @@ def test_synthetic_generates_with_the_teachers_sampler_and_counts_forwards():
     assert torch.isfinite(loss) and "vb" not in logs
     state = method.state_dict()
     again = Synthetic(teacher, method.student, num_samples=6, sampler_steps=5)
-    again.setup(torch.device("cpu"), torch.Generator().manual_seed(1), resuming=True)
-    assert again.samples is None and again.teacher_forwards == 0  # resuming does not regenerate
-    again.load_state_dict(state)
+    assert again.samples is None and again.teacher_forwards == 0
+    again.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(1), 4, state=state))
     assert torch.equal(again.samples, method.samples) and again.teacher_forwards == 30
 
 
@@ -42,7 +42,7 @@ def test_data_training_on_digits_with_labels_and_vlb():
     )
     student = tiny_student(teacher.spec)
     method = DataTraining(teacher, student, dataset="digits", cond_drop_prob=0.5)
-    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
     assert method.samples.shape[1:] == (1, 8, 8) and len(method.samples) > 1000
     assert method.sample_cond["labels"].max() == 9
     loss, logs = method.loss(student, 8, 0)

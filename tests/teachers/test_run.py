@@ -11,6 +11,7 @@ from diffusers.configuration_utils import register_to_config
 
 from dkdm_zoo.diffusion.sampling import sample_loop
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.registry import build_registry
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.run import RunTeacher, load, read_run_manifest, write_run_manifest
@@ -171,11 +172,11 @@ def test_boot_from_a_run_teacher_starts_from_the_runs_student(tmp_path):
     run = make_run(tmp_path / "run", "ddpm-unet", {"path": str(original)}, spec, TinyStudent())
     teacher = build_registry().create("teachers", "run", path=str(run))
     torch.manual_seed(1)  # a differently initialised backbone of the same architecture
-    generator = BOOT.prepare_student(TinyStudent(), teacher, init_from_teacher=True)
+    generator = BOOT.wrap_student(TinyStudent(), teacher, init_from_teacher=True)
     trained = teacher.student.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in generator.backbone.state_dict().items())
     method = BOOT(teacher, generator, num_steps=4)
-    method.setup(torch.device("cpu"), torch.Generator().manual_seed(0))
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
     loss, logs = method.loss(generator, 2, step=0)
     loss.backward()
     assert torch.isfinite(loss) and logs["boundary_loss"] > 0
