@@ -159,4 +159,5 @@ def plan(built: Built, world_size: int = 1) -> dict[str, Any]:
         "train_forwards": method_plan.train_forwards,
         **{f"{k}_bytes": v for k, v in method_plan.state_bytes.items()},
         **method_plan.details,
+        "passes": {name: (p.forward, p.backward) for name, p in method_plan.passes.items()},
     }

@@ -19,6 +19,8 @@ TINY_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
     "dkdm": {"rho": 0.1, "pool_init": "ddim", "pool_init_steps": 2},
     "synthetic": {"num_samples": 4, "sampler_steps": 2, "sample_batch": 4},
     "boot": {"num_steps": 4},
+    "sid": {},
+    "diff-instruct": {},
     "data": {"dataset": "digits"},
 }
 BATCH = 2
@@ -62,11 +64,14 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
         net = algorithm.student
         algorithm.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), BATCH))
         nets = {name: network.module for name, network in algorithm.networks().items()}
-        for update in algorithm.updates():  # one training step: every declared update once
+        for update in algorithm.updates():  # one training step: every declared update once, stepped
+            for module in nets.values():
+                module.zero_grad(set_to_none=True)
             loss, _ = algorithm.update_loss(update.network, nets, BATCH, 0)
             loss.backward()
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss {loss.item()} in update {update.network!r}")
+            torch.optim.Adam(nets[update.network].parameters(), lr=1e-3).step()
         if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters()):
             raise RuntimeError("no gradient reached the student")
         if any(p.grad is not None for m in teacher.modules() for p in m.parameters()):

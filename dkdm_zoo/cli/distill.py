@@ -107,6 +107,11 @@ def _print_plan(console, plan: dict, recipe, out: Path) -> None:
     for key in ("pool_slots", "pool_bytes", "dataset_bytes"):
         if key in plan:
             console.print(f"         {key} = {mib(plan[key]) if key.endswith('bytes') else f'{plan[key]:,}'}")
+    passes = ", ".join(
+        f"{name} {fwd:g} forward + {bwd:g} backward" for name, (fwd, bwd) in plan.get("passes", {}).items()
+    )
+    if passes:
+        console.print(f"per sample and step: {passes}")
     init, tr = plan.get("init_forwards", 0), plan.get("train_forwards", 0)
     console.print(
         f"teacher forwards per process: init {init:,} + training {tr:,} = {init + tr:,} (samples; CFG counts twice)"

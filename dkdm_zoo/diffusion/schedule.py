@@ -37,6 +37,7 @@ class NoiseSchedule:
         self.posterior_log_variance_clipped = torch.log(
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
+        self.edm_sigmas_cache = self.sqrt_one_minus_alphas_cumprod / self.sqrt_alphas_cumprod
         self._device_cache: dict[tuple[str, torch.device], Tensor] = {}
 
     # -- construction ----------------------------------------------------------------------------
@@ -98,6 +99,21 @@ class NoiseSchedule:
         """log(alpha^2 / sigma^2) at integer timesteps, float64."""
         acp = self.alphas_cumprod[t.long().cpu()]
         return torch.log(acp) - torch.log1p(-acp)
+
+    # -- the EDM view: x_t / alpha_t = x0 + sigma eps --------------------------------------------------
+    @property
+    def edm_sigmas(self) -> Tensor:
+        """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) at every timestep (float64, increasing)."""
+        return self.edm_sigmas_cache.clone()
+
+    def timesteps_for_sigmas(self, sigmas: Tensor) -> Tensor:
+        """The timestep whose EDM sigma is nearest (in log) to each of ``sigmas``, clamped to the schedule."""
+        table = torch.log(self._table("edm_sigmas_cache", sigmas.device))
+        log_sigma = torch.log(sigmas.to(torch.float64).clamp(min=1e-30))
+        upper = torch.searchsorted(table, log_sigma).clamp(1, len(table) - 1)
+        lower = upper - 1
+        nearer_lower = (log_sigma - table[lower]) < (table[upper] - log_sigma)
+        return torch.where(nearer_lower, lower, upper)
 
     # -- forward process and parameterisations ----------------------------------------------------
     def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:

@@ -13,14 +13,15 @@ tiny near T. Everything runs in the teacher's sample space (latents for a latent
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan
+from dkdm_zoo.methods.base import STUDENT, Logs, Passes, Plan
+from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.students.one_step import OneStepGenerator, init_from_teacher_weights
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -35,10 +36,8 @@ def signal_ddim_target(y_t: Tensor, noise: Tensor, eps_hat: Tensor, r_t: Tensor,
     return y_t + (r_t - r_s) * (noise - eps_hat)
 
 
-class BOOT(Method):
+class BOOT(OneStepMethod):
     """Data-free bootstrapping distillation into a one-step generator."""
-
-    one_step = True
 
     def __init__(
         self,
@@ -122,12 +121,6 @@ class BOOT(Method):
         return OneStepGenerator.wrap(student, teacher.spec.channels)
 
     # -- training ------------------------------------------------------------------------------------
-    def _noise(self, n: int) -> Tensor:
-        device = self.generator.device if self.generator is not None else self.device
-        return torch.randn((n, *self.teacher.spec.sample_shape), generator=self.generator, device=device).to(
-            self.device
-        )
-
     def _teacher_eps_x0(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
         """Teacher eps and x0 along its DDIM trajectory (eps re-derived from a clipped x0, as DDIM does)."""
         pred = self.predict_teacher(x_t, t, cond, self.guidance_scale)
@@ -177,9 +170,8 @@ class BOOT(Method):
         return signal_ddim_target(y_t, noise, eps_hat, r[t].view(-1, 1, 1, 1), r[s].view(-1, 1, 1, 1))
 
     def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
-        noise = self._noise(batch_size)
-        cond = self.teacher.sample_conditions(batch_size, self.generator)
-        cond = cond.to(self.device) if cond is not None else None
+        noise = self.noise(batch_size)
+        cond = self.conditions(batch_size)
         kwargs = cond.model_kwargs() if cond is not None else {}
         t, s = self._draw_times(batch_size)
 
@@ -202,27 +194,6 @@ class BOOT(Method):
         bootstrap = (self.weight_scale * self.pair_weight(t, s) * per_sample).mean()
         loss = bootstrap + self.options["boundary_weight"] * boundary
         return loss, {"bootstrap_loss": bootstrap.detach(), "boundary_loss": boundary.detach()}
-
-    @torch.no_grad()
-    def sample(
-        self,
-        student: nn.Module,
-        n: int,
-        *,
-        cond: Condition | None = None,
-        generator=None,
-        decode: bool = True,
-        **_: Any,
-    ) -> Tensor:
-        """Exactly one network evaluation: x_0 = g(eps, 0, c)."""
-        device = next(student.parameters()).device
-        if cond is None and self.teacher.spec.conditioning != "none":
-            cond = self.teacher.sample_conditions(n, generator)
-        kwargs = cond.to(device).model_kwargs() if cond is not None else {}
-        noise = torch.randn((n, *self.teacher.spec.sample_shape), generator=generator).to(device)
-        t = torch.zeros(n, dtype=torch.long, device=device)
-        x0 = student(noise, t, **kwargs).float()
-        return self.teacher.decode(x0) if decode else x0
 
 
 def _repeat(kwargs: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -53,3 +53,30 @@ def register_methods(register):
             "init_from_teacher": "auto",
         },
     )
+    shared = {
+        "fake_score_steps": 1,
+        "generator_lr": None,
+        "fake_score_lr": None,
+        "adam_beta1": 0.0,
+        "adam_beta2": 0.999,
+        "fake_time": "lognormal",
+        "p_mean": -1.2,
+        "p_std": 1.2,
+        "t_max_fraction": 0.8,
+        "sigma_data": 0.5,
+        "guidance_scale": None,
+        "fake_guidance_scale": 1.0,
+        "init_from_teacher": "auto",
+    }
+    register(
+        "sid",
+        "dkdm_zoo.methods.score_distill:SiD",
+        summary="SiD: Score identity Distillation into a one-step generator (fake score + generator, data-free)",
+        options={"alpha": 1.2, "init_sigma": 2.5, "generator_time": "edm-schedule", **shared},
+    )
+    register(
+        "diff-instruct",
+        "dkdm_zoo.methods.score_distill:DiffInstruct",
+        summary="Diff-Instruct: integral-KL distillation into a one-step generator (fake score + generator)",
+        options={"init_sigma": 1.0, "generator_time": "lognormal", **shared},
+    )

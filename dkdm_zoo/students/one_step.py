@@ -21,24 +21,39 @@ def class_reference(module: nn.Module) -> str:
 
 
 class OneStepGenerator(ModelMixin, ConfigMixin):
-    """g(eps, t, c): where the teacher's DDIM trajectory from ``eps`` is at t, in signal form.
+    """A student backbone used as a one-step generator: images = x0(backbone(s * z, t_gen)), one call.
 
-    The signal is y_t = (x_t - sigma_t * eps) / alpha_t, so y_0 = x_0 and sampling is one call
-    at t = 0. The backbone takes ``eps`` where a denoiser takes x_t; its first ``channels``
-    output channels are y_t (extra variance channels of a learned-variance backbone are unused).
+    ``forward`` is the raw backbone (first ``channels`` output channels); ``generate`` maps noise
+    to samples in the teacher's diffusion space with the parameterisation the method trained:
+
+    - BOOT (the defaults): g(eps, t) is the signal y_t = (x_t - sigma_t eps) / alpha_t of the
+      teacher's DDIM trajectory from eps, so samples are g(z, 0) (``prediction_type`` "sample").
+    - SiD / Diff-Instruct: the backbone sees z scaled to the noise level of ``timestep``
+      (``input_scale`` = sigma_t of the VP schedule) and its output, read as the teacher's
+      ``prediction_type`` with that timestep's ``alpha``/``sigma``, gives x0.
     """
 
     @register_to_config
-    def __init__(self, backbone_class: str, backbone_config: dict[str, Any], channels: int):
+    def __init__(
+        self,
+        backbone_class: str,
+        backbone_config: dict[str, Any],
+        channels: int,
+        input_scale: float = 1.0,
+        timestep: int = 0,
+        prediction_type: str = "sample",
+        alpha: float = 1.0,
+        sigma: float = 0.0,
+    ):
         super().__init__()
         config = {k: v for k, v in dict(backbone_config).items() if not k.startswith("_")}
         self.backbone = import_model_class(backbone_class).from_config(config)
         self.channels = channels
 
     @classmethod
-    def wrap(cls, backbone: ModelMixin, channels: int) -> OneStepGenerator:
+    def wrap(cls, backbone: ModelMixin, channels: int, **generation: Any) -> OneStepGenerator:
         """A generator around ``backbone`` (its weights copied, e.g. after teacher initialisation)."""
-        generator = cls(class_reference(backbone), dict(backbone.config), channels)
+        generator = cls(class_reference(backbone), dict(backbone.config), channels, **generation)
         generator.backbone.load_state_dict(backbone.state_dict())
         return generator
 
@@ -56,13 +71,35 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
             kwargs["encoder_hidden_states"] = encoder_hidden_states
         return self.backbone(sample, timestep, **kwargs)[:, : self.channels]
 
+    def generator_input(self, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone's input for noise z and its timestep: (input_scale * z, t_gen)."""
+        cfg = self.config
+        t = torch.full((noise.shape[0],), int(cfg.timestep), dtype=torch.long, device=noise.device)
+        return noise * cfg.input_scale, t
+
+    def to_sample(self, output: Tensor, backbone_input: Tensor) -> Tensor:
+        cfg = self.config
+        return output_to_x0(output, backbone_input, cfg.alpha, cfg.sigma, cfg.prediction_type)
+
     @torch.no_grad()
     def generate(
         self, noise: Tensor, class_labels: Tensor | None = None, encoder_hidden_states: Tensor | None = None
     ) -> Tensor:
-        """One network evaluation: x_0 = g(eps, 0, c)."""
-        t = torch.zeros(noise.shape[0], dtype=torch.long, device=noise.device)
-        return self(noise, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states)
+        """One network evaluation: a sample in the teacher's diffusion space from noise z."""
+        x_in, t = self.generator_input(noise)
+        out = self(x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states)
+        return self.to_sample(out, x_in)
+
+
+def output_to_x0(output: Tensor, x_in: Tensor, alpha: float, sigma: float, prediction_type: str) -> Tensor:
+    """x0 from a network output at input ``x_in`` = alpha x0 + sigma eps, for any prediction type."""
+    if prediction_type == "sample":
+        return output
+    if prediction_type == "epsilon":
+        return (x_in - sigma * output) / alpha
+    if prediction_type == "v_prediction":
+        return alpha * x_in - sigma * output
+    raise ValueError(f"unknown prediction type {prediction_type!r}")
 
 
 def load_matching_weights(target: nn.Module, source: nn.Module) -> float:

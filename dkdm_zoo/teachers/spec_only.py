@@ -14,6 +14,8 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
 
+NO_NETWORK = "the 'spec' teacher has no network: use it only with method 'data' (training on real data)"
+
 
 class SpecTeacher(Teacher):
     """Shape, schedule and conditioning only; asking it for a prediction is a user error."""
@@ -22,9 +24,10 @@ class SpecTeacher(Teacher):
         return []
 
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
-        raise UserError(
-            "the 'spec' teacher has no network: use it only with method 'data' (training on real data)"
-        )
+        raise UserError(NO_NETWORK)
+
+    def denoiser(self) -> nn.Module:
+        raise UserError(NO_NETWORK)
 
 
 def load(

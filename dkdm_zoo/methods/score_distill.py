@@ -1,0 +1,305 @@
+"""Score distillation into a one-step generator, data-free: SiD (Zhou et al., ICML 2024) and
+Diff-Instruct (Luo et al., NeurIPS 2023), on any teacher the project loads.
+
+Three networks: the frozen teacher denoiser f_phi, a "fake score" denoiser f_psi (a trainable copy
+of the teacher's network) that learns the generator's distribution, and the generator G (the
+student, wrapped as a OneStepGenerator and initialised from the teacher when the architectures
+match). Each training step first updates f_psi (``fake_score_steps`` times), then G.
+
+Both papers use EDM denoisers D(x, sigma) on x = x0 + sigma eps. A discrete VP teacher maps over
+exactly: sigma_t = sqrt((1 - abar_t) / abar_t), x_t^VP = alpha_t (x0 + sigma_t eps), and D is the
+teacher's x0 prediction (from its eps / v / x0 output, guided when the teacher is). A continuous
+sigma drawn as the papers do is rounded to the teacher's nearest timestep (in log sigma).
+
+- fake-score update (G frozen): x_g = G(z), t ~ p_fake, x_t = alpha x_g + s eps,
+  L_psi = lambda(sigma_t) ||f_psi(x_t) - x_g||^2, lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2
+- SiD generator update (both denoisers frozen, differentiated w.r.t. their input):
+  L_G = w (f_phi - f_psi) . ((f_phi - x_g) - alpha_sid (f_phi - f_psi)), w = 1 / sg(mean |x_g - f_phi|)
+- Diff-Instruct generator update (both denoisers under no_grad): L_G = (f_psi - f_phi) . x_g
+All squared terms and dot products are means over pixels, then over the batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import STUDENT, Logs, Network, Passes, Plan, Update
+from dkdm_zoo.methods.one_step import OneStepMethod
+from dkdm_zoo.students.one_step import OneStepGenerator, init_from_teacher_weights, output_to_x0
+from dkdm_zoo.teachers.base import Condition, Teacher
+
+FAKE_SCORE = "fake_score"
+TimeDistribution = Literal["lognormal", "edm-schedule", "uniform"]
+# EDM's sampling-schedule constants (SiD draws the generator's sigma from this schedule).
+SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
+
+
+def _settings(arguments: dict) -> dict:
+    """A subclass's keyword arguments for ScoreDistillation.__init__ (its own options removed)."""
+    return {
+        k: v for k, v in arguments.items() if k not in ("self", "teacher", "student", "alpha", "__class__")
+    }
+
+
+class ScoreDistillation(OneStepMethod):
+    """The shared machinery: networks, updates, time draws and the fake-score loss. The public
+    methods (SiD, DiffInstruct) declare the options with their own defaults."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        init_sigma: float,
+        fake_score_steps: int,
+        generator_lr: float | None,
+        fake_score_lr: float | None,
+        adam_beta1: float,
+        adam_beta2: float,
+        fake_time: TimeDistribution,
+        generator_time: TimeDistribution,
+        p_mean: float,
+        p_std: float,
+        t_max_fraction: float,
+        sigma_data: float,
+        guidance_scale: float | None,
+        fake_guidance_scale: float | None,
+        init_from_teacher: str | bool,
+    ):
+        if init_sigma <= 0 or not math.isfinite(init_sigma):
+            raise UserError(f"method.init_sigma must be a positive number, got {init_sigma}")
+        if fake_score_steps < 1:
+            raise UserError(f"method.fake_score_steps must be >= 1, got {fake_score_steps}")
+        for name, lr in (("generator_lr", generator_lr), ("fake_score_lr", fake_score_lr)):
+            if lr is not None and not lr > 0:
+                raise UserError(f"method.{name} must be > 0 (or unset for train.lr), got {lr}")
+        if not (0.0 <= adam_beta1 < 1.0 and 0.0 <= adam_beta2 < 1.0):
+            raise UserError("method.adam_beta1 and method.adam_beta2 must be in [0, 1)")
+        for name, value in (("fake_time", fake_time), ("generator_time", generator_time)):
+            if value not in ("lognormal", "edm-schedule", "uniform"):
+                raise UserError(f"method.{name} must be lognormal, edm-schedule or uniform, got {value!r}")
+        if not 0.0 < t_max_fraction <= 1.0:
+            raise UserError(f"method.t_max_fraction must be in (0, 1], got {t_max_fraction}")
+        if sigma_data <= 0 or p_std <= 0:
+            raise UserError("method.sigma_data and method.p_std must be > 0")
+        schedule = teacher.schedule
+        t_init = int(schedule.timesteps_for_sigmas(torch.tensor([init_sigma]))[0])
+        alpha = float(schedule.sqrt_alphas_cumprod[t_init])
+        sigma = float(schedule.sqrt_one_minus_alphas_cumprod[t_init])
+        fraction = 0.0
+        if not isinstance(student, OneStepGenerator):
+            fraction = init_from_teacher_weights(student, teacher, init_from_teacher)
+        # A backbone that starts as the teacher reads its output as the teacher does; else eps.
+        prediction = teacher.spec.prediction_type if fraction == 1.0 else "epsilon"
+        generator = (
+            student
+            if isinstance(student, OneStepGenerator)
+            else OneStepGenerator.wrap(
+                student,
+                teacher.spec.channels,
+                input_scale=sigma,
+                timestep=t_init,
+                prediction_type=prediction,
+                alpha=alpha,
+                sigma=sigma,
+            )
+        )
+        super().__init__(teacher, generator)
+        # The fake score: a trainable float32 copy of the teacher's network (its other parts are shared).
+        self.fake_net = copy.deepcopy(teacher.denoiser()).float().train().requires_grad_(True)
+        self.fake_score_steps = fake_score_steps
+        self.generator_lr, self.fake_score_lr = generator_lr, fake_score_lr
+        self.betas = (adam_beta1, adam_beta2)
+        self.fake_time, self.generator_time = fake_time, generator_time
+        self.p_mean, self.p_std, self.t_max_fraction = p_mean, p_std, t_max_fraction
+        self.sigma_data = sigma_data
+        self.guidance_scale, self.fake_guidance_scale = guidance_scale, fake_guidance_scale
+        self.sigmas = schedule.edm_sigmas.float()
+
+    # -- the contract ------------------------------------------------------------------------------
+    def networks(self) -> dict[str, Network]:
+        fake_lr = self.fake_score_lr if self.fake_score_lr is not None else self.generator_lr
+        return {
+            STUDENT: Network(self.student, lr=self.generator_lr, betas=self.betas),
+            FAKE_SCORE: Network(self.fake_net, lr=fake_lr, betas=self.betas),
+        }
+
+    def updates(self) -> tuple[Update, ...]:
+        return (Update(FAKE_SCORE, self.fake_score_steps), Update(STUDENT))
+
+    def update_loss(
+        self, update: str, nets: Mapping[str, nn.Module], batch_size: int, step: int
+    ) -> tuple[Tensor, Logs]:
+        if update == FAKE_SCORE:
+            return self.fake_score_loss(nets[FAKE_SCORE], nets[STUDENT], batch_size)
+        if update == STUDENT:
+            nets[FAKE_SCORE].eval()  # a frozen critic in this update (dropout off)
+            return self.generator_loss(nets[STUDENT], nets[FAKE_SCORE], batch_size)
+        raise NotImplementedError(f"{type(self).__name__} declares no update {update!r}")
+
+    def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
+        """The generator's loss against the current fake score (the student's update)."""
+        return self.generator_loss(student, self.fake_net, batch_size)
+
+    def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
+        cost = self.teacher_cost(self.guidance_scale)
+        fake_cost = self.teacher_cost(self.fake_guidance_scale)
+        k = self.fake_score_steps
+        teacher_backward = cost if self.differentiates_scores else 0
+        return Plan(
+            train_forwards=steps * grad_accum * batch_size * cost,
+            details={"fake_score_steps": k},
+            passes={
+                "teacher": Passes(forward=cost, backward=teacher_backward),
+                STUDENT: Passes(forward=k + 1, backward=1),
+                FAKE_SCORE: Passes(
+                    forward=k * fake_cost + fake_cost,
+                    backward=k * fake_cost + (fake_cost if self.differentiates_scores else 0),
+                ),
+            },
+        )
+
+    #: whether the generator loss back-propagates through both denoisers (SiD) or not (Diff-Instruct)
+    differentiates_scores = False
+
+    # -- pieces --------------------------------------------------------------------------------------
+    def draw_timesteps(self, n: int, distribution: TimeDistribution) -> Tensor:
+        """Teacher timesteps for n samples: a continuous sigma drawn as the papers do, rounded."""
+        gen = self.generator
+        device = gen.device if gen is not None else self.device
+        T = self.teacher.spec.num_train_timesteps
+        if distribution == "uniform":
+            return torch.randint(0, T, (n,), generator=gen, device=device).to(self.device)
+        if distribution == "lognormal":
+            z = torch.randn((n,), generator=gen, device=device, dtype=torch.float64)
+            sigma = torch.exp(self.p_mean + self.p_std * z)
+        else:  # EDM's sampling schedule, its first t_max_fraction (from sigma_max down)
+            u = torch.rand((n,), generator=gen, device=device, dtype=torch.float64) * self.t_max_fraction
+            hi, lo = SIGMA_MAX ** (1 / RHO), SIGMA_MIN ** (1 / RHO)
+            sigma = (hi + u * (lo - hi)) ** RHO
+        return self.teacher.schedule.timesteps_for_sigmas(sigma).to(self.device)
+
+    def generate_x0(self, generator: nn.Module, noise: Tensor, cond: Condition | None) -> Tensor:
+        """x_g = G(z) in the teacher's sample space (gradients flow when enabled)."""
+        x_in, t = self.student.generator_input(noise)
+        kwargs = cond.model_kwargs() if cond is not None else {}
+        out = generator(x_in, t, **kwargs).float()
+        cfg = self.student.config
+        return output_to_x0(out, x_in, cfg.alpha, cfg.sigma, cfg.prediction_type)
+
+    def noised(self, x0: Tensor, t: Tensor) -> Tensor:
+        noise = torch.randn(x0.shape, generator=self.generator, device=x0.device)
+        return self.teacher.schedule.add_noise(x0, noise, t)
+
+    def fake_x0(self, fake: nn.Module, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
+        view = self.teacher.with_denoiser(fake)
+        return view.denoise(x_t, t, cond, self.fake_guidance_scale).x0
+
+    def fake_score_loss(self, fake: nn.Module, generator: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
+        """Denoising score matching of the fake score on generator samples (G frozen)."""
+        cond = self.conditions(batch_size)
+        with torch.no_grad():
+            x_g = self.generate_x0(generator, self.noise(batch_size), cond)
+        t = self.draw_timesteps(batch_size, self.fake_time)
+        x_t = self.noised(x_g, t)
+        sigma = self.sigmas.to(x_g.device)[t].view(-1, *([1] * (x_g.ndim - 1)))
+        weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+        error = (self.fake_x0(fake, x_t, t, cond) - x_g) ** 2
+        loss = (weight * error).flatten(1).mean(1).mean()
+        return loss, {"fake_score_mse": error.detach().mean()}
+
+    def generator_loss(self, generator: nn.Module, fake: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
+        raise NotImplementedError
+
+
+class SiD(ScoreDistillation):
+    """Score identity Distillation: the generator loss back-propagates through both denoisers."""
+
+    differentiates_scores = True
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        alpha: float = 1.2,
+        init_sigma: float = 2.5,
+        fake_score_steps: int = 1,
+        generator_lr: float | None = None,
+        fake_score_lr: float | None = None,
+        adam_beta1: float = 0.0,
+        adam_beta2: float = 0.999,
+        fake_time: TimeDistribution = "lognormal",
+        generator_time: TimeDistribution = "edm-schedule",
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        t_max_fraction: float = 0.8,
+        sigma_data: float = 0.5,
+        guidance_scale: float | None = None,
+        fake_guidance_scale: float | None = 1.0,
+        init_from_teacher: str | bool = "auto",
+    ):
+        if not math.isfinite(alpha):
+            raise UserError(f"method.alpha must be a finite number, got {alpha}")
+        self.alpha = alpha
+        super().__init__(teacher, student, **_settings(locals()))
+
+    def generator_loss(self, generator: nn.Module, fake: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
+        cond = self.conditions(batch_size)
+        x_g = self.generate_x0(generator, self.noise(batch_size), cond)
+        t = self.draw_timesteps(batch_size, self.generator_time)
+        x_t = self.noised(x_g, t)
+        real = self.predict_teacher(x_t, t, cond, self.guidance_scale, grad=True).x0
+        fake_x0 = self.fake_x0(fake, x_t, t, cond)
+        with torch.no_grad():
+            dims = tuple(range(1, x_g.ndim))
+            weight = 1.0 / (x_g - real).abs().mean(dim=dims, keepdim=True).clamp(min=1e-5)
+        diff = real - fake_x0
+        per_sample = (weight * diff * ((real - x_g) - self.alpha * diff)).flatten(1).mean(1)
+        return per_sample.mean(), {"score_gap": (diff.detach() ** 2).mean()}
+
+
+class DiffInstruct(ScoreDistillation):
+    """Diff-Instruct: the integral-KL gradient (f_psi - f_phi) pushed through x_g only."""
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        student: nn.Module,
+        *,
+        init_sigma: float = 1.0,
+        fake_score_steps: int = 1,
+        generator_lr: float | None = None,
+        fake_score_lr: float | None = None,
+        adam_beta1: float = 0.0,
+        adam_beta2: float = 0.999,
+        fake_time: TimeDistribution = "lognormal",
+        generator_time: TimeDistribution = "lognormal",
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        t_max_fraction: float = 0.8,
+        sigma_data: float = 0.5,
+        guidance_scale: float | None = None,
+        fake_guidance_scale: float | None = 1.0,
+        init_from_teacher: str | bool = "auto",
+    ):
+        super().__init__(teacher, student, **_settings(locals()))
+
+    def generator_loss(self, generator: nn.Module, fake: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
+        cond = self.conditions(batch_size)
+        x_g = self.generate_x0(generator, self.noise(batch_size), cond)
+        t = self.draw_timesteps(batch_size, self.generator_time)
+        with torch.no_grad():
+            x_t = self.noised(x_g, t)
+            real = self.predict_teacher(x_t, t, cond, self.guidance_scale).x0
+            fake_x0 = self.fake_x0(fake, x_t, t, cond)
+        gap = fake_x0 - real
+        loss = (gap * x_g).flatten(1).mean(1).mean()
+        return loss, {"score_gap": (gap**2).mean()}
