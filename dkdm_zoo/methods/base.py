@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -49,6 +50,15 @@ def student_eps(
     eps = out[:, :channels]
     var_values = out[:, channels : 2 * channels] if out.shape[1] > channels else None
     return eps, var_values
+
+
+def drop_refs(
+    teacher: Teacher, refs: np.ndarray | None, prob: float, rng: np.random.Generator
+) -> np.ndarray | None:
+    """Each reference replaced by the null condition with probability ``prob`` (to learn guidance)."""
+    if refs is None or prob <= 0:
+        return refs
+    return np.where(rng.random(len(refs)) < prob, teacher.null_ref(), refs)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,9 @@ class Method(ABC):
         self.teacher_calls = 0  # batched teacher network calls so far
         self.device = torch.device("cpu")
         self.generator: torch.Generator | None = None
+        # Host-side draws (slot choices, condition references, dropout of conditions): numpy, so
+        # the training step never waits for the device to learn what to do next.
+        self.host_rng = np.random.default_rng(0)
         self.batch_size = 1
         self.show_progress = False
 
@@ -160,6 +173,11 @@ class Method(ABC):
         self.show_progress = ctx.show_progress
         if ctx.state is not None:
             self.load_state_dict(dict(ctx.state))
+        else:
+            gen = ctx.generator
+            self.host_rng = np.random.default_rng(
+                int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device))
+            )
 
     @abstractmethod
     def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
@@ -174,17 +192,28 @@ class Method(ABC):
         return self.loss(nets[STUDENT], batch_size, step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"teacher_forwards": self.teacher_forwards, "teacher_calls": self.teacher_calls}
+        return {
+            "teacher_forwards": self.teacher_forwards,
+            "teacher_calls": self.teacher_calls,
+            "host_rng": self.host_rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.teacher_forwards = int(state.get("teacher_forwards", 0))
         self.teacher_calls = int(state.get("teacher_calls", 0))
+        if "host_rng" in state:
+            self.host_rng.bit_generator.state = state["host_rng"]
 
     # -- shared helpers -----------------------------------------------------------------------------
     def guided(self, guidance_scale: float | None = None) -> bool:
         """Classifier-free guidance applies: a conditional teacher and a scale other than 1."""
         scale = self.teacher.guidance_scale if guidance_scale is None else guidance_scale
         return self.teacher.spec.conditioning != "none" and scale is not None and scale != 1.0
+
+    def draw_conditions(self, n: int, drop_prob: float = 0.0) -> Condition | None:
+        """Random conditions for a training batch, drawn on the host (``drop_prob``: the null one)."""
+        refs = self.teacher.draw_refs(n, self.host_rng)
+        return self.teacher.conditions_from_refs(drop_refs(self.teacher, refs, drop_prob, self.host_rng))
 
     def teacher_cost(self, guidance_scale: float | None = None) -> int:
         """Teacher network evaluations per sample (2 with classifier-free guidance)."""

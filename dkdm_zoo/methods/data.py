@@ -11,54 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, student_eps
+from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, drop_refs, student_eps
 from dkdm_zoo.methods.losses import vlb_term
-from dkdm_zoo.teachers.base import Condition, Teacher
-
-
-# -- conditions as tensors (pools and datasets store them per sample) ----------------------------------
-def condition_tensors(cond: Condition | None) -> dict[str, Tensor]:
-    if cond is None:
-        return {}
-    out = {}
-    if cond.labels is not None:
-        out["labels"] = cond.labels
-    if cond.text_embeds is not None:
-        out["text_embeds"] = cond.text_embeds
-    return out
-
-
-def condition_from_tensors(tensors: dict[str, Tensor]) -> Condition | None:
-    if not tensors:
-        return None
-    return Condition(labels=tensors.get("labels"), text_embeds=tensors.get("text_embeds"))
-
-
-def drop_condition(
-    teacher: Teacher, cond: Condition | None, prob: float, generator: torch.Generator
-) -> Condition | None:
-    """Replace each sample's condition by the null condition with probability ``prob`` (to learn CFG)."""
-    if cond is None or prob <= 0:
-        return cond
-    n = len(cond)
-    drop = torch.rand(n, generator=generator) < prob
-    if not bool(drop.any()):
-        return cond
-    null = teacher.null_condition(n)
-    labels, text = cond.labels, cond.text_embeds
-    if labels is not None:
-        labels = torch.where(drop.to(labels.device), null.labels.to(labels.device), labels)
-    if text is not None:
-        mask = drop.to(text.device).reshape(-1, *([1] * (text.ndim - 1)))
-        text = torch.where(mask, null.text_embeds.to(text.device, text.dtype), text)
-    return Condition(labels=labels, text_embeds=text)
+from dkdm_zoo.teachers.base import Teacher, host_to_device
 
 
 @contextmanager
@@ -93,14 +55,7 @@ class DenoisingTraining(Method):
         super().__init__(teacher, student)
         self.cond_drop_prob, self.vlb = cond_drop_prob, vlb
         self.samples: Tensor | None = None
-        self.sample_cond: dict[str, Tensor] = {}
-        self.cpu_generator = torch.Generator()
-
-    def setup(self, ctx: SetupContext) -> None:
-        super().setup(ctx)
-        if not ctx.resuming:
-            seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=ctx.generator.device))
-            self.cpu_generator = torch.Generator().manual_seed(seed)
+        self.sample_refs: np.ndarray | None = None  # condition references, one per sample (host)
 
     def _check_samples(self, samples: Tensor, where: str) -> None:
         if tuple(samples.shape[1:]) != tuple(self.teacher.spec.sample_shape):
@@ -111,18 +66,17 @@ class DenoisingTraining(Method):
     def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
         assert self.samples is not None, "setup() must load or generate the training samples"
         gen, spec, schedule = self.generator, self.teacher.spec, self.teacher.schedule
-        idx = torch.randint(0, len(self.samples), (batch_size,), generator=gen, device=gen.device).to(
-            self.samples.device
-        )
-        x0 = self.samples[idx].to(self.device).float()
+        idx = self.host_rng.integers(0, len(self.samples), batch_size)
+        x0 = self.samples[host_to_device(idx, self.samples.device)].to(self.device).float()
         t = torch.randint(0, spec.num_train_timesteps, (batch_size,), generator=gen, device=gen.device).to(
             self.device
         )
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(self.device)
         x_t = schedule.add_noise(x0, noise, t)
-        cond = condition_from_tensors({k: v[idx].to(self.device) for k, v in self.sample_cond.items()})
-        cond = drop_condition(self.teacher, cond, self.cond_drop_prob, self.cpu_generator)
-        eps, var = student_eps(student, x_t, t, cond, spec.channels)
+        refs = None if self.sample_refs is None else self.sample_refs[idx]
+        refs = drop_refs(self.teacher, refs, self.cond_drop_prob, self.host_rng)
+        cond = self.teacher.conditions_from_refs(refs)
+        eps, var = student_eps(student, x_t, t, cond.to(self.device) if cond else None, spec.channels)
         mse = F.mse_loss(eps.float(), noise)
         logs: Logs = {"mse": mse.detach()}
         loss = mse
@@ -131,16 +85,6 @@ class DenoisingTraining(Method):
             loss = loss + vb
             logs["vb"] = vb.detach()
         return loss, logs
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["cpu_generator"] = self.cpu_generator.get_state()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        if "cpu_generator" in state:
-            self.cpu_generator.set_state(state["cpu_generator"].to(torch.uint8))
 
 
 class DataTraining(DenoisingTraining):
@@ -176,13 +120,14 @@ class DataTraining(DenoisingTraining):
         images = torch.as_tensor(images).float()
         self._check_samples(images, f"dataset {self.dataset!r}")
         self.samples = images.to(device)
-        self.sample_cond = {}
+        self.sample_refs = None
         if spec.conditioning == "class":
-            if labels is None or bool((torch.as_tensor(labels) < 0).any()):
+            refs = None if labels is None else torch.as_tensor(labels).long().numpy()
+            if refs is None or (refs < 0).any():
                 raise UserError(
                     f"dataset {self.dataset!r} has unlabelled images but the teacher spec is class-conditional"
                 )
-            self.sample_cond["labels"] = torch.as_tensor(labels).long().to(device)
+            self.sample_refs = refs
         elif spec.conditioning == "text":
             raise UserError("method 'data' does not support text conditioning")
 

@@ -5,24 +5,29 @@ training step draws b distinct slots, resets finished ones to pure noise at k = 
 teacher forward on the b samples at their own timesteps, trains the student on (x_t, t, cond)
 against that forward, and writes the teacher's ancestral x_{t-1} back with k - 1. A slot whose
 step at t = 0 was taken (k = -1, a clean sample) is finished: clean x0 is never trained on.
+
+The step makes every decision on the host (``methods.pool``), so it never reads the device; the
+pool is filled before training by one of ``methods.pool_init``'s resumable initialisations.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, student_eps
-from dkdm_zoo.methods.data import condition_from_tensors, condition_tensors, drop_condition
+from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, drop_refs, student_eps
+from dkdm_zoo.methods.data import progress_bar
 from dkdm_zoo.methods.losses import teacher_student_kl
-from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.methods.pool import PLACEMENTS, Placement, Pool, choose_placement, slot_bytes
+from dkdm_zoo.methods.pool_init import POOL_INITS, PoolInit, PoolInitKind, expected_forwards_per_slot
+from dkdm_zoo.teachers.base import Teacher, host_to_device
 
 VARIANTS = ("dynamic", "iterative", "shuffled")
-POOL_INITS = ("ancestral", "ddim")
 
 
 class DKDM(Method):
@@ -34,10 +39,11 @@ class DKDM(Method):
         student: nn.Module,
         *,
         rho: float = 0.4,
-        variant: str = "dynamic",
-        pool_init: str = "ancestral",
-        pool_init_steps: int = 10,
+        variant: Literal["dynamic", "iterative", "shuffled"] = "dynamic",
+        pool_init: PoolInitKind = "ddim",
+        pool_init_steps: int = 4,
         pool_init_batch: int = 0,
+        pool_placement: Placement = "auto",
         kl_weight: float = 1.0,
         cond_drop_prob: float = 0.0,
     ):
@@ -45,7 +51,11 @@ class DKDM(Method):
             raise UserError(f"method.variant={variant!r}: expected one of {', '.join(VARIANTS)}")
         if pool_init not in POOL_INITS:
             raise UserError(f"method.pool_init={pool_init!r}: expected one of {', '.join(POOL_INITS)}")
-        if rho <= 0:
+        if pool_placement not in PLACEMENTS:
+            raise UserError(
+                f"method.pool_placement={pool_placement!r}: expected one of {', '.join(PLACEMENTS)}"
+            )
+        if not rho > 0:
             raise UserError(f"method.rho must be > 0, got {rho}")
         if pool_init_steps < 1 or pool_init_batch < 0:
             raise UserError("method.pool_init_steps must be >= 1 and method.pool_init_batch >= 0")
@@ -54,13 +64,12 @@ class DKDM(Method):
         super().__init__(teacher, student)
         self.rho, self.variant, self.pool_init = rho, variant, pool_init
         self.pool_init_steps, self.pool_init_batch = pool_init_steps, pool_init_batch
+        self.pool_placement = pool_placement
         self.kl_weight, self.cond_drop_prob = kl_weight, cond_drop_prob
         self.T = teacher.spec.num_train_timesteps
         self.init_forwards = 0  # of teacher_forwards, those spent initialising the pool
-        self.pool_x: Tensor | None = None
-        self.pool_k: Tensor | None = None
-        self.pool_cond: dict[str, Tensor] = {}
-        self.cpu_generator = torch.Generator()
+        self.pool: Pool | None = None
+        self.init: PoolInit | None = None  # an initialisation not finished yet (resumable)
 
     # -- sizes and budget --------------------------------------------------------------------------
     def pool_size(self, batch_size: int) -> int:
@@ -71,156 +80,130 @@ class DKDM(Method):
     def expected_init_forwards_per_slot(self) -> float:
         if self.variant == "iterative":
             return 0.0
-        if self.pool_init == "ancestral":
-            return (self.T - 2) / 2  # stop index uniform in 1..T-1, T-1-stop steps each
-        return float(min(self.pool_init_steps, (self.T - 2) / 2))
+        return expected_forwards_per_slot(self.pool_init, self.pool_init_steps, self.T)
 
     def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         """Per-process sizes and teacher-forward budget (samples, CFG counted twice)."""
         n = self.pool_size(batch_size)
         cost = self.teacher_cost()
         spec = self.teacher.spec
-        slot_bytes = 4 * spec.channels * spec.sample_shape[1] * spec.sample_shape[2]
+        pool_bytes = n * slot_bytes(spec.sample_shape, spec.conditioning != "none")
         return Plan(
             init_forwards=round(n * self.expected_init_forwards_per_slot() * cost),
             train_forwards=steps * grad_accum * batch_size * cost,
-            state_bytes={"pool": n * slot_bytes},
-            details={"pool_slots": n},
+            state_bytes={"pool": pool_bytes},
+            details={
+                "pool_slots": n,
+                "pool_init": "none (iterative)" if self.variant == "iterative" else self.pool_init,
+                "pool_placement": self.pool_placement,
+            },
             passes={"teacher": Passes(forward=cost), STUDENT: Passes(1, 1)},
         )
+
+    def placement(self, batch_size: int, device: torch.device) -> str:
+        spec = self.teacher.spec
+        pool_bytes = self.pool_size(batch_size) * slot_bytes(spec.sample_shape, spec.conditioning != "none")
+        return choose_placement(self.pool_placement, pool_bytes, device)
 
     # -- setup ---------------------------------------------------------------------------------------
     def setup(self, ctx: SetupContext) -> None:
         super().setup(ctx)
-        if ctx.resuming:
-            return
-        seed = int(torch.randint(0, 2**62, (1,), generator=ctx.generator, device=ctx.generator.device))
-        self.cpu_generator = torch.Generator().manual_seed(seed)
-        self.init_pool(ctx.batch_size)
+        if self.pool is None:  # a fresh start (a resumed run restored its pool in load_state_dict)
+            self.pool = self._new_pool(self.pool_size(ctx.batch_size))
+            if self.variant == "iterative":
+                self.pool.k[:] = self.T - 1
+                self.pool.write(np.arange(len(self.pool)), self.noise(len(self.pool)))
+                if self.pool.refs is not None:
+                    self.pool.refs[:] = self.teacher.draw_refs(len(self.pool), self.host_rng)
+            else:
+                self.init = PoolInit(
+                    self.pool_init,
+                    self.pool_init_steps,
+                    self.pool,
+                    self.T,
+                    self.host_rng,
+                    lambda n: self.teacher.draw_refs(n, self.host_rng),
+                )
+        if self.init is not None:
+            self._run_init(ctx)
 
-    def _noise(self, n: int) -> Tensor:
+    def _new_pool(self, n: int) -> Pool:
+        spec = self.teacher.spec
+        return Pool(
+            n,
+            spec.sample_shape,
+            self.device,
+            placement=self.pool_placement,
+            conditional=spec.conditioning != "none",
+        )
+
+    def _run_init(self, ctx: SetupContext) -> None:
+        assert self.pool is not None and self.init is not None
+        init, pool = self.init, self.pool
+        if ctx.show_progress:
+            from rich.console import Console
+
+            where = "pinned host memory" if pool.on_host else str(self.device)
+            Console(stderr=True, highlight=False).print(
+                f"pool: {len(pool):,} slots, {pool.nbytes / 2**30:.2f} GiB in {where} "
+                f"(method.pool_placement={self.pool_placement}); init {init.kind}, "
+                f"{init.total_forwards() * self.teacher_cost():,} teacher forwards"
+            )
+        chunk = self.pool_init_batch or max(4 * ctx.batch_size, 64)
+        with progress_bar(
+            init.total_forwards(), f"pool init ({init.kind})", enabled=ctx.show_progress
+        ) as advance:
+            advance(self.teacher_forwards // self.teacher_cost())  # a resumed init starts where it stopped
+            init.run(self, pool, chunk, advance, ctx.save_progress)
+        self.init_forwards = self.teacher_forwards  # nothing but the init has used the teacher yet
+        self.init = None
+
+    def noise(self, n: int) -> Tensor:
         shape = (n, *self.teacher.spec.sample_shape)
-        return torch.randn(shape, generator=self.generator, device=self.generator.device).to(self.device)
-
-    def _new_conditions(self, n: int) -> dict[str, Tensor]:
-        cond = self.teacher.sample_conditions(n, self.cpu_generator)
-        return {k: v.to(self.device) for k, v in condition_tensors(cond).items()}
-
-    def _cond(self, idx: Tensor | slice) -> Condition | None:
-        return condition_from_tensors({k: v[idx] for k, v in self.pool_cond.items()})
-
-    def _teacher_predict(self, x: Tensor, t: Tensor, cond: Condition | None):
-        return self.predict_teacher(x, t, cond)
-
-    def init_pool(self, batch_size: int) -> None:
-        """Fill the pool: pure noise, then (except "iterative") denoised to random stop indices."""
-        n = self.pool_size(batch_size)
-        self.batch_size = batch_size
-        self.pool_x = self._noise(n)
-        self.pool_k = torch.full((n,), self.T - 1, dtype=torch.long, device=self.device)
-        self.pool_cond = self._new_conditions(n)
-        if self.variant == "iterative":
-            return
-        stop = torch.randint(1, self.T, (n,), generator=self.generator, device=self.generator.device).to(
+        gen = self.generator
+        return torch.randn(shape, generator=gen, device=gen.device if gen is not None else None).to(
             self.device
         )
-        before = self.teacher_forwards
-        chunk = self.pool_init_batch or 4 * batch_size
-        if self.pool_init == "ancestral":
-            self._init_ancestral(stop, chunk)
-        else:
-            self._init_ddim(stop, chunk)
-        self.init_forwards += self.teacher_forwards - before
-
-    def _progress(self, total: int, description: str):
-        from dkdm_zoo.methods.data import progress_bar
-
-        return progress_bar(total, description, enabled=self.show_progress)
-
-    @torch.no_grad()
-    def _init_ancestral(self, stop: Tensor, chunk: int) -> None:
-        """The teacher's ancestral chain from T-1 down to each slot's stop index, batched over slots."""
-        assert self.pool_x is not None and self.pool_k is not None
-        total = int((self.T - 1 - stop).sum())
-        with self._progress(total, "pool init (ancestral)") as advance:
-            while True:
-                active = torch.nonzero(self.pool_k > stop).flatten()
-                if len(active) == 0:
-                    break
-                for idx in active.split(chunk):
-                    x, k, cond = self.pool_x[idx], self.pool_k[idx], self._cond(idx)
-                    pred = self._teacher_predict(x, k, cond)
-                    x_prev, _ = self.teacher.step(x, k, cond, prediction=pred, generator=self.generator)
-                    self.pool_x[idx] = x_prev.to(self.pool_x.dtype)
-                    self.pool_k[idx] = k - 1
-                    advance(len(idx))
-
-    @torch.no_grad()
-    def _init_ddim(self, stop: Tensor, chunk: int) -> None:
-        """A deterministic DDIM jump to each slot's stop index in at most ``pool_init_steps`` forwards."""
-        assert self.pool_x is not None and self.pool_k is not None
-        steps = self.pool_init_steps
-        frac = torch.linspace(0, 1, steps + 1, device=self.device, dtype=torch.float64)
-        start = torch.full_like(stop, self.T - 1).double()
-        times = torch.round(
-            start[:, None] + (stop.double() - start)[:, None] * frac[None]
-        ).long()  # (N, steps+1)
-        total = int(sum(int((times[:, j] > times[:, j + 1]).sum()) for j in range(steps)))
-        spec, schedule = self.teacher.spec, self.teacher.schedule
-        with self._progress(total, "pool init (ddim)") as advance:
-            for j in range(steps):
-                active = torch.nonzero(times[:, j] > times[:, j + 1]).flatten()  # short chains skip repeats
-                for idx in active.split(chunk):
-                    x, t, prev = self.pool_x[idx], times[idx, j], times[idx, j + 1]
-                    pred = self._teacher_predict(x, t, self._cond(idx))
-                    x = schedule.ddim_step(
-                        x.float(),
-                        t,
-                        prev,
-                        pred.eps.to(x.device),
-                        clip_sample=spec.clip_sample,
-                        clip_sample_range=spec.clip_sample_range,
-                    )
-                    self.pool_x[idx] = x.to(self.pool_x.dtype)
-                    advance(len(idx))
-        self.pool_k = stop.clone()
 
     # -- one training step ---------------------------------------------------------------------------
-    def draw(self, batch_size: int) -> Tensor:
-        """b distinct slots (all of them for the iterative variants); finished slots are reset."""
-        if self.pool_x is None:
-            self.init_pool(batch_size)
-        assert self.pool_x is not None and self.pool_k is not None
-        n = len(self.pool_x)
+    def draw(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """b distinct slots (all of them for the iterative variants) and which of them finished;
+        finished slots are reset (k = T-1, a new condition). Host only: no device read."""
+        assert self.pool is not None, "setup() first"
+        n = len(self.pool)
         if batch_size > n or (self.variant != "dynamic" and batch_size != n):
             raise UserError(
                 f"batch size {batch_size} does not fit the DKDM pool of {n} slots built for batch {self.batch_size}; "
                 "keep train.batch_size when resuming"
             )
         if self.variant == "dynamic":
-            idx = torch.randperm(n, generator=self.generator, device=self.generator.device)[:batch_size].to(
-                self.device
-            )
+            idx = self.host_rng.choice(n, batch_size, replace=False)
         else:
-            idx = torch.arange(n, device=self.device)
-        finished = idx[self.pool_k[idx] < 0]
-        if len(finished):
-            self.pool_x[finished] = self._noise(len(finished))
-            self.pool_k[finished] = self.T - 1
-            for key, value in self._new_conditions(len(finished)).items():
-                self.pool_cond[key][finished] = value
-        self.last_resets = len(finished)
-        return idx
+            idx = np.arange(n)
+        finished = self.pool.k[idx] < 0
+        if finished.any():
+            slots = idx[finished]
+            self.pool.k[slots] = self.T - 1
+            if self.pool.refs is not None:
+                self.pool.refs[slots] = self.teacher.draw_refs(len(slots), self.host_rng)
+        return idx, finished
 
     def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
-        idx = self.draw(batch_size)
-        assert self.pool_x is not None and self.pool_k is not None
-        x, k = self.pool_x[idx], self.pool_k[idx]
-        cond = drop_condition(self.teacher, self._cond(idx), self.cond_drop_prob, self.cpu_generator)
-        pred = self._teacher_predict(x, k, cond)
+        assert self.pool is not None
+        idx, finished = self.draw(batch_size)
+        k_host = self.pool.k[idx].copy()
+        x = self.pool.read(idx)
+        if finished.any():  # finished slots start again from pure noise
+            x[host_to_device(np.nonzero(finished)[0], self.device)] = self.noise(int(finished.sum()))
+        k = host_to_device(k_host.astype(np.int64), self.device)
+        refs = None if self.pool.refs is None else self.pool.refs[idx]
+        cond = self.teacher.conditions_from_refs(
+            drop_refs(self.teacher, refs, self.cond_drop_prob, self.host_rng)
+        )
+        pred = self.predict_teacher(x, k, cond)
         x_prev, _ = self.teacher.step(x, k, cond, prediction=pred, generator=self.generator)
-        self.pool_x[idx] = x_prev.to(self.pool_x.dtype)
-        self.pool_k[idx] = k - 1
+        self.pool.write(idx, x_prev)
+        self.pool.k[idx] = k_host - 1
 
         spec = self.teacher.spec
         eps, var = student_eps(
@@ -228,7 +211,11 @@ class DKDM(Method):
         )
         target = pred.eps.to(eps.device)
         mse = F.mse_loss(eps.float(), target)
-        logs: Logs = {"mse": mse.detach(), "t_mean": k.float().mean(), "pool_resets": float(self.last_resets)}
+        logs: Logs = {
+            "mse": mse.detach(),
+            "t_mean": float(k_host.mean()),
+            "pool_resets": float(finished.sum()),
+        }
         loss = mse
         if spec.learned_variance and self.kl_weight > 0:
             if var is None or pred.var_values is None:
@@ -243,27 +230,20 @@ class DKDM(Method):
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.update(
-            init_forwards=self.init_forwards,
-            batch_size=self.batch_size,
-            cpu_generator=self.cpu_generator.get_state(),
-        )
-        if self.pool_x is not None and self.pool_k is not None:
-            state.update(pool_x=self.pool_x.cpu(), pool_k=self.pool_k.cpu())
-            state.update({f"pool_cond_{k}": v.cpu() for k, v in self.pool_cond.items()})
+        state.update(init_forwards=self.init_forwards, batch_size=self.batch_size)
+        if self.pool is not None:
+            state.update(self.pool.state_dict())
+        if self.init is not None:
+            state.update(self.init.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.init_forwards = int(state.get("init_forwards", 0))
-        self.batch_size = state.get("batch_size", self.batch_size)
-        if "cpu_generator" in state:
-            self.cpu_generator.set_state(state["cpu_generator"].to(torch.uint8))
+        self.batch_size = int(state.get("batch_size") or self.batch_size)
         if "pool_x" in state:
-            self.pool_x = state["pool_x"].to(self.device)
-            self.pool_k = state["pool_k"].to(self.device).long()
-            self.pool_cond = {
-                k[len("pool_cond_") :]: v.to(self.device)
-                for k, v in state.items()
-                if k.startswith("pool_cond_")
-            }
+            self.pool = self._new_pool(len(state["pool_x"]))
+            self.pool.load_state_dict(state)
+        if "init_kind" in state:
+            assert self.pool is not None
+            self.init = PoolInit.from_state(state, self.pool, self.T, self.device)

@@ -27,7 +27,7 @@ class OneStepMethod(Method):
 
     def conditions(self, n: int) -> Condition | None:
         """Random conditions for a batch (None for an unconditional teacher), on the method's device."""
-        cond = self.teacher.sample_conditions(n, self.generator)
+        cond = self.draw_conditions(n)
         return cond.to(self.device) if cond is not None else None
 
     @torch.no_grad()

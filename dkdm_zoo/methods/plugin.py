@@ -12,9 +12,10 @@ def register_methods(register):
         options={
             "rho": 0.4,
             "variant": "dynamic",
-            "pool_init": "ancestral",
-            "pool_init_steps": 10,
+            "pool_init": "ddim",
+            "pool_init_steps": 4,
             "pool_init_batch": 0,
+            "pool_placement": "auto",
             "kl_weight": 1.0,
             "cond_drop_prob": 0.0,
         },

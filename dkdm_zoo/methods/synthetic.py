@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from dkdm_zoo.diffusion.sampling import SAMPLERS
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Passes, Plan, SetupContext
-from dkdm_zoo.methods.data import DenoisingTraining, condition_tensors, progress_bar
+from dkdm_zoo.methods.data import DenoisingTraining, progress_bar
 from dkdm_zoo.teachers.base import Teacher
 
 
@@ -63,13 +64,13 @@ class Synthetic(DenoisingTraining):
 
     @torch.no_grad()
     def generate(self) -> None:
-        chunks, conds = [], []
+        chunks, refs = [], []
         with progress_bar(
             self.num_samples * self.sampler_steps, "teacher dataset", enabled=self.show_progress
         ) as advance:
             for start in range(0, self.num_samples, self.sample_batch):
                 n = min(self.sample_batch, self.num_samples - start)
-                cond = self.teacher.sample_conditions(n, self.cpu_generator)
+                batch_refs = self.teacher.draw_refs(n, self.host_rng)
                 noise = torch.randn(
                     (n, *self.teacher.spec.sample_shape),
                     generator=self.generator,
@@ -79,7 +80,7 @@ class Synthetic(DenoisingTraining):
                     n,
                     steps=self.sampler_steps,
                     sampler=self.sampler,
-                    cond=cond,
+                    cond=self.teacher.conditions_from_refs(batch_refs),
                     generator=self.generator,
                     noise=noise.to(self.teacher.device),
                     progress=lambda k, n=n: advance(k * n),
@@ -87,21 +88,21 @@ class Synthetic(DenoisingTraining):
                 self.teacher_forwards += n * self.teacher_cost() * self.sampler_steps
                 self.teacher_calls += self.sampler_steps
                 chunks.append(x.float().to(self.device))
-                conds.append({k: v.to(self.device) for k, v in condition_tensors(cond).items()})
+                if batch_refs is not None:
+                    refs.append(batch_refs)
         self.samples = torch.cat(chunks)
-        self.sample_cond = {k: torch.cat([c[k] for c in conds]) for k in conds[0]}
+        self.sample_refs = np.concatenate(refs) if refs else None
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if self.samples is not None:
             state["samples"] = self.samples.cpu()
-            state.update({f"cond_{k}": v.cpu() for k, v in self.sample_cond.items()})
+            if self.sample_refs is not None:
+                state["sample_refs"] = torch.from_numpy(self.sample_refs)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "samples" in state:
             self.samples = state["samples"].to(self.device)
-            self.sample_cond = {
-                k[len("cond_") :]: v.to(self.device) for k, v in state.items() if k.startswith("cond_")
-            }
+            self.sample_refs = state["sample_refs"].numpy() if "sample_refs" in state else None

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -73,6 +74,14 @@ class Condition:
         return kwargs
 
 
+def host_to_device(array: np.ndarray, device: torch.device) -> Tensor:
+    """A host array on ``device`` without waiting for the device (pinned, non-blocking on CUDA)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @dataclass
 class TeacherOutput:
     """A teacher prediction in float32: eps and x0 (unclipped), and the learned-variance values."""
@@ -117,6 +126,35 @@ class Teacher(ABC):
             )
             return Condition(labels=labels.to(self.device))
         raise NotImplementedError(f"{type(self).__name__} must implement sample_conditions for text")
+
+    # -- conditions by reference: what a pool or a dataset stores per sample ------------------------
+    # A reference is one int64 per sample (a class id, a prompt index); ``null_ref`` is the
+    # unconditional one. Drawing and storing references costs 8 bytes a sample whatever the
+    # condition's size (a 77 x 768 text embedding is 236 KB); ``conditions_from_refs`` builds the
+    # batch's conditions on the teacher's device when they are needed.
+    def draw_refs(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
+        """n random condition references drawn on the host; None for an unconditional teacher."""
+        if self.spec.conditioning == "none":
+            return None
+        if self.spec.conditioning == "class":
+            return rng.integers(0, self.spec.num_classes, n, dtype=np.int64)
+        raise NotImplementedError(f"{type(self).__name__} must implement draw_refs for text")
+
+    def null_ref(self) -> int:
+        """The reference of the unconditional (classifier-free guidance) condition."""
+        if self.spec.conditioning == "class":
+            return int(self.spec.num_classes)
+        raise NotImplementedError(
+            f"{type(self).__name__} has no null reference for {self.spec.conditioning!r}"
+        )
+
+    def conditions_from_refs(self, refs: np.ndarray | None) -> Condition | None:
+        """The conditions of a batch of references, on the teacher's device (no device read)."""
+        if refs is None:
+            return None
+        if self.spec.conditioning == "class":
+            return Condition(labels=host_to_device(refs, self.device))
+        raise NotImplementedError(f"{type(self).__name__} must implement conditions_from_refs for text")
 
     def null_condition(self, n: int) -> Condition | None:
         if self.spec.conditioning == "none":

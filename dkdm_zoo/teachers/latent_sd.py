@@ -9,10 +9,12 @@ uses the embedding of the empty prompt "" as the null condition, as StableDiffus
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -30,9 +32,39 @@ from dkdm_zoo.teachers.loading import (
 )
 
 ENCODE_BATCH = 64  # prompts per text-encoder call
+ENCODE_CACHE = 1024  # prompt embeddings kept on the device (about 120 MB for SD at 77 x 768 in bf16)
+NULL_PROMPT = -1  # the reference of the empty prompt "", the null condition of guidance
 
 
-def read_prompts(prompts: str | os.PathLike[str] | Sequence[str] | None) -> list[str] | None:
+class PromptFile(Sequence[str]):
+    """The prompts of a text file (one per line, blank lines skipped), read on demand.
+
+    Only the line offsets are held in memory (8 bytes a prompt), so a file of millions of prompts
+    costs tens of MB; a prompt is read from the file when a batch needs it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        offsets, position = [], 0
+        with path.open("rb") as fh:
+            for line in fh:
+                if line.decode("utf-8").strip():  # fails here, not mid-run, on a file that is not text
+                    offsets.append(position)
+                position += len(line)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        with self.path.open("rb") as fh:
+            fh.seek(int(self.offsets[index]))
+            return fh.readline().decode("utf-8").strip()
+
+
+def read_prompts(prompts: str | os.PathLike[str] | Sequence[str] | None) -> Sequence[str] | None:
     """A list of prompts, or a text file with one prompt per line (blank lines skipped)."""
     if prompts is None:
         return None
@@ -42,8 +74,11 @@ def read_prompts(prompts: str | os.PathLike[str] | Sequence[str] | None) -> list
             raise UserError(
                 f"prompt file {path} does not exist: pass a text file with one prompt per line, or a list"
             )
-        items = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if not items:
+        try:
+            items = PromptFile(path)
+        except UnicodeDecodeError:
+            raise UserError(f"prompt file {path} is not UTF-8 text: write one prompt per line") from None
+        if not len(items):
             raise UserError(f"prompt file {path} has no prompts: write one prompt per line")
         return items
     items = [str(p) for p in prompts]
@@ -100,6 +135,7 @@ class LatentSDTeacher(Teacher):
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.prompts = read_prompts(prompts)
         self._null: Tensor | None = None
+        self._cache: OrderedDict[int, Tensor] = OrderedDict()  # prompt index -> embedding (device)
         self.to("cpu")
 
     def modules(self) -> list[nn.Module]:
@@ -107,6 +143,7 @@ class LatentSDTeacher(Teacher):
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LatentSDTeacher:
         self._null = None  # re-encode "" on the new device / dtype
+        self._cache = OrderedDict()
         super().to(device, dtype)
         return self
 
@@ -133,13 +170,42 @@ class LatentSDTeacher(Teacher):
     def encode_prompts(self, prompts: list[str]) -> Condition:
         return Condition(text_embeds=self.text_embeddings(prompts), prompts=list(prompts))
 
-    def sample_conditions(self, n: int, generator: torch.Generator | None = None) -> Condition:
+    def _require_prompts(self) -> Sequence[str]:
         if not self.prompts:
             raise UserError(
-                "latent-sd needs prompts to draw conditions: pass prompts=[...] or prompts=<file with one per line>"
+                "latent-sd needs prompts to draw conditions: pass --set 'teacher.prompts=[\"a photo of a cat\"]' "
+                "or --set teacher.prompts=prompts.txt (one prompt per line)"
             )
-        index = torch.randint(0, len(self.prompts), (n,), generator=generator)
-        return self.encode_prompts([self.prompts[i] for i in index.tolist()])
+        return self.prompts
+
+    def sample_conditions(self, n: int, generator: torch.Generator | None = None) -> Condition:
+        prompts = self._require_prompts()
+        device = generator.device if generator is not None else "cpu"
+        index = torch.randint(0, len(prompts), (n,), generator=generator, device=device)
+        return self.encode_prompts([prompts[i] for i in index.tolist()])
+
+    def draw_refs(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.integers(0, len(self._require_prompts()), n, dtype=np.int64)
+
+    def null_ref(self) -> int:
+        return NULL_PROMPT
+
+    def conditions_from_refs(self, refs: np.ndarray | None) -> Condition | None:
+        """Embeddings of the referenced prompts (``NULL_PROMPT``: the empty prompt), from a small
+        cache of recent encodings; only the prompts not cached go through the text encoder."""
+        if refs is None:
+            return None
+        missing = sorted({int(r) for r in refs} - self._cache.keys())
+        if missing:
+            prompts = self._require_prompts() if any(r != NULL_PROMPT for r in missing) else []
+            texts = ["" if r == NULL_PROMPT else prompts[r] for r in missing]
+            for ref, embed in zip(missing, self.text_embeddings(texts), strict=True):
+                self._cache[ref] = embed
+        for ref in refs.tolist():  # host ints: most recently used last
+            self._cache.move_to_end(int(ref))
+        while len(self._cache) > ENCODE_CACHE:
+            self._cache.popitem(last=False)
+        return Condition(text_embeds=torch.stack([self._cache[int(r)] for r in refs.tolist()]))
 
     def null_condition(self, n: int) -> Condition:
         if self._null is None:

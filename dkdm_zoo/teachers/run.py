@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -138,6 +139,19 @@ class RunTeacher(Teacher):
         if self.spec.conditioning == "text":
             return self.original.null_condition(n)
         return super().null_condition(n)
+
+    def draw_refs(self, n: int, rng: np.random.Generator) -> np.ndarray | None:
+        if self.spec.conditioning == "text":
+            return self.original.draw_refs(n, rng)
+        return super().draw_refs(n, rng)
+
+    def null_ref(self) -> int:
+        return self.original.null_ref() if self.spec.conditioning == "text" else super().null_ref()
+
+    def conditions_from_refs(self, refs: np.ndarray | None) -> Condition | None:
+        if self.spec.conditioning == "text":
+            return self.original.conditions_from_refs(refs)
+        return super().conditions_from_refs(refs)
 
     def encode_prompts(self, prompts: list[str]) -> Condition:
         if self.spec.conditioning == "text":

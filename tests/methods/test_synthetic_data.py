@@ -20,7 +20,7 @@ def test_synthetic_generates_with_the_teachers_sampler_and_counts_forwards():
         teacher, tiny_student(teacher.spec), num_samples=6, sampler="ddpm", sampler_steps=5, sample_batch=4
     )
     method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
-    assert method.samples.shape == (6, 1, 8, 8) and method.sample_cond["labels"].shape == (6,)
+    assert method.samples.shape == (6, 1, 8, 8) and method.sample_refs.shape == (6,)
     assert method.teacher_forwards == 6 * 5 and method.teacher_calls == 2 * 5
     assert float(method.samples.abs().max()) <= 1.0 + 1e-5  # clip_sample teacher lands in [-1, 1]
     loss, logs = method.loss(method.student, 4, 0)
@@ -44,7 +44,7 @@ def test_data_training_on_digits_with_labels_and_vlb():
     method = DataTraining(teacher, student, dataset="digits", cond_drop_prob=0.5)
     method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), 4))
     assert method.samples.shape[1:] == (1, 8, 8) and len(method.samples) > 1000
-    assert method.sample_cond["labels"].max() == 9
+    assert method.sample_refs.max() == 9
     loss, logs = method.loss(student, 8, 0)
     loss.backward()
     assert torch.isfinite(loss) and logs["vb"] > 0 and method.teacher_forwards == 0

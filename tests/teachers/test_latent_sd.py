@@ -92,7 +92,7 @@ def test_spec_predictions_and_cfg(sd_folder, tmp_path):
     prompt_file = tmp_path / "prompts.txt"
     prompt_file.write_text("a cat\n\nzebra at dawn\n")
     teacher = build_registry().create("teachers", "latent-sd", path=str(sd_folder), prompts=str(prompt_file))
-    assert isinstance(teacher, LatentSDTeacher) and teacher.prompts == ["a cat", "zebra at dawn"]
+    assert isinstance(teacher, LatentSDTeacher) and list(teacher.prompts) == ["a cat", "zebra at dawn"]
     spec = teacher.spec
     assert spec.conditioning == "text" and spec.text_embed_dim == 16 and spec.text_seq_len == SEQ
     assert spec.space == "latent" and spec.sample_shape == (4, 8, 8) and spec.image_shape == (3, 16, 16)
