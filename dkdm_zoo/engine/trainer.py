@@ -1,6 +1,7 @@
 """The training loop every method shares, on accelerate. It knows no algorithm: a method hands it
 one loss per micro-step. It owns devices, precision, processes, the optimiser, lr schedule, EMA,
-checkpoints (atomic), metrics, previews and the final export.
+checkpoints (atomic), metrics, previews and the final export, writing the run folder through
+``dkdm_zoo.run.Run``.
 
 Each process seeds its method generator with ``seed + rank``; the batch size is per process.
 """
@@ -19,10 +20,10 @@ import torch
 from torch import nn
 
 from dkdm_zoo.engine import checkpoint as ckpt
-from dkdm_zoo.engine import rundir
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import Method
 from dkdm_zoo.recipes import Recipe
+from dkdm_zoo.run import Manifest, Run
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
@@ -73,6 +74,7 @@ def train(
         project_dir=str(out),
     )
     out = Path(out)
+    run = Run(out)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     checkpoints = out / "checkpoints"
     device = acc.device
@@ -95,8 +97,7 @@ def train(
             )
     if main:
         ckpt.clean_temp(checkpoints)
-        (out / "recipe.toml").write_text(recipe.dumps())
-        rundir.write_manifest(out, rundir.manifest(recipe, teacher.spec, student, method.one_step))
+        run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step))
     acc.wait_for_everyone()
 
     method.setup(device, generator, resuming=latest is not None)
@@ -123,8 +124,7 @@ def train(
 
     processes = gather_object([{"rank": rank, "pid": os.getpid()}])
     if main:
-        rundir.append_metrics(
-            out,
+        run.append_metrics(
             {
                 "event": "start",
                 "step": step,
@@ -174,12 +174,12 @@ def train(
             if step % cfg.log_every == 0 or step == end:
                 record = _metrics_record(acc, method, step, window, window_samples, window_start, lr_schedule)
                 if main:
-                    rundir.append_metrics(out, record)
+                    run.append_metrics(record)
                     if cfg.tracker != "none":
                         acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=step)
                 window, window_start, window_samples = {}, time.perf_counter(), 0
             if cfg.preview_every and (step % cfg.preview_every == 0 or step == end):
-                _preview(acc, out, step, student, ema, method, cfg)
+                _preview(acc, run, step, student, ema, method, cfg)
             if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == end):
                 _save_checkpoint(
                     acc,
@@ -202,12 +202,11 @@ def train(
     if main and step >= cfg.steps:
         if ema is not None:
             ema.copy_to(student.parameters())  # the final student is the EMA student
-        exported = rundir.export_student(out, acc.unwrap_model(student), teacher.spec)
+        exported = run.finish(acc.unwrap_model(student), teacher)
     forwards = int(acc.reduce(torch.tensor([float(method.teacher_forwards)], device=device), "sum"))
     checksums = gather_object([{"rank": rank, "param_sum": checksum}])
     if main:
-        rundir.append_metrics(
-            out,
+        run.append_metrics(
             {
                 "event": "end",
                 "step": step,
@@ -216,12 +215,6 @@ def train(
                 "exported": exported,
             },
         )
-        if exported and cfg.final_eval_samples > 0:
-            from dkdm_zoo.evaluation.report import final_report
-
-            final_report(
-                out, cfg.final_eval_samples, teacher=teacher, seed=cfg.seed, device=device, quiet=quiet
-            )
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(out=out, step=step, world_size=world, teacher_forwards=forwards, exported=exported)
@@ -244,7 +237,7 @@ def _metrics_record(acc, method, step, window, samples, start, lr_schedule) -> d
 
 
 @torch.no_grad()
-def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method, cfg) -> None:
+def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, cfg) -> None:
     if acc.is_main_process:
         params = list(student.parameters())
         if ema is not None:
@@ -260,7 +253,7 @@ def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method,
         student.train()
         if ema is not None:
             ema.restore(params)
-        rundir.save_preview(out, step, images)
+        run.save_preview(step, images)
     acc.wait_for_everyone()
 
 

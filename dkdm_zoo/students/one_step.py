@@ -1,7 +1,8 @@
 """One-step generators for BOOT: any student backbone as g(eps, t, condition) -> signal y_t.
 
 The wrapper records the backbone's class and config, so ``OneStepGenerator.from_pretrained``
-rebuilds any registered architecture (plugins included) without the registry.
+rebuilds any architecture (plugins included) without the registry; the recorded class is imported
+only from diffusers, dkdm_zoo or an installed plugin (``dkdm_zoo.model_classes``), checked first.
 """
 
 from __future__ import annotations
@@ -13,11 +14,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from dkdm_zoo.students.base import import_model_class
-
-
-def class_reference(module: nn.Module) -> str:
-    return f"{type(module).__module__}:{type(module).__qualname__}"
+from dkdm_zoo.model_classes import class_reference, resolve_model_class
 
 
 class OneStepGenerator(ModelMixin, ConfigMixin):
@@ -32,7 +29,8 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
     def __init__(self, backbone_class: str, backbone_config: dict[str, Any], channels: int):
         super().__init__()
         config = {k: v for k, v in dict(backbone_config).items() if not k.startswith("_")}
-        self.backbone = import_model_class(backbone_class).from_config(config)
+        cls = resolve_model_class(backbone_class, where="the one-step generator's config (backbone_class)")
+        self.backbone = cls.from_config(config)
         self.channels = channels
 
     @classmethod
