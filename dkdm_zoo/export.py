@@ -15,6 +15,7 @@ sampler uses; swap it with ``SomeScheduler.from_config(pipe.scheduler.config)``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from diffusers import (
     DDPMPipeline,
@@ -35,11 +36,12 @@ from dkdm_zoo.teachers.base import PipelineComponents
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
 
 
-def student_scheduler(spec: TeacherSpec, *, variance: bool = True) -> DDPMScheduler:
+def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any) -> DDPMScheduler:
     """The teacher's schedule with eps prediction; ``variance=False`` for pipelines that drop a
     learned variance (DiTPipeline): they get the fixed posterior variance instead."""
     variance_type = spec.variance_type if variance or not spec.learned_variance else "fixed_small"
     return DDPMScheduler(
+        **extra,
         num_train_timesteps=spec.num_train_timesteps,
         **{k: v for k, v in spec.schedule.items() if k in SCHEDULE_KEYS},
         variance_type=variance_type,
@@ -91,7 +93,8 @@ def save_pipeline(
             text_encoder=components.text_encoder,
             tokenizer=components.tokenizer,
             unet=_plain(student, UNet2DConditionModel),
-            scheduler=student_scheduler(spec, variance=False),
+            # steps_offset only moves "leading" timesteps; StableDiffusionPipeline insists on 1
+            scheduler=student_scheduler(spec, variance=False, steps_offset=1),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,

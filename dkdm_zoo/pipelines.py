@@ -53,9 +53,10 @@ class Denoiser(ModelMixin, ConfigMixin):
     @classmethod
     def wrap(cls, model: ModelMixin) -> Denoiser:
         """A Denoiser holding a copy of ``model``'s weights."""
-        denoiser = cls(class_reference(model), dict(model.config))
+        config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}  # no _name_or_path
+        denoiser = cls(class_reference(model), config)
         denoiser.model.load_state_dict(model.state_dict())
-        return denoiser.to(device=model.device, dtype=model.dtype)
+        return denoiser.to(model.device)
 
     def forward(
         self,

@@ -36,7 +36,8 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
     @classmethod
     def wrap(cls, backbone: ModelMixin, channels: int) -> OneStepGenerator:
         """A generator around ``backbone`` (its weights copied, e.g. after teacher initialisation)."""
-        generator = cls(class_reference(backbone), dict(backbone.config), channels)
+        config = {k: v for k, v in dict(backbone.config).items() if not k.startswith("_")}  # no _name_or_path
+        generator = cls(class_reference(backbone), config, channels)
         generator.backbone.load_state_dict(backbone.state_dict())
         return generator
 
