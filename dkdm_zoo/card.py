@@ -169,8 +169,13 @@ def _how_to_load(kind: str, location: str, run: Run, student_module: str) -> str
     )
 
 
-def write_model_card(run: Run, folder: Path, *, repo_id: str | None = None) -> Path:
-    """Write ``folder/README.md`` (and copy the run's sample grid beside it when there is one)."""
+def write_model_card(
+    run: Run, folder: Path, *, location: str | Path | None = None, repo_id: str | None = None
+) -> Path:
+    """Write ``folder/README.md`` (and copy the run's sample grid beside it when there is one).
+
+    The card shows how to load the pipeline from ``repo_id`` (a Hub card: ``base_model`` only when it
+    is a Hub id), else from ``location`` (default: ``folder``)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     manifest = run.manifest
@@ -234,7 +239,7 @@ def write_model_card(run: Run, folder: Path, *, repo_id: str | None = None) -> P
     if run.samples_path.is_file():
         shutil.copyfile(run.samples_path, folder / GRID_NAME)
         lines += ["## Samples", "", f"![samples of the student]({GRID_NAME})", ""]
-    location = repo_id or str(folder.resolve())
+    location = repo_id or str(Path(location or folder).resolve())
     module = manifest.student_class.partition(":")[0]
     lines += ["## Use", "", _how_to_load(kind, location, run, module), ""]
     lines += [

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -305,9 +306,15 @@ class Run:
         return self.student_dir
 
     def finish(self, student: nn.Module, teacher: Teacher) -> list[str]:
-        """The end of training: ``student/`` and ``pipeline/`` with its model card. Returns what was written."""
+        """The end of training: ``student/``, then ``pipeline/`` with its model card. Returns what was
+        written; a pipeline that cannot be built (a plugin teacher without its VAE, say) is a warning,
+        not a lost run."""
         self.save_student(student)
-        self.export(student, teacher.pipeline_components())
+        try:
+            self.export(student, teacher.pipeline_components())
+        except UserError as exc:
+            warnings.warn(f"{self.path}: no diffusers pipeline exported: {exc}", stacklevel=2)
+            return ["student"]
         return ["student", "pipeline"]
 
     def export(
@@ -332,7 +339,7 @@ class Run:
         tmp = out.with_name(f".tmp-{out.name}")
         shutil.rmtree(tmp, ignore_errors=True)
         save_pipeline(student, self.manifest.teacher_spec, components, tmp)
-        write_model_card(self, tmp)
+        write_model_card(self, tmp, location=out)
         _replace_folder(tmp, out)
         return out
 

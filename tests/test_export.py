@@ -119,7 +119,9 @@ def check_card(run: Path, method: str) -> ModelCard:
     assert {"dkdm-zoo", method} <= set(data.tags)
     assert data.base_model == (Run(run).manifest.teacher_options.get("path") or Run(run).manifest.teacher)
     assert data.pipeline_tag in ("text-to-image", "unconditional-image-generation")
-    assert "teacher forwards" in card.text and "from_pretrained" in card.text
+    assert "teacher forwards" in card.text
+    where = (run / "pipeline").resolve()  # where the folder lies, not the temp folder it was written in
+    assert f'from_pretrained("{where}")' in card.text
     return card
 
 
