@@ -214,8 +214,8 @@ def write_model_card(
         f"| teacher | `{manifest.teacher}` {_options(manifest.teacher_options)} |",
         f"| teacher space | {spec.space}, {'x'.join(map(str, spec.sample_shape))} samples, "
         f"{'x'.join(map(str, spec.image_shape))} images, {what[spec.conditioning]} |",
-        f"| schedule | T = {spec.num_train_timesteps}, {_options(spec.schedule)}, teacher predicts {spec.prediction_type}; "
-        "the student predicts eps |",
+        f"| schedule | T = {spec.num_train_timesteps} {_options(spec.schedule)}, the teacher predicts "
+        f"{spec.prediction_type}; {'the generator maps noise to a sample' if manifest.one_step else 'the student predicts eps'} |",
         f"| student | {student}, class `{manifest.student_class}` {_options(manifest.student_options)} |",
         f"| method | `{manifest.method}` {_options(manifest.method_options)} |",
         f"| training | {_training_line(train, facts)} |",

@@ -148,3 +148,18 @@ def test_registry_is_passed_not_chosen_by_options(registry, tmp_path):
     with pytest.raises(UserError, match="no option 'registry'"):
         registry.create("teachers", "run", path=str(run.path), registry=build_registry(entry_points=False))
     assert "registry" not in registry.get("teachers", "run").resolved_options()
+
+
+def test_a_pipeline_that_cannot_be_built_does_not_lose_the_run(registry, tmp_path):
+    """A latent teacher that gives no VAE (a plugin family without pipeline_components): student/ stays."""
+    from dkdm_zoo.spec import TeacherSpec
+    from dkdm_zoo.teachers.spec_only import SpecTeacher
+
+    teacher = SpecTeacher(TeacherSpec(sample_shape=(4, 8, 8), space="latent"))
+    student = registry.create("students", "unet", teacher.spec, preset="tiny")
+    run = Run(tmp_path / "run")
+    recipe = Recipe("r", Component("spec"), Component("unet", {"preset": "tiny"}))
+    run.write_manifest(Manifest.of(recipe, teacher.spec, student, False))
+    with pytest.warns(UserWarning, match="needs its teacher's VAE"):
+        assert run.finish(student, teacher) == ["student"]
+    assert run.finished and not run.pipeline_dir.exists()
