@@ -73,10 +73,11 @@ def resolve_model_class(
         raise UserError(f"{where}: model class {reference!r} is not of the form 'module:Class'")
     if not all(part.isidentifier() for part in module_name.split(".")):
         raise UserError(f"{where}: model class {reference!r} names an invalid module")
-    allowed = TRUSTED_PACKAGES | frozenset(
+    top = _top_package(module_name)
+    known = module_name in sys.modules or top in TRUSTED_PACKAGES
+    if not known and top not in (
         installed_plugin_packages() if allowed_packages is None else allowed_packages
-    )
-    if module_name not in sys.modules and _top_package(module_name) not in allowed:
+    ):
         raise UserError(
             f"{where}: refusing to import {module_name!r} (model class {reference!r}): only diffusers, dkdm_zoo "
             "and installed dkdm-zoo plugins that provide students are imported; install or enable the plugin "
