@@ -51,7 +51,11 @@ def save_sd_teacher(folder: Path) -> Path:
     teacher = tiny.latent_sd_teacher()
     scheduler = DDPMScheduler(
         **tiny.scheduler_config(
-            clip_sample=False, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+            clip_sample=False,
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
         )
     )
     StableDiffusionPipeline(
