@@ -62,7 +62,7 @@ def grid(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def cli_run(nproc: int, teacher: Path, out: Path, args: argparse.Namespace) -> float:
     """Samples/s (all processes) of one CLI run, from metrics.jsonl after the first window."""
-    from dkdm_zoo.engine.rundir import read_metrics
+    from dkdm_zoo.run import Run
 
     distill = ["-m", "dkdm_zoo.cli.app", "distill", "--teacher", f"ddpm-unet@{teacher}", "--student", "unet"]
     distill += [
@@ -93,7 +93,7 @@ def cli_run(nproc: int, teacher: Path, out: Path, args: argparse.Namespace) -> f
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    windows = [r["samples_per_s"] for r in read_metrics(out) if "samples_per_s" in r]
+    windows = [r["samples_per_s"] for r in Run(out).read_metrics() if "samples_per_s" in r]
     return statistics.median(windows[1:] or windows)
 
 

@@ -118,10 +118,10 @@ def measured_runs(
 ) -> list[dict[str, Any]]:
     """Short runs through the engine on the digits-sized teacher; counts read from metrics.jsonl."""
     from dkdm_zoo.engine import train
-    from dkdm_zoo.engine.rundir import read_metrics
     from dkdm_zoo.methods.dkdm import DKDM
     from dkdm_zoo.methods.synthetic import Synthetic
     from dkdm_zoo.recipes import Component, Recipe, TrainConfig
+    from dkdm_zoo.run import Run
 
     teacher = setups.teacher("digits")
     T = teacher.spec.num_train_timesteps
@@ -150,7 +150,7 @@ def measured_runs(
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
             train(recipe, teacher, student, method, Path(out), quiet=True)
-            records = read_metrics(Path(out))
+            records = Run(out).read_metrics()
         wall = time.perf_counter() - start
         last = [r for r in records if "teacher_calls" in r][-1]
         end = records[-1]

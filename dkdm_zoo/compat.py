@@ -56,7 +56,7 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
         result.status, result.reason = "unavailable", f"needs {', '.join(missing)}"
         return result
     try:
-        teacher = builder(workdir)
+        teacher = builder(workdir, registry)
         torch.manual_seed(0)
         net = registry.create("students", student, teacher.spec, preset="tiny")
         options = TINY_METHOD_OPTIONS.get(method, {})

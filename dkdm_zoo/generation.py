@@ -7,6 +7,8 @@
 - a one-step run (BOOT) calls its generator exactly once per batch; conditions and decoding come
   from the run's original teacher when they need a network (text encoder, VAE).
 
+Run folders are read through ``dkdm_zoo.run.Run``; the registry of the command is passed in.
+
 Noise, sampler noise and random conditions come from separate generators seeded from ``seed``, so
 the same seed gives the same images (and, for DDIM, the same images whatever the batch size).
 """
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.run import Run
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -70,8 +73,7 @@ class ImageSource:
         teacher: Teacher | None = None,
         generator: torch.nn.Module | None = None,
         conditioner: Callable[[], Teacher] | None = None,
-        run_dir: Path | None = None,
-        manifest: dict[str, Any] | None = None,
+        run: Run | None = None,
         device: torch.device | str | None = None,
     ):
         if (teacher is None) == (generator is None):
@@ -82,8 +84,7 @@ class ImageSource:
         self.generator = generator
         self._conditioner_factory = conditioner
         self._conditioner: Teacher | None = None
-        self.run_dir = run_dir
-        self.manifest = manifest
+        self.run = run
         self.device = torch.device(device) if device is not None else default_device()
         if teacher is not None:
             teacher.to(self.device)
@@ -96,7 +97,7 @@ class ImageSource:
 
     @property
     def is_run(self) -> bool:
-        return self.run_dir is not None
+        return self.run is not None
 
     @property
     def conditioner(self) -> Teacher:
@@ -200,16 +201,16 @@ class ImageSource:
         A teacher is its own reference: ``eval TEACHER --steps 4 --against teacher`` scores its 4-step
         samples against its ``--teacher-steps`` samples.
         """
-        if self.manifest is None:
+        if self.run is None:
             return self
-        info = self.manifest["teacher"]
-        if info["name"] == "spec":
+        name = self.run.manifest.teacher
+        if name == "spec":
             raise UserError(
-                f"{self.run_dir} was trained from the network-free 'spec' teacher: there are no teacher "
+                f"{self.run.path} was trained from the network-free 'spec' teacher: there are no teacher "
                 "samples to compare against; use --against data"
             )
-        teacher = registry.create("teachers", info["name"], **dict(info.get("options") or {}))
-        return ImageSource(info["name"], teacher.spec, teacher=teacher, device=self.device)
+        teacher = self.run.original_teacher(registry)
+        return ImageSource(name, teacher.spec, teacher=teacher, device=self.device)
 
 
 class _NullBar:
@@ -251,23 +252,16 @@ def _progress_bar(enabled: bool, *, total: int, what: str) -> _NullBar | _RichBa
     return _RichBar(total, what) if enabled and main and sys.stderr.isatty() else _NullBar()
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "run.json").is_file()
-
-
 def load_source(
     source: str,
-    registry: Any = None,
+    registry: Any,
     *,
     teacher_options: dict[str, Any] | None = None,
     device: torch.device | str | None = None,
 ) -> ImageSource:
     """A run directory (has run.json), or a registered teacher as NAME or NAME@PATH (plus options)."""
-    from dkdm_zoo.registry import build_registry
-
-    registry = registry if registry is not None else build_registry()
     path = Path(source).expanduser()
-    if _is_run_dir(path):
+    if Run.is_run(path):
         if teacher_options:
             raise UserError(
                 f"{source} is a run directory: teacher options ({', '.join(sorted(teacher_options))}) "
@@ -296,46 +290,29 @@ def load_source(
 
 
 def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -> ImageSource:
-    from dkdm_zoo.teachers.run import read_run_manifest
-
-    manifest = read_run_manifest(run_dir)
-    name = run_dir.name or str(run_dir)
-    if not manifest.get("one_step"):
-        teacher = registry.create("teachers", "run", path=str(run_dir))
-        return ImageSource(
-            name, teacher.spec, teacher=teacher, run_dir=run_dir, manifest=manifest, device=device
-        )
-
     from dkdm_zoo.students.one_step import OneStepGenerator
-    from dkdm_zoo.teachers.loading import check_weights, resolve_source
+    from dkdm_zoo.teachers.run import from_run
 
-    student_dir = run_dir / "student"
-    if not (student_dir / "config.json").is_file():
+    run = Run(run_dir)
+    manifest = run.manifest
+    if not manifest.one_step:
+        teacher = from_run(run, registry)
+        return ImageSource(run.name, teacher.spec, teacher=teacher, run=run, device=device)
+
+    generator = run.load_student(registry)
+    if not isinstance(generator, OneStepGenerator):
         raise UserError(
-            f"{run_dir} has no student/ folder: the run did not finish; resume it or pick a finished run"
+            f"{run.manifest_path}: a one-step run whose student is a {type(generator).__name__}, "
+            "not a OneStepGenerator: this dkdm-zoo cannot sample it"
         )
-    check_weights(resolve_source(student_dir), None, allow_pickle=False)
-    generator = OneStepGenerator.from_pretrained(student_dir, use_safetensors=True)
-    try:
-        spec = TeacherSpec.from_dict(manifest["teacher_spec"])
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{run_dir}/run.json: invalid teacher_spec: {exc}") from exc
+    spec = manifest.teacher_spec
 
     def conditioner() -> Teacher:
         # Latent decoding and text encoding need the original teacher; labels and pixels need only the spec.
         if spec.space == "latent" or spec.conditioning == "text":
-            info = manifest["teacher"]
-            return registry.create("teachers", info["name"], **dict(info.get("options") or {}))
+            return run.original_teacher(registry)
         from dkdm_zoo.teachers.spec_only import SpecTeacher
 
-        return SpecTeacher(dataclasses.replace(spec, family=name))
+        return SpecTeacher(dataclasses.replace(spec, family=run.name))
 
-    return ImageSource(
-        name,
-        spec,
-        generator=generator,
-        conditioner=conditioner,
-        run_dir=run_dir,
-        manifest=manifest,
-        device=device,
-    )
+    return ImageSource(run.name, spec, generator=generator, conditioner=conditioner, run=run, device=device)

@@ -53,7 +53,7 @@ class TrainConfig:
     preview_steps: int = 50
     log_every: int = 10
     tracker: Literal["none", "tensorboard"] = "none"
-    final_eval_samples: int = 0  # > 0: score the finished student and its teacher on that many samples
+    final_eval_samples: int = 0  # > 0: `distill` scores the final student and its teacher on N samples
 
     def validate(self, where: str = "train") -> None:
         for name in (

@@ -21,6 +21,7 @@ from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.evaluation.report import evaluate_source, final_report, metrics_table, per_class_table
 from dkdm_zoo.generation import load_source
 from dkdm_zoo.registry import build_registry
+from dkdm_zoo.run import Run
 from tests.methods.tiny import scheduler_config
 from tests.methods.tiny import tiny_unet as tiny_unet_1ch
 
@@ -266,7 +267,7 @@ def test_metrics_table_puts_models_side_by_side():
 def test_final_report_scores_student_and_teacher(registry, data_run, tmp_path):
     out = io.StringIO()
     report = final_report(
-        data_run,
+        Run(data_run),
         16,
         seed=0,
         steps=3,

@@ -87,11 +87,11 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from dkdm_zoo.engine import checkpoint as ckpt
-    from dkdm_zoo.engine.rundir import read_metrics
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
     from dkdm_zoo.generation import load_source
     from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.run import Run
 
     torch.set_num_threads(2)
     registry = build_registry()
@@ -100,7 +100,7 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     labels = "all" if source.spec.conditioning == "class" else None
     teacher = source.teacher_source(registry)
     reference, _, _ = timed_generate(teacher, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
-    metrics = read_metrics(out)
+    metrics = Run(out).read_metrics()
     per_step = {r["step"]: r for r in metrics if "loss" in r}
     wall, clock = {}, 0.0  # cumulative training seconds at each logged step, from samples/s
     last = 0

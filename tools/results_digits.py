@@ -213,8 +213,8 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
     endpoints image by image."""
     import torch
 
-    from dkdm_zoo.evaluation.report import save_grid
     from dkdm_zoo.generation import load_source
+    from dkdm_zoo.images import save_grid
     from dkdm_zoo.registry import build_registry
 
     registry = build_registry()

@@ -168,16 +168,17 @@ def train_one(name: str, runs: Path, steps: int | None) -> None:
     import torch
 
     from dkdm_zoo import build as builder
-    from dkdm_zoo.engine import rundir, train
+    from dkdm_zoo.engine import train
     from dkdm_zoo.recipes import resolve_recipe
     from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.run import Run
 
     registry = build_registry(entry_points=False)
     recipe = resolve_recipe(str(ROOT / "recipes" / f"train-{name}.toml"), registry)
     if steps is not None:
         recipe.train.steps = steps
     out = runs / name
-    rundir.prepare_run_dir(out, resume=False, overwrite=True)
+    Run.prepare(out, resume=False, overwrite=True)
     teacher = builder.build_teacher(recipe, registry)
     torch.manual_seed(recipe.train.seed)
     if name == "digits-dit":

@@ -57,6 +57,7 @@ def _add_optional_commands(app: typer.Typer) -> None:
         ("sample", "dkdm_zoo.cli.sample", "sample"),
         ("eval", "dkdm_zoo.cli.evaluate", "evaluate"),
         ("matrix", "dkdm_zoo.cli.matrix", "matrix"),
+        ("export", "dkdm_zoo.cli.export", "export"),
     ):
         try:
             module = importlib.import_module(module_name)

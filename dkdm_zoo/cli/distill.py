@@ -74,18 +74,39 @@ def distill(
         _print_plan(console, builder.plan(built), resolved, out)
         return
 
-    from dkdm_zoo.engine import rundir, train
+    from dkdm_zoo.engine import train
+    from dkdm_zoo.run import Run
 
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prepares the folder
-        rundir.prepare_run_dir(out, resume=resume, overwrite=overwrite)
+    main = int(os.environ.get("RANK", "0")) == 0
+    if main:  # under torchrun only rank 0 prepares the folder
+        Run.prepare(out, resume=resume, overwrite=overwrite)
     built = builder.build(resolved, registry)
     result = train(resolved, built.teacher, built.student, built.method, out, resume=resume, quiet=quiet)
-    if not quiet and int(os.environ.get("RANK", "0")) == 0:
+    if main and result.exported and resolved.train.final_eval_samples > 0:
+        _final_evaluation(Run(out), resolved, built.teacher, registry, quiet)
+    if not quiet and main:
         console.print(
             f"run {out}: {result.step} steps on {result.world_size} process(es), "
             f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(result.exported) or 'checkpoints only'}; "
             f"wall time {time.perf_counter() - started:.1f} s"
         )
+
+
+def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
+    """``train.final_eval_samples``: score student and teacher (eval.json, samples.png), then refresh the
+    pipeline's model card so it shows them."""
+    from dkdm_zoo.evaluation.report import final_report
+
+    report = final_report(
+        run,
+        recipe.train.final_eval_samples,
+        registry=registry,
+        teacher=teacher,
+        seed=recipe.train.seed,
+        quiet=quiet,
+    )
+    if report is not None:
+        run.write_card()
 
 
 def _print_plan(console, plan: dict, recipe, out: Path) -> None:

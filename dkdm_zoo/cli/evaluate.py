@@ -81,6 +81,6 @@ def evaluate(
 
 
 def _json_path(src, against: str) -> Path:
-    if src.run_dir is not None:
-        return src.run_dir / f"eval-{against}.json"
+    if src.run is not None:
+        return src.run.eval_path_for(against)
     return Path(f"eval-{src.name}-{against}.json")

@@ -35,11 +35,11 @@ def teacher_options(teacher_path: str | None) -> dict[str, Any]:
     return {"path": teacher_path} if teacher_path is not None else {}
 
 
-def default_output(source: Any, stem: str, suffix: str) -> Path:
-    """``RUN/<stem><suffix>`` for a run, ``<stem>-<name><suffix>`` in the working folder for a teacher."""
-    if source.run_dir is not None:
-        return source.run_dir / f"{stem}{suffix}"
-    return Path(f"{stem}-{source.name}{suffix}")
+def default_output(source: Any) -> Path:
+    """``RUN/samples.png`` for a run, ``samples-<name>.png`` in the working folder for a teacher."""
+    if source.run is not None:
+        return source.run.samples_path
+    return Path(f"samples-{source.name}.png")
 
 
 def sample(
@@ -72,8 +72,9 @@ def sample(
 ) -> None:
     """Generate images from a teacher or a trained run and save them as a PNG grid."""
     from dkdm_zoo.cli.common import console, get_registry
-    from dkdm_zoo.evaluation.report import save_grid, save_individual, timed_generate
+    from dkdm_zoo.evaluation.report import timed_generate
     from dkdm_zoo.generation import load_source
+    from dkdm_zoo.images import save_grid, save_individual
 
     parsed = parse_labels(labels)
     src = load_source(source, get_registry(), teacher_options=teacher_options(teacher_path))
@@ -88,7 +89,7 @@ def sample(
         seed=seed,
         batch_size=batch_size,
     )
-    grid = save_grid(images, out if out is not None else default_output(src, "samples", ".png"))
+    grid = save_grid(images, out if out is not None else default_output(src))
     console.print(f"wrote {len(images)} images to {grid} ({images.shape[-1]}x{images.shape[-2]} each)")
     if individual is not None:
         save_individual(images, individual)

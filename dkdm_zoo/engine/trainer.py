@@ -1,7 +1,8 @@
 """The training loop every method shares, on accelerate. It knows no algorithm: a method declares
 its trainable networks and updates (``dkdm_zoo.methods.base``) and hands it one loss per micro-step.
 It owns devices, precision, processes, optimisers, lr schedules, EMA, checkpoints (atomic), metrics,
-previews and the final export.
+previews and the final export, writing the run folder through
+``dkdm_zoo.run.Run``.
 
 Each process seeds its method generator with ``seed + rank``; the batch size is per process. A step
 reads nothing back from the device: scalars are summed there and read every ``train.log_every``
@@ -23,11 +24,11 @@ import torch
 from torch import nn
 
 from dkdm_zoo.engine import checkpoint as ckpt
-from dkdm_zoo.engine import rundir
 from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.recipes import Recipe
+from dkdm_zoo.run import Manifest, Run
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
@@ -95,6 +96,7 @@ def train(
         project_dir=str(out),
     )
     out = Path(out)
+    run = Run(out)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     checkpoints = out / "checkpoints"
     device = acc.device
@@ -116,8 +118,7 @@ def train(
             )
     if main:
         ckpt.clean_temp(checkpoints)
-        (out / "recipe.toml").write_text(recipe.dumps())
-        rundir.write_manifest(out, rundir.manifest(recipe, teacher.spec, student, method.one_step))
+        run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step))
     acc.wait_for_everyone()
 
     trained: dict[str, Trained] = {}
@@ -185,8 +186,7 @@ def train(
 
     processes = gather_object([{"rank": rank, "pid": os.getpid()}])
     if main:
-        rundir.append_metrics(
-            out,
+        run.append_metrics(
             {
                 "event": "start",
                 "step": step,
@@ -261,12 +261,12 @@ def train(
                 }
                 progress.show_loss(reading.means.get("loss", math.nan))
                 if main:
-                    rundir.append_metrics(out, record)
+                    run.append_metrics(record)
                     if cfg.tracker != "none":
                         acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=step)
                 window_start, window_samples = time.perf_counter(), 0
             if preview_now:
-                _preview(acc, out, step, student, ema, method, cfg)
+                _preview(acc, run, step, student, ema, method, cfg)
             if checkpoint_now:
                 ckpt.save_training_state(
                     acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep
@@ -280,15 +280,14 @@ def train(
     if main and step >= cfg.steps:
         if ema is not None:
             ema.copy_to(student.parameters())  # the final student is the EMA student
-        exported = rundir.export_student(out, acc.unwrap_model(student), teacher.spec)
+        exported = run.finish(acc.unwrap_model(student), teacher)
     counters = acc.reduce(
         torch.tensor([float(method.teacher_forwards)], device=device, dtype=torch.float64), "sum"
     )
     forwards = int(counters.item())
     checksums = gather_object([{"rank": rank, "param_sum": checksum}])
     if main:
-        rundir.append_metrics(
-            out,
+        run.append_metrics(
             {
                 "event": "end",
                 "step": step,
@@ -297,12 +296,6 @@ def train(
                 "exported": exported,
             },
         )
-        if exported and cfg.final_eval_samples > 0:
-            from dkdm_zoo.evaluation.report import final_report
-
-            final_report(
-                out, cfg.final_eval_samples, teacher=teacher, seed=cfg.seed, device=device, quiet=quiet
-            )
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(out=out, step=step, world_size=world, teacher_forwards=forwards, exported=exported)
@@ -317,7 +310,7 @@ def _trainable_only(trained: dict[str, Trained], name: str | None) -> None:
 
 
 @torch.no_grad()
-def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method, cfg) -> None:
+def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, cfg) -> None:
     if acc.is_main_process:
         params = list(student.parameters())
         if ema is not None:
@@ -333,7 +326,7 @@ def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method,
         student.train()
         if ema is not None:
             ema.restore(params)
-        rundir.save_preview(out, step, images)
+        run.save_preview(step, images)
     acc.wait_for_everyone()
 
 

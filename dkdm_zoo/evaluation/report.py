@@ -3,19 +3,20 @@
 - ``evaluate_source``: generate from a source and score it in the digit classifier's feature space,
   against the real digits or against the source's own teacher (data-free);
 - ``metrics_table`` / ``per_class_table``: several models side by side (e.g. teacher vs student);
-- ``final_report``: what a finished run prints and writes when ``train.final_eval_samples > 0``;
-- ``save_grid`` / ``save_individual``: images in [-1, 1] to PNG files.
+- ``final_report``: what `dkdm-zoo distill` prints and writes when ``train.final_eval_samples > 0``
+  (``RUN/eval.json`` and ``RUN/samples.png``, paths owned by ``dkdm_zoo.run.Run``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.images import save_grid
+from dkdm_zoo.run import Run
 
 AGAINST = ("data", "teacher")
 GRID_LIMIT = 100  # images in the end-of-run grid (10 x 10)
@@ -66,7 +67,8 @@ def evaluate_source(
     registry: Any = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate n samples (balanced labels when class-conditional) and score them against data or the teacher."""
+    """Generate n samples (balanced labels when class-conditional) and score them against data or the
+    teacher (built through ``registry``, which ``against="teacher"`` needs)."""
     from dkdm_zoo.evaluation.metrics import evaluate
 
     if against not in AGAINST:
@@ -75,9 +77,7 @@ def evaluate_source(
     reference_source = None
     if against == "teacher":
         if registry is None:
-            from dkdm_zoo.registry import build_registry
-
-            registry = build_registry()
+            raise ValueError("evaluate_source(against='teacher') needs the command's registry")
         reference_source = source.teacher_source(registry)  # fails before any sampling when there is none
     labels = _class_labels(source)
     images, used, info = timed_generate(
@@ -177,32 +177,6 @@ def print_tables(console: Any, rows: dict[str, dict[str, Any]], title: str | Non
         console.print(per_class)
 
 
-def save_grid(images: Any, path: str | Path, nrow: int | None = None) -> Path:
-    """A PNG grid of images in [-1, 1] (nrow ~ sqrt(N))."""
-    from torchvision.utils import save_image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nrow = nrow or max(1, math.ceil(math.sqrt(len(images))))
-    save_image(((images.float() + 1) / 2).clamp(0, 1).cpu(), path, nrow=nrow)
-    return path
-
-
-def save_individual(images: Any, folder: str | Path) -> list[Path]:
-    """Each image as folder/00000.png, ..."""
-    from torchvision.utils import save_image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    width = max(5, len(str(len(images) - 1)))
-    paths = []
-    for i, image in enumerate(images):
-        path = folder / f"{i:0{width}d}.png"
-        save_image(((image.float() + 1) / 2).clamp(0, 1).cpu(), path)
-        paths.append(path)
-    return paths
-
-
 def write_json(path: str | Path, data: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,21 +185,21 @@ def write_json(path: str | Path, data: dict[str, Any]) -> Path:
 
 
 def final_report(
-    run_dir: str | Path,
+    run: Run,
     n: int,
     *,
+    registry: Any,
     teacher: Any = None,
     seed: int = 0,
     steps: int = 50,
     device: Any = None,
-    registry: Any = None,
     console: Any = None,
     quiet: bool = False,
 ) -> dict[str, Any] | None:
     """Score the finished student AND its teacher against the digits (same seed), print them side by
-    side, write ``RUN/eval.json`` and ``RUN/samples.png``. ``teacher`` is the in-memory teacher of
-    the run (else it is rebuilt from run.json); ``quiet`` prints nothing. Returns the report, or None
-    when it was skipped."""
+    side, write ``run.eval_path`` (eval.json) and ``run.samples_path`` (samples.png). ``teacher`` is
+    the in-memory teacher of the run (else it is rebuilt from run.json through ``registry``);
+    ``quiet`` prints nothing. Returns the report, or None when it was skipped."""
     from rich.console import Console
 
     from dkdm_zoo.evaluation.metrics import evaluate
@@ -233,12 +207,7 @@ def final_report(
 
     console = console if console is not None else Console(highlight=False, quiet=quiet)
     progress = not quiet
-    run_dir = Path(run_dir)
-    if registry is None:
-        from dkdm_zoo.registry import build_registry
-
-        registry = build_registry()
-    student = load_source(str(run_dir), registry, device=device)
+    student = load_source(str(run.path), registry, device=device)
     try:
         require_digits_like(student)
     except UserError as exc:
@@ -252,13 +221,11 @@ def final_report(
     models["student"] = {**info, "metrics": evaluate(images, reference="data", labels=used)}
 
     teacher_note = None
+    name = run.manifest.teacher
     try:
         if teacher is not None and not teacher.modules():
-            raise UserError(
-                f"the run's teacher '{student.manifest['teacher']['name']}' has no network to sample"
-            )
+            raise UserError(f"the run's teacher '{name}' has no network to sample")
         if teacher is not None:
-            name = student.manifest["teacher"]["name"]
             teacher_source = ImageSource(name, teacher.spec, teacher=teacher, device=student.device)
         else:
             teacher_source = student.teacher_source(registry)
@@ -278,17 +245,17 @@ def final_report(
         teacher_note = str(exc)
 
     report = {
-        "run": str(run_dir),
+        "run": str(run.path),
         "against": "data",
         "n": n,
         "seed": seed,
         "models": models,
         **({"teacher_skipped": teacher_note} if teacher_note else {}),
     }
-    write_json(run_dir / "eval.json", report)
-    grid = save_grid(images[:GRID_LIMIT], run_dir / "samples.png")
+    write_json(run.eval_path, report)
+    grid = save_grid(images[:GRID_LIMIT], run.samples_path)
     print_tables(console, models, title=f"final evaluation: {n} samples vs the real digits (seed {seed})")
     if teacher_note:
         console.print(f"teacher not evaluated: {teacher_note}")
-    console.print(f"wrote {run_dir / 'eval.json'} and {grid}")
+    console.print(f"wrote {run.eval_path} and {grid}")
     return report

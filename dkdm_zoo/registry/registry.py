@@ -14,6 +14,10 @@ from typing import Any
 from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.registry.hookspecs import ENTRY_KINDS
 
+#: Factory parameters that are not user options: the built object's inputs, and ``registry``, which
+#: ``Registry.create`` passes itself as (a factory that builds other entries, e.g. the `run` teacher).
+NOT_OPTIONS = ("spec", "teacher", "student", "registry")
+
 
 @dataclass
 class Entry:
@@ -66,8 +70,7 @@ class Entry:
         return {
             p.name: (None if p.default is inspect.Parameter.empty else p.default)
             for p in signature.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-            and p.name not in ("spec", "teacher", "student")
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in NOT_OPTIONS
         }
 
     def describe(self) -> dict[str, Any]:
@@ -164,15 +167,27 @@ class Registry:
         return self.get(kind, name).describe()
 
     def create(self, kind: str, name: str, *args: Any, **overrides: Any) -> Any:
-        """Build an entry: ``factory(*args, **overrides)``; unknown option names are user errors."""
+        """Build an entry: ``factory(*args, **overrides)``; unknown option names are user errors.
+
+        A factory with a ``registry`` parameter gets this registry (one registry per command, passed
+        down explicitly, never rebuilt inside)."""
         entry = self.get(kind, name)
         factory = entry.load()
         _check_overrides(entry, factory, overrides)
+        if _takes_registry(factory):
+            overrides = {**overrides, "registry": self}
         return factory(*args, **overrides)
 
     @property
     def broken_plugins(self) -> list[PluginInfo]:
         return [p for p in self.plugins if not p.ok]
+
+
+def _takes_registry(factory: Callable[..., Any]) -> bool:
+    try:
+        return "registry" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _check_overrides(entry: Entry, factory: Callable[..., Any], overrides: dict[str, Any]) -> None:
@@ -183,9 +198,9 @@ def _check_overrides(entry: Entry, factory: Callable[..., Any], overrides: dict[
         return
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
-    unknown = sorted(set(overrides) - set(params))
+    unknown = sorted(k for k in overrides if k not in params or k == "registry")
     if unknown:
-        options = sorted(set(params) - {"spec", "teacher", "student"})
+        options = sorted(set(params) - set(NOT_OPTIONS))
         raise UserError(
             f"{entry.kind[:-1]} '{entry.name}' has no option {', '.join(repr(u) for u in unknown)}; "
             f"options: {', '.join(options) or 'none'}"

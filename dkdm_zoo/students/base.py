@@ -24,30 +24,6 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.spec import TeacherSpec
 
-# -- loading saved students ------------------------------------------------------------------------------
-
-
-def import_model_class(reference: str) -> type:
-    """The class named ``"module:Class"`` (from a run manifest or a saved config), accepted only if it
-    is a diffusers ModelMixin: a manifest must not be able to make us call arbitrary code."""
-    import importlib
-
-    from diffusers import ModelMixin
-
-    module_name, _, attr = str(reference).partition(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError):
-        raise UserError(
-            f"cannot import model class {reference!r}: install the package (plugin) that defines it"
-        ) from None
-    if not (isinstance(obj, type) and issubclass(obj, ModelMixin)):
-        raise UserError(f"model class {reference!r} is not a diffusers ModelMixin: refusing to load it")
-    return obj
-
-
 # -- presets ------------------------------------------------------------------------------------------
 
 
@@ -204,16 +180,12 @@ def example_inputs(
 
 
 def describe_student(
-    spec: TeacherSpec, name: str, preset: str = "small", *, registry: Any = None, **overrides: Any
+    spec: TeacherSpec, name: str, preset: str = "small", *, registry: Any, **overrides: Any
 ) -> dict[str, Any]:
-    """Parameter count, config and input/output shapes of a student built for ``spec``.
+    """Parameter count, config and input/output shapes of a student built for ``spec`` by ``registry``.
 
     Builds the student on CPU and runs one batch-1 forward, so the reported output shape is measured.
     """
-    if registry is None:
-        from dkdm_zoo.registry import build_registry
-
-        registry = build_registry()
     model = registry.create("students", name, spec, preset=preset, **overrides)
     inputs = example_inputs(spec)
     with torch.no_grad():

@@ -1,7 +1,8 @@
 """One-step generators for BOOT: any student backbone as g(eps, t, condition) -> signal y_t.
 
 The wrapper records the backbone's class and config, so ``OneStepGenerator.from_pretrained``
-rebuilds any registered architecture (plugins included) without the registry.
+rebuilds any architecture (plugins included) without the registry; the recorded class is imported
+only from diffusers, dkdm_zoo or an installed plugin (``dkdm_zoo.model_classes``), checked first.
 """
 
 from __future__ import annotations
@@ -13,11 +14,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from dkdm_zoo.students.base import import_model_class
-
-
-def class_reference(module: nn.Module) -> str:
-    return f"{type(module).__module__}:{type(module).__qualname__}"
+from dkdm_zoo.model_classes import class_reference, resolve_model_class
 
 
 class OneStepGenerator(ModelMixin, ConfigMixin):
@@ -47,13 +44,15 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         config = {k: v for k, v in dict(backbone_config).items() if not k.startswith("_")}
-        self.backbone = import_model_class(backbone_class).from_config(config)
+        cls = resolve_model_class(backbone_class, where="the one-step generator's config (backbone_class)")
+        self.backbone = cls.from_config(config)
         self.channels = channels
 
     @classmethod
     def wrap(cls, backbone: ModelMixin, channels: int, **generation: Any) -> OneStepGenerator:
         """A generator around ``backbone`` (its weights copied, e.g. after teacher initialisation)."""
-        generator = cls(class_reference(backbone), dict(backbone.config), channels, **generation)
+        config = {k: v for k, v in dict(backbone.config).items() if not k.startswith("_")}  # no _name_or_path
+        generator = cls(class_reference(backbone), config, channels, **generation)
         generator.backbone.load_state_dict(backbone.state_dict())
         return generator
 

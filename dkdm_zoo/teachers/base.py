@@ -12,6 +12,7 @@ import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +90,15 @@ class TeacherOutput:
     eps: Tensor
     x0: Tensor
     var_values: Tensor | None = None  # learned_range interpolation in [-1, 1], or None
+
+
+@dataclass
+class PipelineComponents:
+    """The teacher's networks a diffusers pipeline of its student reuses (None where it has none)."""
+
+    vae: nn.Module | None = None  # latent teachers: decodes samples to images
+    text_encoder: nn.Module | None = None  # text teachers: prompts -> encoder hidden states
+    tokenizer: Any = None
 
 
 class Teacher(ABC):
@@ -213,6 +223,11 @@ class Teacher(ABC):
         first = next(iter(networks.values()))
         clone.dtype = next(first.parameters()).dtype
         return clone
+
+    def pipeline_components(self) -> PipelineComponents:
+        """What a student's exported pipeline reuses: latent teachers give their VAE, text teachers their
+        text encoder and tokenizer (none for pixel-space, unconditional or class-conditional teachers)."""
+        return PipelineComponents()
 
     # -- shared behaviour -----------------------------------------------------------------------
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Teacher:

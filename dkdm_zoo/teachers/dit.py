@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
-from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import (
     find_model_folder,
     load_pretrained,
@@ -101,6 +101,9 @@ class DiTTeacher(Teacher):
             return samples
         latents = samples.to(self.device, self.dtype) / self.vae.config.scaling_factor
         return self.vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+
+    def pipeline_components(self) -> PipelineComponents:
+        return PipelineComponents(vae=self.vae)
 
 
 def load(

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
-from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.dit import vae_downsampling
 from dkdm_zoo.teachers.loading import (
     find_model_folder,
@@ -229,6 +229,9 @@ class LatentSDTeacher(Teacher):
         """Latents -> images in [-1, 1] with the VAE's scaling factor."""
         latents = samples.to(self.device, self.dtype) / self.vae.config.scaling_factor
         return self.vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+
+    def pipeline_components(self) -> PipelineComponents:
+        return PipelineComponents(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer)
 
 
 def load(

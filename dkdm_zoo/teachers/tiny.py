@@ -145,34 +145,29 @@ def latent_sd_teacher(seed: int = 0) -> Teacher:
     )
 
 
-def run_teacher(workdir: Path, seed: int = 0) -> Teacher:
+def run_teacher(workdir: Path, registry: Any, seed: int = 0) -> Teacher:
     """A finished run (a tiny `unet` student of the tiny ddpm-unet teacher) used as a teacher."""
-    from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.teachers.run import load, write_run_manifest
+    from dkdm_zoo.model_classes import class_reference
+    from dkdm_zoo.run import Manifest, Run
+    from dkdm_zoo.teachers.run import from_run
 
     origin = ddpm_unet_teacher(seed)
     torch.manual_seed(seed + 1000)  # not the seed a fresh student would get: teacher != student
-    student = build_registry(entry_points=False).create("students", "unet", origin.spec, preset="tiny")
-    run_dir = Path(workdir) / "tiny-run"
-    student.save_pretrained(run_dir / "student")
-    cls = type(student)
-    write_run_manifest(
-        run_dir,
-        {
-            "format_version": 1,
-            "teacher": {"name": "ddpm-unet", "options": {}},
-            "teacher_spec": origin.spec.to_dict(),
-            "student": {
-                "name": "unet",
-                "preset": "tiny",
-                "options": {},
-                "class": f"{cls.__module__}:{cls.__qualname__}",
-            },
-            "method": {"name": "dkdm", "options": {}},
-            "one_step": False,
-        },
+    student = registry.create("students", "unet", origin.spec, preset="tiny")
+    run = Run(Path(workdir) / "tiny-run")
+    run.write_manifest(
+        Manifest(
+            teacher="ddpm-unet",
+            teacher_options={},
+            teacher_spec=origin.spec,
+            student="unet",
+            student_class=class_reference(student),
+            method="dkdm",
+            student_preset="tiny",
+        )
     )
-    return load(path=run_dir)
+    run.save_student(student)
+    return from_run(run, registry)
 
 
 def spec_teacher(seed: int = 0) -> Teacher:
@@ -181,11 +176,11 @@ def spec_teacher(seed: int = 0) -> Teacher:
     return load(sample_shape=(1, 8, 8), num_train_timesteps=T, beta_start=1e-3, beta_end=0.2)
 
 
-#: family name -> (builder, optional modules it needs). Builders take (workdir) where noted.
-TINY_TEACHERS: dict[str, tuple[Callable[..., Teacher], tuple[str, ...]]] = {
-    "ddpm-unet": (lambda workdir: ddpm_unet_teacher(), ()),
-    "dit": (lambda workdir: dit_teacher(), ()),
-    "latent-sd": (lambda workdir: latent_sd_teacher(), ("transformers",)),
-    "run": (lambda workdir: run_teacher(workdir), ()),
-    "spec": (lambda workdir: spec_teacher(), ()),
+#: family name -> (builder(workdir, registry), optional modules it needs).
+TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]] = {
+    "ddpm-unet": (lambda workdir, registry: ddpm_unet_teacher(), ()),
+    "dit": (lambda workdir, registry: dit_teacher(), ()),
+    "latent-sd": (lambda workdir, registry: latent_sd_teacher(), ("transformers",)),
+    "run": (lambda workdir, registry: run_teacher(workdir, registry), ()),
+    "spec": (lambda workdir, registry: spec_teacher(), ()),
 }

@@ -1,4 +1,5 @@
-"""`dkdm-zoo sample` and `dkdm-zoo eval` on tiny teachers and runs, and `train.final_eval_samples`."""
+"""`dkdm-zoo sample` and `dkdm-zoo eval` on tiny teachers and runs, and `train.final_eval_samples`
+(run by `distill`, which then refreshes the pipeline's model card)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,10 @@ def test_final_eval_samples_writes_eval_json_and_a_grid(data_run):
         assert all(math.isfinite(model["metrics"][k]) for k in ("fd", "precision", "recall"))
     assert Image.open(data_run / "samples.png").size == grid_size(16)
     assert pixels(data_run / "samples.png").std() > 0
+    # distill refreshed the pipeline's model card after the evaluation: metrics and the grid are in it
+    card = (data_run / "pipeline/README.md").read_text()
+    assert "## Quality" in card and f"{report['models']['student']['metrics']['fd']:.3f}" in card
+    assert "![samples of the student](samples.png)" in card and (data_run / "pipeline/samples.png").is_file()
 
 
 def test_sample_from_a_teacher_name_writes_a_grid(teacher_dir, tmp_path):

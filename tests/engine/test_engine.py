@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from dkdm_zoo.cli.app import create_app
 from dkdm_zoo.engine import NonFiniteLossError, train
-from dkdm_zoo.engine.rundir import read_metrics
 from dkdm_zoo.methods.dkdm import DKDM
 from dkdm_zoo.recipes import Component, Recipe, TrainConfig
+from dkdm_zoo.run import Run
 from tests.methods.tiny import tiny_registry, tiny_student, tiny_teacher
 
 FAST = ["--set", "train.preview_every=0", "--set", "train.log_every=1", "--quiet"]
@@ -66,8 +66,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
     # the pool was restored, not re-initialised: same forward count as the uninterrupted run
-    end_a = read_metrics(tmp_path / "a")[-1]
-    end_b = read_metrics(tmp_path / "b")[-1]
+    end_a = Run(tmp_path / "a").read_metrics()[-1]
+    end_b = Run(tmp_path / "b").read_metrics()[-1]
     assert (
         end_a["event"] == end_b["event"] == "end" and end_a["teacher_forwards"] == end_b["teacher_forwards"]
     )
@@ -105,7 +105,7 @@ def test_run_folder_contents_and_pipeline_loads(tmp_path):
     )
     assert manifest["teacher_spec"]["sample_shape"] == [1, 8, 8] and manifest["one_step"] is False
     assert (run / "previews/step-0000002.png").is_file() and (run / "recipe.toml").is_file()
-    records = [r for r in read_metrics(run) if "loss" in r]
+    records = [r for r in Run(run).read_metrics() if "loss" in r]
     assert [r["step"] for r in records] == [1, 2] and records[-1]["teacher_forwards"] > 0
     pipe = DDPMPipeline.from_pretrained(run / "pipeline")
     images = pipe(
@@ -183,7 +183,7 @@ def test_two_process_cpu_run_with_torchrun(tmp_path):
         cmd, capture_output=True, text=True, timeout=500, cwd=Path(__file__).resolve().parents[2]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    records = read_metrics(tmp_path / "ddp")
+    records = Run(tmp_path / "ddp").read_metrics()
     start, end = records[0], records[-1]
     assert start["world_size"] == 2 and sorted(p["rank"] for p in start["processes"]) == [0, 1]
     assert len({p["pid"] for p in start["processes"]}) == 2

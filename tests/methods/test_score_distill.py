@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from dkdm_zoo.cli.app import create_app
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
-from dkdm_zoo.engine.rundir import read_metrics
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.score_distill import FAKE_SCORE, RHO, SIGMA_MAX, SIGMA_MIN, DiffInstruct, SiD
 from dkdm_zoo.registry import build_registry
+from dkdm_zoo.run import Run
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
 from tests.methods.tiny import UNetContract, scheduler_config, tiny_registry, tiny_teacher, tiny_unet
 
@@ -184,7 +184,7 @@ def tiny_family(family: str, tmp: Path):
 
     if family == "v-prediction":
         return v_prediction_teacher()
-    return TINY_TEACHERS[family][0](tmp)
+    return TINY_TEACHERS[family][0](tmp, build_registry(entry_points=False))
 
 
 @pytest.mark.parametrize("name", ["sid", "diff-instruct"])
@@ -254,7 +254,7 @@ def test_engine_trains_both_networks_and_resumes_bit_equal(tmp_path):
     first = load_file(str(tmp_path / "a/checkpoints/checkpoint-0000002/fake_score.safetensors"))
     last = load_file(str(tmp_path / "a" / ckpt / "fake_score.safetensors"))
     assert any(not torch.equal(first[k], last[k]) for k in first)  # the fake score trains
-    records = [r for r in read_metrics(tmp_path / "a") if "loss" in r]
+    records = [r for r in Run(tmp_path / "a").read_metrics() if "loss" in r]
     assert {"fake_score_loss", "lr_fake_score", "score_gap"} <= set(records[-1])
     assert records[-1]["lr_fake_score"] == pytest.approx(3e-4)
     # one guided-or-plain teacher forward per generator sample: 4 steps x 4 samples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,19 @@ spec = TeacherSpec(sample_shape=(1, 8, 8), conditioning="class", num_classes=3)
 model = registry.create("students", "uvit", spec, preset="tiny")
 out = model(**example_inputs(spec, batch=2))
 info = next(p for p in registry.plugins if p.name == "uvit")
-print(json.dumps({"shape": list(out.shape), "plugin": info.to_dict(), "module": type(model).__module__}))
+from dkdm_zoo.export import save_pipeline
+from dkdm_zoo.teachers.base import PipelineComponents
+save_pipeline(model, spec, PipelineComponents(), "pipe")
+# Load it as a user would: diffusers imports the student class from the config because an installed
+# dkdm-zoo plugin provides it (forget the plugin's modules first: nothing of it is imported yet).
+for name in [m for m in sys.modules if m.startswith("dkdm_zoo_uvit")]:
+    del sys.modules[name]
+import dkdm_zoo.pipelines
+from diffusers import DiffusionPipeline
+pipe = DiffusionPipeline.from_pretrained("pipe")
+images = pipe(class_labels=[0, 2], num_inference_steps=2, output_type="np").images
+print(json.dumps({"shape": list(out.shape), "plugin": info.to_dict(), "module": type(model).__module__,
+                  "images": list(images.shape), "loaded": type(pipe.student.model).__module__}))
 """
 
 
@@ -85,7 +98,8 @@ def test_installed_plugin_is_listed_and_builds(tmp_path):
     assert (target / "dkdm_zoo_uvit" / "model.py").exists()
     dist_info = next(target.glob("dkdm_zoo_uvit-*.dist-info"))
     assert "uvit = dkdm_zoo_uvit.plugin" in (dist_info / "entry_points.txt").read_text()
-    env = cli_env(PYTHONPATH=str(target))
+    # the plugin's folder first, then this checkout's (a worktree's PYTHONPATH), as a user's site would be
+    env = cli_env(PYTHONPATH=os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])))
 
     if importlib.util.find_spec("dkdm_zoo.cli.app"):
         listed = subprocess.run(
@@ -111,3 +125,4 @@ def test_installed_plugin_is_listed_and_builds(tmp_path):
     plugin = result["plugin"]
     assert plugin["ok"] and not plugin["builtin"] and plugin["version"] == "0.1.0"
     assert plugin["registered"] == {"students": ["uvit"]}
+    assert result["images"] == [2, 8, 8, 1] and result["loaded"] == "dkdm_zoo_uvit.model"

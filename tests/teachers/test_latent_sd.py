@@ -154,9 +154,8 @@ def test_latent_sd_refuses_a_ddpm_pipeline(tmp_path):
 
 @torch.no_grad()
 def test_run_of_a_text_teacher_reuses_its_prompts_and_null_condition(sd_folder, tmp_path):
-    from dkdm_zoo.teachers.run import load as load_run
-
     from .test_run import TinyStudent, make_run
+    from .test_run import load as load_run
 
     original = load(path=str(sd_folder), prompts=["a cat", "zebra"])
     torch.manual_seed(0)

@@ -13,8 +13,9 @@ from dkdm_zoo.diffusion.sampling import sample_loop
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.registry import build_registry
+from dkdm_zoo.run import Manifest, Run
 from dkdm_zoo.spec import TeacherSpec
-from dkdm_zoo.teachers.run import RunTeacher, load, read_run_manifest, write_run_manifest
+from dkdm_zoo.teachers.run import RunTeacher, from_run
 
 from .tiny import ddpm_scheduler, save_pipeline, tiny_dit, tiny_unet, tiny_vae
 
@@ -44,19 +45,28 @@ class TinyStudent(ModelMixin, ConfigMixin):
 
 
 def make_run(folder, teacher_name, teacher_options, spec, student, *, one_step=False):
-    student.save_pretrained(folder / "student")
-    write_run_manifest(
-        folder,
-        {
-            "format_version": 1,
-            "teacher": {"name": teacher_name, "options": teacher_options},
-            "teacher_spec": spec.to_dict(),
-            "student": {"name": "unet", "preset": "tiny", "options": {}, "class": f"{__name__}:TinyStudent"},
-            "method": {"name": "dkdm", "options": {}},
-            "one_step": one_step,
-        },
+    run = Run(folder)
+    run.write_manifest(
+        Manifest(
+            teacher=teacher_name,
+            teacher_options=teacher_options,
+            teacher_spec=spec,
+            student="unet",
+            student_class=f"{__name__}:TinyStudent",
+            method="dkdm",
+            student_preset="tiny",
+            one_step=one_step,
+        )
     )
+    run.save_student(student)
     return folder
+
+
+def load(path, **options):
+    return from_run(Run(path), REGISTRY, **options)
+
+
+REGISTRY = build_registry()
 
 
 def test_run_teacher_predictions_and_sampling(tmp_path):
@@ -71,9 +81,9 @@ def test_run_teacher_predictions_and_sampling(tmp_path):
     torch.manual_seed(0)
     student = TinyStudent(out_channels=6).eval()
     run = make_run(tmp_path / "run", "ddpm-unet", {"path": str(original)}, spec, student)
-    assert read_run_manifest(run)["teacher"]["name"] == "ddpm-unet"
+    assert Run(run).manifest.teacher == "ddpm-unet"
 
-    teacher = build_registry().create("teachers", "run", path=str(run))
+    teacher = REGISTRY.create("teachers", "run", path=str(run))
     assert isinstance(teacher, RunTeacher)
     assert teacher.spec.prediction_type == "epsilon" and teacher.spec.family == "run"
     assert teacher.spec.variance_type == "learned_range" and teacher.spec.sample_shape == spec.sample_shape
@@ -158,7 +168,7 @@ def test_run_errors(tmp_path):
     with pytest.raises(UserError, match="format_version"):
         load(path=str(run))
     with pytest.raises(UserError, match="needs 'student'"):
-        write_run_manifest(tmp_path / "bad", {"format_version": 1, "teacher": {"name": "x", "options": {}}})
+        Manifest.from_dict({"format_version": 1, "teacher": {"name": "x", "options": {}}}, tmp_path / "bad")
 
 
 def test_boot_from_a_run_teacher_starts_from_the_runs_student(tmp_path):
@@ -170,7 +180,7 @@ def test_boot_from_a_run_teacher_starts_from_the_runs_student(tmp_path):
     spec = load_unet(path=str(original)).spec
     torch.manual_seed(0)
     run = make_run(tmp_path / "run", "ddpm-unet", {"path": str(original)}, spec, TinyStudent())
-    teacher = build_registry().create("teachers", "run", path=str(run))
+    teacher = REGISTRY.create("teachers", "run", path=str(run))
     torch.manual_seed(1)  # a differently initialised backbone of the same architecture
     generator = BOOT.wrap_student(TinyStudent(), teacher, init_from_teacher=True)
     trained = teacher.student.state_dict()

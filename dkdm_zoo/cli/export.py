@@ -1,0 +1,74 @@
+"""`dkdm-zoo export RUN [DIR]`: (re)write a run's diffusers pipeline and model card, optionally push it.
+
+For runs made before pipelines and cards existed, or to write the pipeline elsewhere. Torch-free at
+import: the body imports the export code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dkdm_zoo.errors import UserError
+
+
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder (has run.json and student/)")],
+    out: Annotated[
+        Path | None, typer.Argument(help="the pipeline folder to write (default: RUN/pipeline)")
+    ] = None,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub", help="then upload the folder to this Hugging Face Hub repository (org/name)"
+        ),
+    ] = None,
+    private: Annotated[bool, typer.Option(help="with --push-to-hub: create the repository private")] = False,
+) -> None:
+    """Write the run's student as a diffusers pipeline with a Hub model card (README.md)."""
+    from dkdm_zoo.card import is_hub_id, write_model_card
+    from dkdm_zoo.cli.common import console, get_registry
+    from dkdm_zoo.run import Run
+
+    if push_to_hub is not None and not is_hub_id(push_to_hub):
+        raise UserError(
+            f"--push-to-hub {push_to_hub!r}: expected a Hub repository id like your-name/my-student"
+        )
+    if not Run.is_run(run_dir):
+        raise UserError(
+            f"{run_dir} is not a dkdm-zoo run directory (no run.json): pass the output folder of a run"
+        )
+    run = Run(run_dir)
+    registry = get_registry()
+    student = run.load_student(registry)
+    folder = run.export(student, run.pipeline_components(registry), out)
+    kind = _pipeline_class(folder)
+    console.print(f"wrote {folder}: a diffusers {kind} with its model card (README.md)")
+    if push_to_hub is not None:
+        write_model_card(run, folder, repo_id=push_to_hub)  # the card as the Hub shows it: loads by repo id
+        url = _upload(folder, push_to_hub, private)
+        console.print(f"pushed {folder} to {url}")
+
+
+def _pipeline_class(folder: Path) -> str:
+    import json
+
+    return json.loads((folder / "model_index.json").read_text()).get("_class_name", "pipeline")
+
+
+def _upload(folder: Path, repo_id: str, private: bool) -> str:
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, exist_ok=True, private=private)
+        commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message="dkdm-zoo export")
+    except Exception as exc:  # noqa: BLE001 - network, auth and offline failures: all one line, the folder stays
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"--push-to-hub {repo_id}: the upload failed ({text}); the pipeline is in {folder}: log in with "
+            f"`hf auth login`, check the network (and HF_HUB_OFFLINE), then retry or run `hf upload {repo_id} {folder}`"
+        ) from None
+    return str(commit.repo_url)

@@ -1,0 +1,98 @@
+"""Which model classes a file may name (run.json, a saved student config), checked BEFORE any import.
+
+A run folder or a pipeline folder names the class of its student (``"module:Class"``). Importing a
+module runs it, so a file must not be able to choose what gets imported: only modules of diffusers,
+of dkdm_zoo, of a plugin that provides students, or modules the process has already imported (which
+runs nothing new, as diffusers itself resolves components) are imported, and the class must then
+be a diffusers ``ModelMixin``. Pickle never enters: students load from safetensors only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Collection
+from typing import Any
+
+from dkdm_zoo.errors import UserError
+
+TRUSTED_PACKAGES = frozenset({"diffusers", "dkdm_zoo"})
+
+
+def class_reference(obj: type | object) -> str:
+    """``"module:QualName"`` of a class or of an instance's class (how run.json and configs name it)."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _top_package(module_name: str) -> str:
+    return module_name.split(".", 1)[0]
+
+
+def _factory_module(factory: Any) -> str | None:
+    if isinstance(factory, str):
+        return factory.partition(":")[0]
+    return getattr(factory, "__module__", None)
+
+
+def plugin_packages(registry: Any) -> frozenset[str]:
+    """Top-level packages of the plugins that registered students in ``registry`` (nothing is imported)."""
+    packages = set()
+    for entry in registry.list("students"):
+        module = _factory_module(entry.factory)
+        if module:
+            packages.add(_top_package(module))
+    for plugin in registry.plugins:
+        if plugin.ok and plugin.module and "students" in plugin.registered:
+            packages.add(_top_package(plugin.module))
+    return frozenset(packages)
+
+
+def installed_plugin_packages() -> frozenset[str]:
+    """Top-level packages of the dkdm_zoo plugins installed here (entry-point metadata; nothing imported).
+
+    Used where no registry exists: diffusers loading a pipeline folder from user code.
+    """
+    from dkdm_zoo.registry.loader import entry_point_sources
+
+    return frozenset(_top_package(s.module) for s in entry_point_sources() if s.module)
+
+
+def resolve_model_class(
+    reference: str, *, allowed_packages: Collection[str] | None = None, where: object = "a saved model"
+) -> type:
+    """The diffusers ``ModelMixin`` class named ``"module:Class"`` by a file, imported only if allowed.
+
+    ``allowed_packages``: packages besides diffusers and dkdm_zoo whose modules may be imported
+    (``plugin_packages(registry)``); None means the installed dkdm_zoo plugins.
+    """
+    from diffusers import ModelMixin
+
+    module_name, sep, attr = str(reference).partition(":")
+    if not sep or not module_name or not attr or not all(p.isidentifier() for p in attr.split(".")):
+        raise UserError(f"{where}: model class {reference!r} is not of the form 'module:Class'")
+    if not all(part.isidentifier() for part in module_name.split(".")):
+        raise UserError(f"{where}: model class {reference!r} names an invalid module")
+    top = _top_package(module_name)
+    known = module_name in sys.modules or top in TRUSTED_PACKAGES
+    if not known and top not in (
+        installed_plugin_packages() if allowed_packages is None else allowed_packages
+    ):
+        raise UserError(
+            f"{where}: refusing to import {module_name!r} (model class {reference!r}): only diffusers, dkdm_zoo "
+            "and installed dkdm-zoo plugins that provide students are imported; install or enable the plugin "
+            "that defines this student"
+        )
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise UserError(
+            f"{where}: cannot import model class {reference!r}: install the package (plugin) that defines it"
+        ) from None
+    if not (isinstance(obj, type) and issubclass(obj, ModelMixin)):
+        raise UserError(
+            f"{where}: model class {reference!r} is not a diffusers ModelMixin: refusing to load it"
+        )
+    return obj

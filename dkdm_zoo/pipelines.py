@@ -1,0 +1,234 @@
+"""``DKDMZooPipeline``: the diffusers pipeline of every student no stock diffusers pipeline runs.
+
+Class-conditional or latent students, DiT / ConvNeXt / plugin architectures, text-conditional
+students that are not a ``UNet2DConditionModel`` and BOOT one-step generators (one network call
+per image). It samples with the scheduler saved beside it (the teacher's schedule, eps
+prediction), decodes latents with the teacher's VAE and encodes prompts with the teacher's text
+encoder, and takes ``class_labels`` / ``prompt`` / ``num_inference_steps`` / ``guidance_scale`` /
+``generator`` / ``output_type`` as diffusers' pipelines do.
+
+Loading: diffusers resolves a folder's ``_class_name`` on the ``diffusers`` module only and imports
+no module a folder names (beyond its own libraries and modules already imported), so importing
+this module registers the class there; then ``DiffusionPipeline.from_pretrained(folder)`` works, as
+does ``DKDMZooPipeline.from_pretrained(folder)``. The student's own class is named in
+``student/config.json`` and imported only from diffusers, dkdm_zoo or an installed dkdm-zoo plugin
+(``dkdm_zoo.model_classes``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+from torch import Tensor
+
+from dkdm_zoo.model_classes import class_reference, resolve_model_class
+from dkdm_zoo.students.one_step import OneStepGenerator
+
+__all__ = ["DKDMZooPipeline", "Denoiser", "ModelMixin", "OneStepGenerator"]  # ModelMixin: see Denoiser
+
+
+class Denoiser(ModelMixin, ConfigMixin):
+    """A multi-step student behind the student contract, saved with its class reference so that a
+    pipeline folder rebuilds any architecture (plugins included) without dkdm-zoo's registry.
+
+    (diffusers finds a component's loader by looking up ``ModelMixin`` in the component's module,
+    so this module keeps that name.)
+    """
+
+    @register_to_config
+    def __init__(self, model_class: str, model_config: dict[str, Any]):
+        super().__init__()
+        config = {k: v for k, v in dict(model_config).items() if not k.startswith("_")}
+        cls = resolve_model_class(model_class, where="the pipeline's student/config.json")
+        self.model = cls.from_config(config)
+
+    @classmethod
+    def wrap(cls, model: ModelMixin) -> Denoiser:
+        """A Denoiser holding a copy of ``model``'s weights."""
+        config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}  # no _name_or_path
+        denoiser = cls(class_reference(model), config)
+        denoiser.model.load_state_dict(model.state_dict())
+        return denoiser.to(model.device)
+
+    def forward(
+        self,
+        sample: Tensor,
+        timestep: Tensor,
+        class_labels: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+    ) -> Tensor:
+        kwargs: dict[str, Tensor] = {}
+        if class_labels is not None:
+            kwargs["class_labels"] = class_labels
+        if encoder_hidden_states is not None:
+            kwargs["encoder_hidden_states"] = encoder_hidden_states
+        return self.model(sample, timestep, **kwargs)
+
+
+class DKDMZooPipeline(DiffusionPipeline):
+    """Sample a dkdm-zoo student: multi-step (a ``Denoiser``) or one-step (a ``OneStepGenerator``).
+
+    ``sample_shape`` is (C, H, W) of the space the student runs in (latents for a latent teacher);
+    ``num_classes`` is set for class-conditional students (label ``num_classes`` is the null label).
+    """
+
+    model_cpu_offload_seq = "text_encoder->student->vae"
+    _optional_components = ["vae", "text_encoder", "tokenizer"]
+
+    def __init__(
+        self,
+        student: ModelMixin,
+        scheduler: SchedulerMixin,
+        vae: AutoencoderKL | None = None,
+        text_encoder: Any = None,
+        tokenizer: Any = None,
+        sample_shape: tuple[int, int, int] | list[int] = (3, 32, 32),
+        num_classes: int | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            student=student, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
+        )
+        self.register_to_config(sample_shape=[int(v) for v in sample_shape], num_classes=num_classes)
+        self.image_processor = VaeImageProcessor(do_normalize=True)
+
+    @property
+    def one_step(self) -> bool:
+        return isinstance(self.student, OneStepGenerator)
+
+    def _labels(self, class_labels: Any, batch_size: int, generator: Any, device: torch.device) -> Tensor:
+        classes = self.config.num_classes
+        if class_labels is None:  # random classes, as dkdm-zoo's sampler draws them
+            gen = generator[0] if isinstance(generator, list) else generator
+            labels = torch.randint(
+                0, classes, (batch_size,), generator=gen, device=gen.device if gen else "cpu"
+            )
+        else:
+            if isinstance(class_labels, int):
+                class_labels = [class_labels] * batch_size
+            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+            if bool(((labels < 0) | (labels >= classes)).any()):
+                raise ValueError(f"class_labels must be in 0..{classes - 1}")
+        return labels.to(device)
+
+    def _text(self, prompts: list[str], device: torch.device) -> Tensor:
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(device))[0].to(self.student.dtype)
+
+    def _conditions(
+        self, batch_size: int, class_labels: Any, prompt: Any, generator: Any, device: torch.device
+    ) -> tuple[int, dict[str, Tensor], dict[str, Tensor] | None]:
+        """Batch size, the conditional inputs and the null inputs (for guidance) of the student."""
+        if self.text_encoder is not None:
+            if class_labels is not None:
+                raise ValueError("this pipeline is text-conditional: pass prompt, not class_labels")
+            if prompt is None:
+                raise ValueError("this pipeline is text-conditional: pass prompt='...' (or a list)")
+            prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+            embeds = self._text(prompts, device)
+            null = self._text([""], device).expand(len(prompts), -1, -1)
+            return len(prompts), {"encoder_hidden_states": embeds}, {"encoder_hidden_states": null}
+        if prompt is not None:
+            raise ValueError("this pipeline takes no text prompt")
+        if self.config.num_classes is not None:
+            n = len(class_labels) if isinstance(class_labels, list | tuple | Tensor) else batch_size
+            labels = self._labels(class_labels, n, generator, device)
+            return (
+                n,
+                {"class_labels": labels},
+                {"class_labels": torch.full_like(labels, self.config.num_classes)},
+            )
+        if class_labels is not None:
+            raise ValueError("this pipeline is unconditional: it takes no class_labels")
+        return batch_size, {}, None
+
+    def _scheduler_takes_variance(self) -> bool:
+        """DDPM's learned_range step uses the student's variance channels; other schedulers take eps only."""
+        return (
+            isinstance(self.scheduler, DDPMScheduler)
+            and self.scheduler.config.variance_type == "learned_range"
+        )
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int = 1,
+        class_labels: int | list[int] | Tensor | None = None,
+        prompt: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Images from the student: ``num_inference_steps`` scheduler steps (ignored by one-step
+        generators: one network call per image). The student learned the teacher's guided prediction,
+        so ``guidance_scale`` (classifier-free guidance on top) stays 1.0 unless you want more."""
+        device = self._execution_device
+        channels, height, width = self.config.sample_shape
+        n, cond, null = self._conditions(batch_size, class_labels, prompt, generator, device)
+        dtype = self.student.dtype
+        noise = randn_tensor((n, channels, height, width), generator=generator, device=device, dtype=dtype)
+        if self.one_step:
+            if guidance_scale != 1.0:
+                raise ValueError(
+                    "a one-step generator's guidance was distilled in: leave guidance_scale at 1.0"
+                )
+            samples = self.student.generate(noise, **cond)
+        else:
+            samples = self._denoise(noise, cond, null, num_inference_steps, guidance_scale, generator)
+        if output_type == "latent":
+            images = samples
+        else:
+            images = samples
+            if self.vae is not None:
+                latents = samples.to(self.vae.dtype) / self.vae.config.scaling_factor
+                images = self.vae.decode(latents).sample
+            images = self.image_processor.postprocess(images.float().clamp(-1, 1), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+    def _denoise(
+        self,
+        x: Tensor,
+        cond: dict[str, Tensor],
+        null: dict[str, Tensor] | None,
+        steps: int,
+        guidance_scale: float,
+        generator: Any,
+    ) -> Tensor:
+        channels = x.shape[1]
+        guided = null is not None and guidance_scale > 1.0
+        inputs = {k: torch.cat([v, null[k]]) for k, v in cond.items()} if guided else cond
+        self.scheduler.set_timesteps(steps, device=x.device)
+        x = x * self.scheduler.init_noise_sigma
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x_in = self.scheduler.scale_model_input(x, t)
+            x_in = torch.cat([x_in, x_in]) if guided else x_in
+            out = self.student(x_in, t.expand(len(x_in)).to(x.device), **inputs)
+            if guided:
+                out_c, out_u = out.chunk(2)
+                eps = out_u[:, :channels] + guidance_scale * (out_c[:, :channels] - out_u[:, :channels])
+                out = torch.cat([eps, out_c[:, channels:]], dim=1)  # variance from the conditional branch
+            if not self._scheduler_takes_variance():
+                out = out[:, :channels]
+            x = self.scheduler.step(out, t, x, generator=generator).prev_sample
+        return x
+
+
+# DiffusionPipeline.from_pretrained looks a folder's _class_name up on the diffusers module.
+setattr(diffusers, DKDMZooPipeline.__name__, DKDMZooPipeline)
