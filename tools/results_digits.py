@@ -8,6 +8,7 @@ several seeds; the table reports the mean and the spread (min..max) over seeds.
     python tools/results_digits.py dit --seeds 0 1             # digits-dit rows (class accuracy)
     python tools/results_digits.py boot --seeds 0 1            # BOOT one-step vs teacher DDIM steps
     python tools/results_digits.py boot-dit --seeds 0 1        # the same on the class-conditional teacher
+    python tools/results_digits.py init --seeds 0 1            # DKDM pool initialisations, equal budget
     python tools/results_digits.py table                       # JSON -> docs/results/digits.md
     python tools/results_digits.py figure                      # BOOT vs teacher DDIM, same noise -> PNG
 
@@ -46,8 +47,34 @@ SPEC = {
 }  # fmt: skip
 
 
+def init_rows() -> dict[str, list[str]]:
+    """DKDM's pool initialisations at an equal training budget (the UNet student of the ddpm table)."""
+    base = ["--teacher", "digits-ddpm", "--student", "unet", "--preset", "small", "--method", "dkdm",
+            "--set", "method.rho=0.05", "--set", "train.lr=4e-4", "--set", "train.warmup_steps=50",
+            "--set", "train.ema_decay=0.995"]  # fmt: skip
+    rows = {"ancestral (paper)": [*base, "--set", 'method.pool_init="ancestral"']}
+    for kind, steps in (
+        ("ddim", 1),
+        ("ddim", 2),
+        ("ddim", 4),
+        ("ddim", 10),
+        ("trajectory", 10),
+        ("trajectory", 100),
+    ):
+        rows[f"{kind} {steps}"] = [
+            *base,
+            "--set",
+            f'method.pool_init="{kind}"',
+            "--set",
+            f"method.pool_init_steps={steps}",
+        ]
+    return rows
+
+
 def rows_for(table: str) -> dict[str, list[str]]:
     """Row name -> distill arguments (without budget, seed, output)."""
+    if table == "init":
+        return init_rows()
     teacher = f"digits-{table}"
     common = ["--set", "train.lr=4e-4", "--set", "train.warmup_steps=50", "--set", "train.ema_decay=0.995"]
     # CPU budget: a pool of 0.05*T*b slots (each visited ~16 times in 800 steps) initialised by a 4-step
@@ -196,8 +223,9 @@ BOOT_ROWS = {
                               "--set", "train.ema_decay=0.995"],
     },
 }  # fmt: skip
-TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit"}
-AGAINST = {"ddpm": ("data",), "dit": ("data",), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher")}
+TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm"}
+AGAINST = {"ddpm": ("data",), "dit": ("data",), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher"),
+           "init": ("data", "teacher")}  # fmt: skip
 
 
 def boot_rows(table: str, seeds: list[int], workers: int) -> list[dict]:
@@ -236,6 +264,7 @@ TITLES = {
     "dit": "digits-dit: teacher and DKDM students (class-conditional)",
     "boot": "BOOT on digits-ddpm: one step vs the teacher's DDIM",
     "boot-dit": "BOOT on digits-dit (guidance 3): one step vs the teacher's DDIM",
+    "init": "DKDM pool initialisations on digits-ddpm (UNet student, rho 0.05)",
 }
 
 
@@ -319,7 +348,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["ddpm", "dit", "boot", "boot-dit", "collect", "table", "figure"])
+    parser.add_argument(
+        "what", choices=["ddpm", "dit", "boot", "boot-dit", "init", "collect", "table", "figure"]
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
@@ -335,13 +366,13 @@ def main() -> None:
         return
     if args.what == "table":
         parts = []
-        for table in ("ddpm", "dit", "boot", "boot-dit"):
+        for table in ("ddpm", "dit", "boot", "boot-dit", "init"):
             path = RESULTS / f"digits-{table}.json"
             if path.exists():
                 data = json.loads(path.read_text())
                 parts.append(f"### {data['title']}\n\n{data['note']}\n\n{markdown(table, data)}\n")
     elif args.what == "collect":  # tabulate the runs that finished, without training anything
-        for table in ("ddpm", "dit", "boot", "boot-dit"):
+        for table in ("ddpm", "dit", "boot", "boot-dit", "init"):
             rows = collect(table, args.seeds)
             if rows:
                 path = RESULTS / f"digits-{table}.json"
@@ -373,7 +404,7 @@ def main() -> None:
             rows = teacher_rows(args.what, args.seeds, [50]) + list(
                 pool.map(lambda j: train_and_eval(*j), jobs)
             )
-        title = f"digits-{args.what}: teacher, data-trained, synthetic-dataset and DKDM students"
+        title = TITLES[args.what]
     note = note_for(args.what, args.seeds)
     data = {"title": title, "note": note, "budget": BUDGET, "eval_n": EVAL_N, "rows": rows, "summary": summarise(rows),
             "wall_s": time.perf_counter() - start, "python": sys.version.split()[0]}  # fmt: skip
