@@ -125,39 +125,3 @@ def build(recipe: Recipe, registry: Any) -> Built:
     student = build_student(recipe, teacher.spec, registry)
     method = build_method(recipe, teacher, student, registry)
     return Built(recipe, teacher, method.student, method)
-
-
-def count_parameters(modules: Any) -> int:
-    return sum(p.numel() for m in modules for p in m.parameters())
-
-
-def plan(built: Built, world_size: int = 1) -> dict[str, Any]:
-    """Parameter counts, a memory estimate (weights + optimiser + EMA + method state; activations
-    excluded) and the teacher-forward budget, per process unless stated."""
-    cfg = built.recipe.train
-    teacher_params = count_parameters(built.teacher.modules())
-    student_params = count_parameters([built.student])
-    teacher_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.teacher_dtype]
-    method_plan = built.method.plan(cfg.batch_size, cfg.steps, cfg.grad_accum)
-    state_bytes = sum(method_plan.state_bytes.values())
-    ema = 4 if cfg.ema_decay > 0 else 0
-    others = [n.module for name, n in built.method.networks().items() if name != "student"]
-    other_params = count_parameters(others)
-    memory = (
-        teacher_params * teacher_bytes
-        + student_params * (4 + 4 + 8 + ema)
-        + other_params * (4 + 4 + 8)
-        + state_bytes
-    )
-    return {
-        "teacher_params": teacher_params,
-        "student_params": student_params,
-        "other_trainable_params": other_params,
-        "memory_bytes": memory,
-        "world_size": world_size,
-        "init_forwards": method_plan.init_forwards,
-        "train_forwards": method_plan.train_forwards,
-        **{f"{k}_bytes": v for k, v in method_plan.state_bytes.items()},
-        **method_plan.details,
-        "passes": {name: (p.forward, p.backward) for name, p in method_plan.passes.items()},
-    }

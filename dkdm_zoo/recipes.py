@@ -54,6 +54,7 @@ class TrainConfig:
     log_every: int = 10
     tracker: Literal["none", "tensorboard"] = "none"
     final_eval_samples: int = 0  # > 0: `distill` scores the final student and its teacher on N samples
+    setup_checkpoint_minutes: float = 10.0  # a long method set-up (pool init) is checkpointed this often
 
     def validate(self, where: str = "train") -> None:
         for name in (
@@ -70,6 +71,10 @@ class TrainConfig:
         for name in ("warmup_steps", "checkpoint_every", "preview_every", "final_eval_samples"):
             if getattr(self, name) < 0:
                 raise UserError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
+        if self.setup_checkpoint_minutes < 0:
+            raise UserError(
+                f"{where}.setup_checkpoint_minutes must be >= 0, got {self.setup_checkpoint_minutes}"
+            )
         if self.lr <= 0:
             raise UserError(f"{where}.lr must be > 0, got {self.lr}")
         if not 0 <= self.ema_decay < 1:

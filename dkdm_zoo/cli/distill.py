@@ -42,8 +42,20 @@ def distill(
         list[str] | None, typer.Option("--set", help="override a recipe value: section.key=value")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option(help="build everything, print sizes and the teacher-forward budget, exit")
+        bool,
+        typer.Option(
+            help="build everything, print memory, FLOPs, teacher forwards and a time estimate, exit"
+        ),
     ] = False,
+    gpu: Annotated[
+        str,
+        typer.Option(
+            help="--dry-run: estimate wall time on this accelerator (H100, H200, A100, L40S, L4...)"
+        ),
+    ] = "H100",
+    utilisation: Annotated[
+        float, typer.Option(help="--dry-run: the share of the accelerator's bf16 peak the estimate assumes")
+    ] = 0.4,
     quiet: Annotated[bool, typer.Option(help="no progress bars or summaries")] = False,
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
@@ -70,8 +82,17 @@ def distill(
     out = out if out is not None else builder.default_out(resolved)
 
     if dry_run:
+        from dkdm_zoo.budget import peak_flops, plan
+
+        peak = peak_flops(gpu)
+        if peak is None:
+            from dkdm_zoo.budget import PEAK_BF16
+
+            raise UserError(f"--gpu {gpu!r}: unknown accelerator; known: {', '.join(PEAK_BF16)}")
+        if not 0 < utilisation <= 1:
+            raise UserError(f"--utilisation must be in (0, 1], got {utilisation}")
         built = builder.build(resolved, registry)
-        _print_plan(console, builder.plan(built), resolved, out)
+        _print_plan(console, plan(built), resolved, out, gpu=gpu, peak=peak, utilisation=utilisation)
         return
 
     from dkdm_zoo.engine import train
@@ -109,31 +130,52 @@ def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
         run.write_card()
 
 
-def _print_plan(console, plan: dict, recipe, out: Path) -> None:
-    def mib(n: int) -> str:
-        return f"{n / 2**20:,.1f} MiB"
+def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float) -> None:
+    def gib(n: float) -> str:
+        return f"{n / 2**30:,.2f} GiB"
 
     train = recipe.train
-    console.print(f"teacher  {recipe.teacher.name}  {plan['teacher_params']:,} parameters")
-    console.print(
-        f"student  {recipe.student.name} ({recipe.student.options.get('preset', 'small')})  {plan['student_params']:,} parameters"
-    )
+    console.print(f"teacher  {recipe.teacher.name}  {budget.teacher_params:,} parameters")
+    preset = recipe.student.options.get("preset", "small")
+    console.print(f"student  {recipe.student.name} ({preset})  {budget.student_params:,} parameters")
+    if budget.other_params:
+        console.print(f"         other trainable networks: {budget.other_params:,} parameters")
     console.print(f"method   {recipe.method.name}  {recipe.method.options or ''}")
     console.print(
         f"train    {train.steps:,} steps x batch {train.batch_size} x accum {train.grad_accum}  -> {out}"
     )
-    console.print(
-        f"memory   ~{mib(plan['memory_bytes'])} per process (weights, grads, AdamW, EMA, method state; no activations)"
-    )
-    for key in ("pool_slots", "pool_bytes", "dataset_bytes"):
-        if key in plan:
-            console.print(f"         {key} = {mib(plan[key]) if key.endswith('bytes') else f'{plan[key]:,}'}")
+    for key, value in budget.details.items():
+        console.print(
+            f"         {key} = {value:,}" if isinstance(value, int) else f"         {key} = {value}"
+        )
+    console.print("memory per process:")
+    console.print(f"  weights, gradients, AdamW, EMA  {gib(budget.weight_bytes)}")
+    for name, size in budget.state_bytes.items():
+        console.print(f"  {name:<31} {gib(size)}")
+    if budget.activation_bytes is not None:
+        console.print(f"  activations (measured, x batch) {gib(budget.activation_bytes)}")
+    console.print(f"  total                           {gib(budget.memory_bytes)}")
     passes = ", ".join(
-        f"{name} {fwd:g} forward + {bwd:g} backward" for name, (fwd, bwd) in plan.get("passes", {}).items()
+        f"{name} {fwd:g} forward + {bwd:g} backward" for name, (fwd, bwd) in budget.passes.items()
     )
-    if passes:
-        console.print(f"per sample and step: {passes}")
-    init, tr = plan.get("init_forwards", 0), plan.get("train_forwards", 0)
+    console.print(f"per sample and step: {passes}")
+    if budget.flops_per_step is not None:
+        console.print(f"compute  {budget.flops_per_step / 1e12:,.3f} TFLOP per step per process")
+    init, tr = budget.init_forwards, budget.train_forwards
     console.print(
         f"teacher forwards per process: init {init:,} + training {tr:,} = {init + tr:,} (samples; CFG counts twice)"
     )
+    init_s, train_s = budget.seconds(train.steps, peak, utilisation)
+    if init_s is not None and train_s is not None:
+        console.print(
+            f"estimate on {gpu} at {utilisation:.0%} of {peak / 1e12:,.0f} TFLOP/s bf16: init {_duration(init_s)}, "
+            f"training {_duration(train_s)} ({train_s / train.steps * 1e3:,.1f} ms/step)"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

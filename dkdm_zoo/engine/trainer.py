@@ -32,7 +32,6 @@ from dkdm_zoo.run import Manifest, Run
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
-SETUP_CHECKPOINT_SECONDS = 600.0  # long method set-up (pool init) is checkpointed this often
 
 
 class NonFiniteLossError(UserError):
@@ -149,7 +148,9 @@ def train(
 
     def save_progress() -> None:
         """Checkpoint mid-setup (step 0) when the main process's clock says it is time (collective)."""
-        due = torch.tensor([float(time.monotonic() - setup_clock["last"] >= SETUP_CHECKPOINT_SECONDS)])
+        due = torch.tensor(
+            [float(time.monotonic() - setup_clock["last"] >= 60 * cfg.setup_checkpoint_minutes)]
+        )
         if world > 1:
             due = acc.reduce(due.to(device), "sum").cpu()  # rank 0's decision would need a broadcast
         if float(due) > 0:

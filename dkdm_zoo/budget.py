@@ -1,0 +1,211 @@
+"""What a run will cost, per process, before it runs: the numbers `distill --dry-run` prints.
+
+- memory: teacher weights; student weights, gradients, AdamW state and EMA; every other trainable
+  network the method declares; method state (the DKDM pool, samples plus their timestep index
+  and condition reference); activations, measured with one real forward/backward of each
+  differentiated network at batch 1 and scaled to the batch;
+- compute: FLOPs of each network's forward and backward at batch 1 (``FlopCounterMode``), times
+  the passes per sample the method's ``Plan`` declares, times the batch: FLOPs per training step;
+- teacher forwards for initialisation and training, and from them and the FLOPs an estimated
+  wall time on a named accelerator at a stated utilisation.
+
+The measurements run on fake tensors (shapes only, nothing computed), so a 860M-parameter UNet
+costs seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
+PEAK_BF16: dict[str, float] = {
+    "H200": 989e12,
+    "H100": 989e12,  # SXM
+    "H100-PCIE": 756e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+}
+DEFAULT_UTILISATION = 0.4  # diffusion training commonly reaches 30-50% of the bf16 peak
+
+
+def peak_flops(name: str) -> float | None:
+    """A device name (or a name like "NVIDIA H100 80GB HBM3") -> its peak, most specific first."""
+    upper = name.upper().replace(" ", "-")
+    for key in sorted(PEAK_BF16, key=len, reverse=True):
+        if key in upper:
+            return PEAK_BF16[key]
+    return None
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """One network at batch 1: FLOPs of a forward and a backward, bytes saved for the backward."""
+
+    forward_flops: float
+    backward_flops: float
+    activation_bytes: float
+
+
+@dataclass
+class Budget:
+    teacher_params: int
+    student_params: int
+    other_params: int
+    weight_bytes: int  # teacher weights + trainable weights, gradients, AdamW state, EMA
+    state_bytes: dict[str, int]
+    activation_bytes: float | None  # at the planned batch
+    flops_per_step: float | None  # all processes' work is world_size times this
+    teacher_forward_flops: float | None  # one teacher evaluation of one sample
+    init_forwards: int
+    train_forwards: int
+    passes: dict[str, tuple[float, float]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def memory_bytes(self) -> float:
+        return self.weight_bytes + sum(self.state_bytes.values()) + (self.activation_bytes or 0)
+
+    def seconds(self, steps: int, peak: float, utilisation: float) -> tuple[float | None, float | None]:
+        """(pool/dataset initialisation, training) seconds at ``utilisation`` of ``peak`` FLOP/s."""
+        rate = peak * utilisation
+        init = (
+            None
+            if self.teacher_forward_flops is None
+            else self.init_forwards * self.teacher_forward_flops / rate
+        )
+        train = None if self.flops_per_step is None else steps * self.flops_per_step / rate
+        return init, train
+
+
+def count_parameters(modules: Any) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+@contextlib.contextmanager
+def _measuring(module_params: list[nn.Parameter]):
+    """Fake tensors (shapes only) and a FLOP counter; real parameters' grads are left as they were."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    grads = [p.grad for p in module_params]
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True), FlopCounterMode(display=False) as counter:
+            yield counter
+    finally:
+        for p, g in zip(module_params, grads, strict=True):
+            p.grad = g
+
+
+def _measure(
+    run_forward: Any, params: list[nn.Parameter], backward: bool, autocast: str = "no"
+) -> NetworkCost:
+    """FLOPs of ``run_forward()`` (and of its backward) and the bytes autograd saves for it, under the
+    run's mixed precision (``autocast``: "no", "bf16" or "fp16")."""
+    saved: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        saved[id(t)] = t.numel() * t.element_size()
+        return t
+
+    with _measuring(params) as counter:
+        hooks = (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+            if backward
+            else contextlib.nullcontext()
+        )
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
+        device = params[0].device.type if params else "cpu"
+        amp = torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+        with hooks, torch.set_grad_enabled(backward), amp:
+            out = run_forward()
+        forward = counter.get_total_flops()
+        if backward:
+            out.float().sum().backward()
+    total = counter.get_total_flops()
+    return NetworkCost(float(forward), float(total - forward), float(sum(saved.values())))
+
+
+def measure_teacher(
+    teacher: Any, backward: bool = False, module: nn.Module | None = None, autocast: str = "no"
+) -> NetworkCost:
+    """One unguided evaluation of the teacher's network (or of ``module`` in its place) on one sample."""
+    spec = teacher.spec
+    cond = teacher.null_condition(1)  # computed for real: a text teacher encodes "" once
+    view = teacher if module is None else teacher.with_denoiser(module)
+    params = [p for m in view.modules() for p in m.parameters()]
+
+    def forward() -> Tensor:
+        x = torch.randn(1, *spec.sample_shape, device=teacher.device, requires_grad=backward)
+        t = torch.full((1,), spec.num_train_timesteps // 2, device=teacher.device)
+        return view.denoise(x, t, cond, guidance_scale=1.0).x0
+
+    return _measure(forward, params, backward, autocast)
+
+
+def measure_student(student: nn.Module, spec: Any, autocast: str = "no") -> NetworkCost:
+    from dkdm_zoo.students.base import example_inputs
+
+    device = next(student.parameters()).device
+    inputs = lambda: example_inputs(spec, 1, device)  # noqa: E731 - created inside the fake mode
+    return _measure(lambda: student(**inputs()), list(student.parameters()), True, autocast)
+
+
+def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
+    """The budget of ``built`` (teacher, student, method, recipe), per process."""
+    cfg = built.recipe.train
+    method_plan = built.method.plan(cfg.batch_size, cfg.steps, cfg.grad_accum)
+    networks = built.method.networks()
+    teacher_params = count_parameters(built.teacher.modules())
+    student_params = count_parameters([built.student])
+    others = {name: n.module for name, n in networks.items() if name != "student"}
+    other_params = count_parameters(others.values())
+    teacher_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.teacher_dtype]
+    ema = 4 if cfg.ema_decay > 0 else 0
+    weight_bytes = (
+        teacher_params * teacher_bytes + student_params * (4 + 4 + 8 + ema) + other_params * (4 + 4 + 8)
+    )
+    passes = {name: (p.forward, p.backward) for name, p in method_plan.passes.items()}
+    budget = Budget(
+        teacher_params=teacher_params,
+        student_params=student_params,
+        other_params=other_params,
+        weight_bytes=weight_bytes,
+        state_bytes=dict(method_plan.state_bytes),
+        activation_bytes=None,
+        flops_per_step=None,
+        teacher_forward_flops=None,
+        init_forwards=method_plan.init_forwards,
+        train_forwards=method_plan.train_forwards,
+        passes=passes,
+        details={**method_plan.details, "world_size": world_size},
+    )
+    if measure and built.teacher.modules():
+        _add_measurements(budget, built, passes, others)
+    return budget
+
+
+def _add_measurements(budget: Budget, built: Any, passes: dict, others: dict[str, nn.Module]) -> None:
+    cfg = built.recipe.train
+    teacher_backward = passes.get("teacher", (0, 0))[1] > 0
+    amp = cfg.mixed_precision
+    costs = {"teacher": measure_teacher(built.teacher, backward=teacher_backward, autocast=amp)}
+    costs["student"] = measure_student(built.student, built.teacher.spec, autocast=amp)
+    for name, module in others.items():  # trainable copies of the teacher's network (SiD's fake score)
+        costs[name] = measure_teacher(built.teacher, backward=True, module=module, autocast=amp)
+    budget.teacher_forward_flops = costs["teacher"].forward_flops
+    flops = 0.0
+    for name, (forward, backward) in passes.items():
+        cost = costs[name]
+        # a backward pass costs what the measured backward cost (x2 of a forward: input and weights)
+        flops += forward * cost.forward_flops + backward * cost.backward_flops
+    budget.flops_per_step = flops * cfg.batch_size * cfg.grad_accum
+    differentiated = [n for n, (_, backward) in passes.items() if backward > 0]
+    # upper bound: activations of every differentiated network held at once, for one micro-batch
+    budget.activation_bytes = cfg.batch_size * sum(costs[n].activation_bytes for n in differentiated)
