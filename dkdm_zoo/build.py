@@ -12,6 +12,7 @@ from typing import Any
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.recipes import Component, Recipe, TrainConfig, resolve_recipe, validate_against_registry
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 DEFAULT_METHOD = "dkdm"
 DEFAULT_RUNS = Path("runs")
@@ -104,7 +105,7 @@ def build_teacher(recipe: Recipe, registry: Any) -> Any:
 
 def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
     options = dict(recipe.student.options)
-    preset = options.pop("preset", "small")
+    preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
     return registry.create("students", recipe.student.name, spec, preset=preset, **options)
 
 
