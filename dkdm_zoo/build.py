@@ -71,7 +71,18 @@ def resolve(
     _validate_train(out.train)
     if overrides:
         out = out.apply_overrides(list(overrides))
-    validate_against_registry(out, registry)
+    # Errors about a name point at the flag that gave it (unless --set renamed it afterwards).
+    named = {
+        "teachers": ("--teacher", teacher),
+        "students": ("--student", student),
+        "methods": ("--method", method),
+    }
+    flags = {
+        kind: flag
+        for kind, (flag, value) in named.items()
+        if value is not None and not any(o.strip().startswith(f"{kind[:-1]}.name") for o in overrides or [])
+    }
+    validate_against_registry(out, registry, flags)
     return out
 
 

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from dkdm_zoo.cli.common import console, get_registry, print_json
-from dkdm_zoo.errors import UnknownNameError, UserError
+from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET, ENTRY_KINDS
 
 LIST_KINDS = (*ENTRY_KINDS, "recipes")
@@ -108,7 +108,7 @@ def info_cmd(
 
             show(name)
             return
-        raise UnknownNameError("names", name, [*registry.all_names(), *recipes])
+        raise registry.unknown_name("names", name, [*registry.all_names(), *recipes])
     described = [e.describe() for e in entries]
     if teacher is not None:
         student_entries = [e for e in entries if e.kind == "students"]
