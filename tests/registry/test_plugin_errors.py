@@ -147,3 +147,13 @@ def test_no_empty_location_prefix():
     with pytest.raises(UserError) as info:
         resolve(registry, teacher="digits-ddpm", student="unet", overrides=["student.name=nope"])
     assert str(info.value).startswith("student.name: unknown student 'nope'")
+
+
+def test_toolkit_spec_fields_without_a_location():
+    from dkdm_zoo.toolkit import schedule_spec_fields
+
+    with pytest.raises(UserError) as info:
+        schedule_spec_fields({"prediction_type": "flow"}, learned=False)
+    assert str(info.value).startswith("prediction_type 'flow' is not supported")
+    with pytest.raises(UserError, match=r"^my-teacher: variance_type 'learned'"):
+        schedule_spec_fields({"variance_type": "learned"}, learned=False, where="my-teacher")
