@@ -36,15 +36,17 @@ def new(
     ] = Path("."),
 ) -> None:
     """Write NAME/: pyproject.toml (entry point), a working implementation on dkdm_zoo.toolkit, tests, README."""
-    plugin_names(name)  # a bad name is refused before any plugin is loaded
+    names = plugin_names(name)  # a bad name is refused before any plugin is loaded
     taken = {entry.name for entry in get_registry().list(f"{kind}s")}
     folder = new_plugin(name, kind, directory, taken=taken)
-    names = plugin_names(name)
     written = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    console.print(f"wrote {folder}/ : a {kind} plugin '{name}' (package {names.module}, dist {names.dist})")
-    for path in written:
-        console.print(f"  {path}")
-    console.print("next:")
-    console.print(f"  pip install -e {folder}")
-    console.print(f"  cd {folder} && pytest")
-    console.print(f"  {TRY[kind].format(name=name)}")
+    lines = [
+        f"wrote {folder}/ : a {kind} plugin '{name}' (package {names.module}, dist {names.dist})",
+        *(f"  {path}" for path in written),
+        "next:",
+        f"  pip install -e {folder}",
+        f"  cd {folder} && pytest",
+        f"  {TRY[kind].format(name=name)}",
+    ]
+    for line in lines:  # no wrapping or markup: paths and commands are meant to be copied
+        console.print(line, soft_wrap=True, markup=False)

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from dkdm_zoo.errors import UserError
 
 Kind = Literal["student", "teacher", "method"]
-KINDS: tuple[str, ...] = ("student", "teacher", "method")
+KINDS: tuple[str, ...] = get_args(Kind)
 TEMPLATES = files(__name__) / "templates"
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 _SUMMARIES = {

@@ -83,6 +83,16 @@ def test_an_existing_folder_is_never_touched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my-net"]  # no staging folder left behind
 
 
+def test_writes_the_package_and_says_what_next(tmp_path):
+    code, out = invoke("plugin", "new", "my-net", "--kind", "teacher", "--dir", str(tmp_path / "new"))
+    assert code == 0, out
+    folder = tmp_path / "new" / "my-net"
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    assert files == sorted(render("teacher", plugin_names("my-net")))
+    assert f"pip install -e {folder}" in out and "--teacher my-net" in out
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["my-net"]  # the staging folder was renamed
+
+
 def test_templates_ship_in_the_wheel():
     hatchling = pytest.importorskip("hatchling.builders.wheel")
     shipped = {f.distribution_path for f in hatchling.WheelBuilder(str(REPO)).recurse_included_files()}
