@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_installed_plugin_is_listed_and_builds(tmp_path):
     assert (target / "dkdm_zoo_uvit" / "model.py").exists()
     dist_info = next(target.glob("dkdm_zoo_uvit-*.dist-info"))
     assert "uvit = dkdm_zoo_uvit.plugin" in (dist_info / "entry_points.txt").read_text()
-    env = cli_env(PYTHONPATH=str(target))
+    env = cli_env(PYTHONPATH=os.pathsep.join([str(target), str(REPO)]))  # this tree's dkdm_zoo
 
     if importlib.util.find_spec("dkdm_zoo.cli.app"):
         listed = subprocess.run(
