@@ -12,6 +12,7 @@ from typing import Any
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.recipes import Component, Recipe, TrainConfig, resolve_recipe, validate_against_registry
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 DEFAULT_METHOD = "dkdm"
 DEFAULT_RUNS = Path("runs")
@@ -70,7 +71,18 @@ def resolve(
     _validate_train(out.train)
     if overrides:
         out = out.apply_overrides(list(overrides))
-    validate_against_registry(out, registry)
+    # Errors about a name point at the flag that gave it (unless --set renamed it afterwards).
+    named = {
+        "teachers": ("--teacher", teacher),
+        "students": ("--student", student),
+        "methods": ("--method", method),
+    }
+    flags = {
+        kind: flag
+        for kind, (flag, value) in named.items()
+        if value is not None and not any(o.strip().startswith(f"{kind[:-1]}.name") for o in overrides or [])
+    }
+    validate_against_registry(out, registry, flags)
     return out
 
 
@@ -104,7 +116,7 @@ def build_teacher(recipe: Recipe, registry: Any) -> Any:
 
 def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
     options = dict(recipe.student.options)
-    preset = options.pop("preset", "small")
+    preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
     return registry.create("students", recipe.student.name, spec, preset=preset, **options)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.hookspecs import TINY_STUDENT_PRESET
 
 # Small method settings so one step takes well under a second with a T = 20 tiny teacher.
 TINY_METHOD_OPTIONS: dict[str, dict[str, Any]] = {
@@ -58,7 +59,7 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
     try:
         teacher = builder(workdir, registry)
         torch.manual_seed(0)
-        net = registry.create("students", student, teacher.spec, preset="tiny")
+        net = registry.create("students", student, teacher.spec, preset=TINY_STUDENT_PRESET)
         options = TINY_METHOD_OPTIONS.get(method, {})
         algorithm = registry.create("methods", method, teacher, net, **options)
         net = algorithm.student

@@ -11,10 +11,20 @@ class UserError(Exception):
 
 
 class UnknownNameError(UserError, KeyError):
-    """A registry name that does not exist; the message lists the closest known names."""
+    """A registry name that does not exist; the message lists the closest known names.
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    ``cause`` replaces that list when the reason is known (a plugin that would provide the name
+    failed to load); ``note`` is appended (some plugin failed to load and might provide it).
+    """
+
+    def __init__(
+        self, kind: str, name: str, known: Iterable[str], *, cause: str | None = None, note: str = ""
+    ):
         self.kind, self.name = kind, name
+        what = f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}'"
+        if cause is not None:
+            super().__init__(f"{what}: {cause}")
+            return
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = (
@@ -24,7 +34,7 @@ class UnknownNameError(UserError, KeyError):
         )
         listable = kind in ("teachers", "students", "methods", "recipes")
         see = f" (see `dkdm-zoo list {kind}`)" if listable else " (see `dkdm-zoo list`)"
-        super().__init__(f"unknown {kind[:-1] if kind.endswith('s') else kind} '{name}': {hint}{see}")
+        super().__init__(f"{what}: {hint}{see}" + (f"; {note}" if note else ""))
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

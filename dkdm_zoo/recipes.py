@@ -236,9 +236,14 @@ def load_recipe_file(path: str | Path) -> Recipe:
     return recipe_from_dict(data, where=str(path), source=str(path), default_name=path.stem)
 
 
-def validate_against_registry(recipe: Recipe, registry: Any) -> None:
-    """Every component name exists; option keys are among the entry's declared options."""
+def validate_against_registry(recipe: Recipe, registry: Any, flags: dict[str, str] | None = None) -> None:
+    """Every component name exists; option keys are among the entry's declared options.
+
+    Errors start with where the value came from: ``flags`` maps a kind to the command-line flag
+    that named it (``{"students": "--student"}``), otherwise the recipe's file or name, if any.
+    """
     where = recipe.source or recipe.name
+    prefix = f"{where}: " if where else ""
     for kind, comp in (
         ("teachers", recipe.teacher),
         ("students", recipe.student),
@@ -247,13 +252,14 @@ def validate_against_registry(recipe: Recipe, registry: Any) -> None:
         try:
             entry = registry.get(kind, comp.name)
         except UnknownNameError as exc:
-            raise UserError(f"{where}: {kind[:-1]}.name: {exc}") from None
+            flag = (flags or {}).get(kind)
+            raise UserError(f"{flag}: {exc}" if flag else f"{prefix}{kind[:-1]}.name: {exc}") from None
         if entry.options is None or kind == "students":
             continue  # undeclared options (or architecture overrides) are checked by the factory itself
         for key in comp.options:
             if key not in entry.options:
                 raise UserError(
-                    f"{where}: unknown key '{kind[:-1]}.{key}' for {kind[:-1]} '{comp.name}'; "
+                    f"{prefix}unknown key '{kind[:-1]}.{key}' for {kind[:-1]} '{comp.name}'; "
                     f"expected one of {', '.join(sorted(entry.options)) or 'none'}"
                 )
 
@@ -317,7 +323,7 @@ def resolve_recipe(name_or_path: str, registry: Any) -> Recipe:
     else:
         known, _ = discover_recipes(registry)
         if name_or_path not in known:
-            raise UnknownNameError("recipes", name_or_path, known)
+            raise registry.unknown_name("recipes", name_or_path, known)
         recipe = load_recipe_file(known[name_or_path].path)
     validate_against_registry(recipe, registry)
     return recipe

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dkdm_zoo.cli import listing, recipes_cmd
+from dkdm_zoo.cli import listing, plugin_cmd, recipes_cmd
 from dkdm_zoo.cli.common import ZooGroup, get_registry, set_registry
 
 
@@ -42,6 +42,7 @@ def create_app(registry: Any = None) -> typer.Typer:
     app.command("info")(listing.info_cmd)
     app.command("plugins")(listing.plugins_cmd)
     app.add_typer(recipes_cmd.app, name="recipes")
+    app.add_typer(plugin_cmd.app, name="plugin")
     _add_optional_commands(app)
     for command in get_registry().commands.values():
         app.add_typer(command.app, name=command.name, help=command.help or None)

@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from dkdm_zoo.cli.common import console, get_registry, print_json
-from dkdm_zoo.errors import UnknownNameError, UserError
-from dkdm_zoo.registry.hookspecs import ENTRY_KINDS
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET, ENTRY_KINDS
 
 LIST_KINDS = (*ENTRY_KINDS, "recipes")
 
@@ -90,7 +90,7 @@ def info_cmd(
         str | None,
         typer.Option(help="for a student: build it for this teacher (NAME or NAME@SOURCE) and show its size"),
     ] = None,
-    preset: Annotated[str, typer.Option(help="student size preset, with --teacher")] = "small",
+    preset: Annotated[str, typer.Option(help="student size preset, with --teacher")] = DEFAULT_STUDENT_PRESET,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """What an entry is, its options and defaults, and which plugin provides it."""
@@ -108,7 +108,7 @@ def info_cmd(
 
             show(name)
             return
-        raise UnknownNameError("names", name, [*registry.all_names(), *recipes])
+        raise registry.unknown_name("names", name, [*registry.all_names(), *recipes])
     described = [e.describe() for e in entries]
     if teacher is not None:
         student_entries = [e for e in entries if e.kind == "students"]

@@ -9,7 +9,6 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from dkdm_zoo.cli.common import ZooGroup, console, get_registry, print_json
-from dkdm_zoo.errors import UnknownNameError
 
 app = typer.Typer(
     cls=ZooGroup,
@@ -47,7 +46,7 @@ def show(name: Annotated[str, typer.Argument(help="recipe name")]) -> None:
     registry = get_registry()
     recipes, _ = discover_recipes(registry)
     if name not in recipes:
-        raise UnknownNameError("recipes", name, recipes)
+        raise registry.unknown_name("recipes", name, recipes)
     recipe = resolve_recipe(str(recipes[name].path), registry)
     console.print(f"# {recipes[name].path} (plugin: {recipes[name].plugin})")
     console.print(Syntax(recipe.dumps(), "toml", theme="ansi_dark", background_color="default"))

@@ -18,6 +18,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 RegisterFn = Callable[..., None]
 
+#: The student preset dkdm-zoo passes when the user names none (``--preset`` / ``student.preset``).
+DEFAULT_STUDENT_PRESET = "small"
+#: The preset ``dkdm-zoo matrix`` and the test suites build: it must stay tiny (seconds on a CPU).
+TINY_STUDENT_PRESET = "tiny"
+
 
 @hookspec
 def register_teachers(register: RegisterFn) -> None:

@@ -10,6 +10,7 @@ reported (name, version, error) and skipped; everything else keeps working. Envi
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
@@ -135,23 +136,41 @@ def _load_one(pm: pluggy.PluginManager, registry: Registry, source: PluginSource
     info = PluginInfo(name=source.name, version=source.version, module=source.module, builtin=source.builtin)
     registry.plugins.append(info)
     registered = False
+    staged: dict[str, list[Any]] = {kind: [] for kind in hookspecs.KIND_OF_HOOK.values()}
     try:
         plugin = source.load()
         if pm.is_registered(plugin) or pm.has_plugin(source.name):
             raise PluginError(f"plugin '{source.name}' is already loaded")
+        _check_hook_names(pm, plugin)
         pm.register(plugin, name=source.name)
         registered = True
         pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
-        _call_hooks(pm, registry, info, plugin)
+        _call_hooks(pm, registry, info, plugin, staged)
     except Exception as exc:  # noqa: BLE001 - any failure of one plugin must not take down the rest
         if registered:
             pm.unregister(name=source.name)
         info.error = _describe_error(exc)
         info.registered = {}
+        # What it had registered before failing: an unknown name can then point at this plugin.
+        info.attempted = {k: [i.name for i in items if isinstance(i, Entry)] for k, items in staged.items()}
         if strict:
             raise PluginError(
                 f"plugin '{source.name}' ({source.version or 'unknown version'}) failed: {info.error}"
             ) from exc
+
+
+def _check_hook_names(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Refuse a hook implementation whose name is no hook, suggesting the closest hook name."""
+    for attr in dir(plugin):
+        opts = pm.parse_hookimpl_opts(plugin, attr)
+        if opts is None:
+            continue
+        hook = opts.get("specname") or attr
+        if hook in hookspecs.HOOK_NAMES:
+            continue
+        close = difflib.get_close_matches(hook, hookspecs.HOOK_NAMES, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"hooks are {', '.join(hookspecs.HOOK_NAMES)}"
+        raise PluginError(f"@hookimpl '{hook}' is not a dkdm-zoo hook: {hint}")
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -161,9 +180,14 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _call_hooks(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo, plugin: object) -> None:
+def _call_hooks(
+    pm: pluggy.PluginManager,
+    registry: Registry,
+    info: PluginInfo,
+    plugin: object,
+    staged: dict[str, list[Any]],
+) -> None:
     """Call this plugin's hooks with recording callbacks; commit its registrations only if all succeed."""
-    staged: dict[str, list[Any]] = {kind: [] for kind in hookspecs.KIND_OF_HOOK.values()}
     for hook_name, kind in hookspecs.KIND_OF_HOOK.items():
         caller = getattr(pm.hook, hook_name)
         for impl in caller.get_hookimpls():

@@ -6,7 +6,7 @@ import fnmatch
 import importlib
 import importlib.util
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,8 @@ class PluginInfo:
     builtin: bool
     error: str | None = None
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: for a broken plugin: the names it registered before failing (none of them were kept)
+    attempted: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -112,6 +114,7 @@ class PluginInfo:
             "ok": self.ok,
             "error": self.error,
             "registered": self.registered,
+            "attempted": self.attempted,
         }
 
 
@@ -153,8 +156,33 @@ class Registry:
     def get(self, kind: str, name: str) -> Entry:
         entries = self._kind(kind)
         if name not in entries:
-            raise UnknownNameError(kind, name, entries)
+            raise self.unknown_name(kind, name, entries)
         return entries[name]
+
+    def unknown_name(self, kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
+        """The error for a missing name, pointing at a broken plugin that would (or might) provide it.
+
+        ``kind`` is an entry kind, "recipes", or "names" (any kind).
+        """
+        broken = self.broken_plugins
+        for plugin in broken:
+            kinds = plugin.attempted if kind == "names" else {kind: plugin.attempted.get(kind, [])}
+            if any(name in names for names in kinds.values()):
+                return UnknownNameError(
+                    kind, name, known, cause=f"plugin '{plugin.name}' registers it but {_failed(plugin)}"
+                )
+        for plugin in broken:
+            if _normal(name) in {_normal(plugin.name), _normal((plugin.module or "").split(".")[0])}:
+                return UnknownNameError(
+                    kind, name, known, cause=f"plugin '{plugin.name}' may provide it but {_failed(plugin)}"
+                )
+        note = ""
+        if broken:
+            names = ", ".join(f"'{p.name}'" for p in broken)
+            note = (
+                f"{len(broken)} plugin(s) failed to load ({names}) and may provide it: see `dkdm-zoo plugins`"
+            )
+        return UnknownNameError(kind, name, known, note=note)
 
     def find(self, name: str) -> list[Entry]:
         """Every entry of any kind with this name (names are unique within a kind only)."""
@@ -188,6 +216,15 @@ def _takes_registry(factory: Callable[..., Any]) -> bool:
         return "registry" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _failed(plugin: PluginInfo) -> str:
+    return f"failed to load ({plugin.error}): see `dkdm-zoo plugins`"
+
+
+def _normal(name: str) -> str:
+    """A plugin or entry name without case, '_' vs '-' or a 'dkdm-zoo-' prefix (my_net == dkdm-zoo-my-net)."""
+    return name.lower().replace("_", "-").removeprefix("dkdm-zoo-")
 
 
 def _check_overrides(entry: Entry, factory: Callable[..., Any], overrides: dict[str, Any]) -> None:

@@ -1,6 +1,8 @@
 """What every student shares: presets, compatibility checks, conditioning embeddings, description.
 
-The student contract (every registered student factory honours it):
+Plugins import these helpers from ``dkdm_zoo.toolkit`` (the documented, stable surface; see
+CONTRIBUTING.md, "The student contract"); ``check_student`` in ``dkdm_zoo.students.contract``
+tests a model against the contract. The student contract (every registered student factory honours it):
 
 - ``build(spec: TeacherSpec, preset: str = "small", **overrides) -> nn.Module`` returns a diffusers
   ``ModelMixin`` + ``ConfigMixin`` network, so ``save_pretrained``/``from_pretrained`` round-trip it.
@@ -22,6 +24,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import IncompatibleError, UserError
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 from dkdm_zoo.spec import TeacherSpec
 
 # -- presets ------------------------------------------------------------------------------------------
@@ -49,6 +52,7 @@ def resolve_preset(
 
 
 def check_square(spec: TeacherSpec, arch: str) -> int:
+    """The resolution of square samples; IncompatibleError for H != W."""
     _, height, width = spec.sample_shape
     if height != width:
         raise IncompatibleError(f"student '{arch}' needs square samples, the teacher's are {height}x{width}")
@@ -56,6 +60,7 @@ def check_square(spec: TeacherSpec, arch: str) -> int:
 
 
 def check_conditioning(spec: TeacherSpec, arch: str, *, text: bool) -> None:
+    """IncompatibleError for a text-conditional teacher when the student has no text input (``text=False``)."""
     if spec.conditioning == "text" and not text:
         teacher = f"teacher '{spec.family}'" if spec.family else "the teacher"
         raise IncompatibleError(
@@ -97,11 +102,13 @@ def fit_levels(
 
 
 def check_groups(arch: str, widths: tuple[int, ...], groups: int) -> None:
+    """UserError unless the GroupNorm group count divides every width."""
     if any(w % groups for w in widths):
         raise UserError(f"student '{arch}': norm_num_groups={groups} must divide every width in {widths}")
 
 
 def check_heads(arch: str, dim: int, heads: int) -> None:
+    """UserError unless the attention head count divides the width."""
     if heads < 1 or dim % heads:
         raise UserError(f"student '{arch}': num_heads={heads} must divide the width {dim}")
 
@@ -159,6 +166,7 @@ class ConditionEmbedding(nn.Module):
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (only those with requires_grad when ``trainable_only``)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
@@ -180,7 +188,7 @@ def example_inputs(
 
 
 def describe_student(
-    spec: TeacherSpec, name: str, preset: str = "small", *, registry: Any, **overrides: Any
+    spec: TeacherSpec, name: str, preset: str = DEFAULT_STUDENT_PRESET, *, registry: Any, **overrides: Any
 ) -> dict[str, Any]:
     """Parameter count, config and input/output shapes of a student built for ``spec`` by ``registry``.
 

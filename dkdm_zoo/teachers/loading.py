@@ -264,11 +264,12 @@ def schedule_spec_fields(
     scheduler_config: dict[str, Any], *, learned: bool, where: Any = ""
 ) -> dict[str, Any]:
     """The TeacherSpec fields a diffusers scheduler config determines (schedule, prediction, variance)."""
+    at = f"{where}: " if str(where) else ""  # errors name the teacher when the caller says which
     variance_type = scheduler_config.get("variance_type") or "fixed_small"
     if learned:
         variance_type = "learned_range"
     elif variance_type == "learned":  # a raw log variance, not IDDPM's interpolation
-        raise UserError(f"{where}: variance_type 'learned' is not supported (use learned_range or fixed_*)")
+        raise UserError(f"{at}variance_type 'learned' is not supported (use learned_range or fixed_*)")
     else:  # diffusers' *_log variants are the same variances stored as logs
         variance_type = _LOG_VARIANCES.get(variance_type, variance_type)
     if variance_type not in ("fixed_small", "fixed_large", "learned_range"):
@@ -276,7 +277,7 @@ def schedule_spec_fields(
     prediction_type = scheduler_config.get("prediction_type") or "epsilon"
     if prediction_type not in ("epsilon", "v_prediction", "sample"):
         raise UserError(
-            f"{where}: prediction_type {prediction_type!r} is not supported (epsilon, v_prediction, sample)"
+            f"{at}prediction_type {prediction_type!r} is not supported (epsilon, v_prediction, sample)"
         )
     return {
         "num_train_timesteps": int(scheduler_config.get("num_train_timesteps", 1000)),

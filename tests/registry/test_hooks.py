@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -11,11 +12,14 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
+import dkdm_zoo.toolkit as toolkit
 from dkdm_zoo.cli.app import create_app
 from dkdm_zoo.recipes import discover_recipes
 from dkdm_zoo.registry import build_registry, hookimpl, hookspecs
 from dkdm_zoo.registry.loader import _make_register
 from dkdm_zoo.registry.registry import PluginInfo, Registry
+from dkdm_zoo.scaffold import KINDS
+from dkdm_zoo.students.convnext import ConvNeXtStudent
 from tests.conftest import REPO
 
 RECIPE = """
@@ -120,6 +124,47 @@ def test_contributing_documents_every_hook_signature():
         assert f"register{_sig(register)}" in docs, (
             f"CONTRIBUTING.md lacks the register() signature for {name}"
         )
+
+
+def test_contributing_documents_the_toolkit_and_the_contracts():
+    """A plugin can be written from CONTRIBUTING.md alone: every toolkit name (functions with their
+    parameters), the spec's fields, the base classes' methods, the preset names and `plugin new`."""
+    docs = (REPO / "CONTRIBUTING.md").read_text()
+    for name in toolkit.__all__:
+        obj = getattr(toolkit, name)
+        documented = f"`{_short_sig(obj)}`" if inspect.isfunction(obj) else f"`{name}`"
+        assert documented in docs, f"CONTRIBUTING.md lacks {documented} (dkdm_zoo.toolkit)"
+    for field in dataclasses.fields(toolkit.TeacherSpec):
+        assert f"`{field.name}`" in docs, f"CONTRIBUTING.md lacks the TeacherSpec field `{field.name}`"
+    for cls in (toolkit.Teacher, toolkit.Method):
+        public = [name for name in vars(cls) if not name.startswith("_")]
+        missing = [name for name in public if f"`{name}" not in docs]
+        assert not missing, f"CONTRIBUTING.md lacks {cls.__name__}.{missing}"
+    for preset in (toolkit.DEFAULT_STUDENT_PRESET, toolkit.TINY_STUDENT_PRESET):
+        assert f'`"{preset}"`' in docs
+    params = list(inspect.signature(ConvNeXtStudent.forward).parameters.values())[1:]  # no self
+    forward = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in params)
+    assert f"`forward({forward})`" in docs, "CONTRIBUTING.md lacks the student forward signature"
+    assert f"`dkdm-zoo plugin new NAME --kind {'|'.join(KINDS)} [--dir DIR]`" in docs
+    for guide in ("README.md", "CONTRIBUTING.md"):  # pip users have no source tree
+        assert "plugins/dkdm-zoo-uvit" not in (REPO / guide).read_text(), guide
+
+
+def _short_sig(fn) -> str:
+    """``name(a, b, *, c, **kw)``: parameter names only, as the toolkit table writes them."""
+    params, star = [], False
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            params.append(f"*{p.name}")
+            star = True
+        elif p.kind is p.VAR_KEYWORD:
+            params.append(f"**{p.name}")
+        else:
+            if p.kind is p.KEYWORD_ONLY and not star:
+                params.append("*")
+                star = True
+            params.append(p.name)
+    return f"{fn.__name__}({', '.join(params)})"
 
 
 def _sig(fn) -> str:

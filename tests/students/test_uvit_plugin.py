@@ -98,8 +98,10 @@ def test_installed_plugin_is_listed_and_builds(tmp_path):
     assert (target / "dkdm_zoo_uvit" / "model.py").exists()
     dist_info = next(target.glob("dkdm_zoo_uvit-*.dist-info"))
     assert "uvit = dkdm_zoo_uvit.plugin" in (dist_info / "entry_points.txt").read_text()
-    # the plugin's folder first, then this checkout's (a worktree's PYTHONPATH), as a user's site would be
-    env = cli_env(PYTHONPATH=os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])))
+    # the plugin's folder first, then this checkout's (and a worktree's PYTHONPATH), as a user's site would be
+    env = cli_env(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(target), str(REPO), os.environ.get("PYTHONPATH")]))
+    )
 
     if importlib.util.find_spec("dkdm_zoo.cli.app"):
         listed = subprocess.run(

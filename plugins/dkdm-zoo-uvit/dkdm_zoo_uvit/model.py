@@ -20,9 +20,10 @@ from timm.layers import PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from dkdm_zoo.errors import IncompatibleError, UserError
-from dkdm_zoo.spec import TeacherSpec
-from dkdm_zoo.students.base import (
+from dkdm_zoo.toolkit import (
+    IncompatibleError,
+    TeacherSpec,
+    UserError,
     broadcast_timesteps,
     check_heads,
     check_patch,
