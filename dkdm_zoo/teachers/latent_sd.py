@@ -25,6 +25,7 @@ from dkdm_zoo.teachers.loading import (
     load_pretrained,
     load_scheduler_config,
     parse_dtype,
+    require_component,
     resolve_source,
     schedule_spec_fields,
 )
@@ -167,7 +168,9 @@ def load(
     dtype: str = "float32",
     local_files_only: bool | None = None,
 ) -> LatentSDTeacher:
-    """A teacher from a StableDiffusionPipeline folder or hub id (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    """A teacher from a StableDiffusionPipeline folder, hub id or cached snapshot (unet/, vae/,
+    text_encoder/, tokenizer/, scheduler/); the pipeline's other entries (safety_checker,
+    feature_extractor, image_encoder) are never read."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -175,12 +178,16 @@ def load(
     folder = find_model_folder(source, ("unet",))
     if folder is None:
         raise UserError(
-            f"{source} is a single model folder: latent-sd needs a Stable Diffusion pipeline folder"
+            f"{source} is a single model folder: latent-sd needs a Stable Diffusion pipeline folder "
+            "(model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
         )
     for part in ("vae", "text_encoder"):
-        if source.fetch("config.json", part) is None:
+        require_component(source, part, "latent-sd")
+    for name in ("vocab.json", "merges.txt"):
+        if source.fetch(name, "tokenizer") is None:
             raise UserError(
-                f"{source} has no {part}/: latent-sd needs a full Stable Diffusion pipeline folder"
+                f"{source} has no tokenizer/{name} (searched {source.where('tokenizer')}): latent-sd needs "
+                "the pipeline's CLIP tokenizer; the download may be incomplete (fetch it again)"
             )
     scheduler_config = load_scheduler_config(source, folder)
     options = {"allow_pickle": allow_pickle, "dtype": dtype}
