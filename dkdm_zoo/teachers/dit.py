@@ -118,7 +118,9 @@ def load(
     class_name = config.get("_class_name")
     where = source.where(folder)
     if class_name not in (None, "DiTTransformer2DModel", "Transformer2DModel"):
-        raise UserError(f"{where} holds a {class_name}, not a DiTTransformer2DModel: use its own teacher family")
+        raise UserError(
+            f"{where} holds a {class_name}, not a DiTTransformer2DModel: use its own teacher family"
+        )
     if class_name == "Transformer2DModel" and config.get("norm_type", "ada_norm_zero") != "ada_norm_zero":
         raise UserError(
             f"{where} holds a Transformer2DModel with norm_type {config.get('norm_type')!r}, not a DiT "

@@ -183,12 +183,14 @@ def load(
         )
     for part in ("vae", "text_encoder"):
         require_component(source, part, "latent-sd")
-    for name in ("vocab.json", "merges.txt"):
-        if source.fetch(name, "tokenizer") is None:
-            raise UserError(
-                f"{source} has no tokenizer/{name} (searched {source.where('tokenizer')}): latent-sd needs "
-                "the pipeline's CLIP tokenizer; the download may be incomplete (fetch it again)"
-            )
+    # SD v1.x repositories ship vocab.json + merges.txt; tokenizers saved by recent transformers, tokenizer.json
+    tokenizer_files = [n for n in ("vocab.json", "merges.txt") if source.fetch(n, "tokenizer") is None]
+    if tokenizer_files and source.fetch("tokenizer.json", "tokenizer") is None:
+        raise UserError(
+            f"{source} has no tokenizer/{tokenizer_files[0]} or tokenizer/tokenizer.json (searched "
+            f"{source.where('tokenizer')}): latent-sd needs the pipeline's CLIP tokenizer; the download "
+            "may be incomplete (fetch it again)"
+        )
     scheduler_config = load_scheduler_config(source, folder)
     options = {"allow_pickle": allow_pickle, "dtype": dtype}
     unet = load_pretrained(UNet2DConditionModel, source, folder, **options)
