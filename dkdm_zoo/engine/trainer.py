@@ -7,10 +7,12 @@ Each process seeds its method generator with ``seed + rank``; the batch size is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -179,7 +181,7 @@ def train(
                         acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=step)
                 window, window_start, window_samples = {}, time.perf_counter(), 0
             if cfg.preview_every and (step % cfg.preview_every == 0 or step == end):
-                _preview(acc, out, step, student, ema, method, cfg)
+                _preview(acc, out, step, student, ema, method, cfg, progress)
             if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or step == end):
                 _save_checkpoint(
                     acc,
@@ -243,24 +245,44 @@ def _metrics_record(acc, method, step, window, samples, start, lr_schedule) -> d
     }
 
 
+# images per decoder call: a latent teacher's VAE at 512 px is the slow part on a CPU
+PREVIEW_DECODE_CHUNK = 4
+
+
 @torch.no_grad()
-def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method, cfg) -> None:
+def _preview(acc, out: Path, step: int, student: nn.Module, ema, method: Method, cfg, progress) -> None:
+    """The EMA student's preview grid, with a progress bar (sampler steps, then decoding) and its
+    wall time in metrics.jsonl: at train.preview_samples x train.preview_steps it can outlast a short run."""
     if acc.is_main_process:
+        start = time.perf_counter()
         params = list(student.parameters())
         if ema is not None:
             ema.store(params)
             ema.copy_to(params)
         student.eval()
-        images = method.sample(
-            student,
-            cfg.preview_samples,
-            steps=cfg.preview_steps,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        n = cfg.preview_samples
+        steps = 1 if method.one_step else cfg.preview_steps
+        total = (0 if method.one_step else steps) + math.ceil(n / PREVIEW_DECODE_CHUNK)
+        with progress.side_task(f"preview {n} x {steps} steps", total) as advance:
+            samples = method.sample(
+                student,
+                n,
+                steps=cfg.preview_steps,
+                generator=torch.Generator().manual_seed(cfg.seed),
+                decode=False,
+                progress=advance,
+            )
+            images = []
+            for chunk in samples.split(PREVIEW_DECODE_CHUNK):
+                images.append(method.teacher.decode(chunk).float().cpu())
+                advance(1)
         student.train()
         if ema is not None:
             ema.restore(params)
-        rundir.save_preview(out, step, images)
+        rundir.save_preview(out, step, torch.cat(images))
+        rundir.append_metrics(
+            out, {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
+        )
     acc.wait_for_everyone()
 
 
@@ -327,7 +349,7 @@ def _load_checkpoint(
 
 
 class _Progress:
-    """A rich bar with step, loss, samples/s and ETA (main process, not quiet)."""
+    """A rich bar with step, loss, samples/s and ETA (main process, not quiet), and bars for side work."""
 
     def __init__(self, *, enabled: bool, total: int, start: int):
         self.bar = None
@@ -335,18 +357,30 @@ class _Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn("train"),
+                TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
+                TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
             )
             self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=start, loss=math.nan, rate=0.0)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    @contextlib.contextmanager
+    def side_task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A second bar under the training bar while other work runs (previews); yields ``advance(k)``."""
+        if self.bar is None:
+            yield lambda k=1: None
+            return
+        task = self.bar.add_task(description, total=total, info="")
+        try:
+            yield lambda k=1: self.bar.advance(task, k)
+        finally:
+            self.bar.remove_task(task)
 
     def update(self, step: int, loss: float, rate: float) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, loss=loss, rate=rate)
+            self.bar.update(self.task, completed=step, info=f"loss {loss:.4f}  {rate:.1f} samples/s")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -173,7 +173,10 @@ def write_hub_cache(cache_dir: str | os.PathLike[str], repo_id: str, folder: str
         digest = _sha256(file)
         blob = blobs / digest
         if not blob.exists():
-            shutil.copyfile(file, blob)
+            try:  # a hard link: full-size fixtures are GBs
+                os.link(file, blob)
+            except OSError:
+                shutil.copyfile(file, blob)
         link = snapshot / rel
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():

@@ -106,6 +106,10 @@ def test_two_training_steps_from_an_auto_detected_folder(hub, tmp_path, repo):
     assert manifest["teacher"]["name"] == FAMILIES[repo]
     assert manifest["teacher"]["options"]["path"] == str(hub.folder[repo])
     assert (out / "student" / "config.json").is_file()
+    previews = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    previews = [r for r in previews if r.get("event") == "preview"]
+    assert [(r["step"], r["samples"]) for r in previews] == [(2, 2)] and previews[0]["wall_s"] > 0
+    assert (out / "previews").is_dir() and any((out / "previews").iterdir())
 
 
 @pytest.mark.parametrize(
