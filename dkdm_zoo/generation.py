@@ -163,7 +163,8 @@ class ImageSource:
         batches = math.ceil(n / batch_size)
         per_batch = self.nfe_per_image(steps)
         images, used_labels = [], []
-        with _progress_bar(progress, total=batches * per_batch, what=self.name) as advance:
+        # one more tick per batch for decoding: a latent teacher's VAE can outlast its sampler steps
+        with _progress_bar(progress, total=batches * (per_batch + 1), what=self.name) as advance:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 cond = self._conditions(
@@ -190,6 +191,7 @@ class ImageSource:
                         progress=advance,
                     )
                 images.append(self.conditioner.decode(samples).float().clamp(-1, 1).cpu())
+                advance(1)
                 if cond is not None and cond.labels is not None:
                     used_labels.append(cond.labels.cpu())
         return torch.cat(images), (torch.cat(used_labels) if used_labels else None)
