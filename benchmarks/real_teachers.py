@@ -112,7 +112,9 @@ def run(argv: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/dkdm-real-teachers"))
     parser.add_argument("--only", nargs="*", default=list(REPOS), help="repository ids (default: all three)")
     parser.add_argument("--size", choices=("full", "narrow"), default="full", help="narrow: a quick dry run")
@@ -142,7 +144,12 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     path = write_result(
         "real_teachers" if args.size == "full" else "real_teachers_narrow",
-        {"size": args.size, "load_average_before": [round(x, 2) for x in load_before], "built": built, "rows": rows},
+        {
+            "size": args.size,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "built": built,
+            "rows": rows,
+        },
     )
     print(f"wrote {path}")
 

@@ -132,7 +132,9 @@ def test_hub_id_offline_and_not_cached(tmp_path, monkeypatch):
         ddpm_unet.load(path="someone/not-cached-model")
     text = _one_line(exc)
     assert "someone/not-cached-model" in text and "not in the local Hugging Face cache" in text
-    assert "HF_HUB_CACHE" in text and "local diffusers folder" in text and str(tmp_path / "empty-cache") in text
+    assert (
+        "HF_HUB_CACHE" in text and "local diffusers folder" in text and str(tmp_path / "empty-cache") in text
+    )
 
 
 def test_hub_id_from_the_cache_offline(tmp_path):
