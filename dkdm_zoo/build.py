@@ -6,11 +6,13 @@ module is torch-free; building objects imports what the registry's factories nee
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dkdm_zoo.errors import UserError
+from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.recipes import Component, Recipe, TrainConfig, resolve_recipe, validate_against_registry
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
@@ -18,14 +20,46 @@ DEFAULT_METHOD = "dkdm"
 DEFAULT_RUNS = Path("runs")
 
 
+_FAMILY_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")  # how registry names are spelled
+
+
 def split_teacher(value: str) -> tuple[str, str | None]:
     """``NAME@SOURCE`` -> (NAME, SOURCE); a plain name -> (name, None)."""
     name, at, source = (part.strip() for part in value.strip().partition("@"))
     if not name or (at and not source):
         raise UserError(
-            f"--teacher {value!r}: expected NAME or NAME@SOURCE, e.g. ddpm-unet@google/ddpm-cifar10-32"
+            f"--teacher {value!r}: expected NAME, NAME@SOURCE or a folder / hub id, e.g. "
+            "ddpm-unet@google/ddpm-cifar10-32"
         )
     return name, source or None
+
+
+@dataclass(frozen=True)
+class TeacherRef:
+    """A resolved ``--teacher`` value: the family, its source, and how the family was chosen."""
+
+    name: str
+    source: str | None = None
+    detected: str | None = None  # the one line saying what auto-detection chose (None when named)
+
+
+def resolve_teacher(value: str, registry: Any) -> TeacherRef:
+    """``FAMILY@SOURCE`` (the family wins), a registered NAME, or a bare folder / hub id whose
+    model_index.json, config.json or run.json names its family (``dkdm_zoo.teachers.detect``)."""
+    text = value.strip()
+    name, source = split_teacher(text)
+    if source is not None and _FAMILY_NAME.match(name):
+        return TeacherRef(name, source)
+    if source is None and name in {e.name for e in registry.list("teachers")}:
+        return TeacherRef(name)
+    from dkdm_zoo.teachers.sources import is_hub_id
+
+    if not (Path(text).expanduser().exists() or is_hub_id(text)):
+        registry.get("teachers", name)  # an unknown name: the error suggests the closest ones
+    from dkdm_zoo.teachers.detect import detect_family
+
+    found = detect_family(text, registry)
+    return TeacherRef(found.family, text, found.describe())
 
 
 def resolve(
@@ -41,8 +75,12 @@ def resolve(
     steps: int | None = None,
     batch_size: int | None = None,
     overrides: list[str] | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> Recipe:
-    """The recipe (by name/path, or ``base``), with flags applied on top; flags win."""
+    """The recipe (by name/path, or ``base``), with flags applied on top; flags win.
+
+    ``announce`` receives the one line saying which family an auto-detected ``--teacher`` got.
+    """
     if base is None and recipe is not None:
         base = resolve_recipe(recipe, registry)
     if base is None:
@@ -51,11 +89,16 @@ def resolve(
         base = Recipe(name="", teacher=Component(""), student=Component(""), method=Component(DEFAULT_METHOD))
     out = replace(base, train=replace(base.train))
     if teacher is not None:
-        name, source = split_teacher(teacher)
-        options = dict(out.teacher.options) if name == out.teacher.name else {}
-        if source is not None:
-            options["path"] = source
-        out.teacher = Component(name, options)
+        try:
+            ref = resolve_teacher(teacher, registry)
+        except UnknownNameError as exc:  # point at the flag that named it
+            raise UserError(f"--teacher: {exc}") from None
+        if ref.detected is not None and announce is not None:
+            announce(ref.detected)
+        options = dict(out.teacher.options) if ref.name == out.teacher.name else {}
+        if ref.source is not None:
+            options["path"] = ref.source
+        out.teacher = Component(ref.name, options)
     if teacher_path is not None:
         out.teacher = Component(out.teacher.name, {**out.teacher.options, "path": teacher_path})
     if student is not None and student != out.student.name:
@@ -114,6 +157,27 @@ def build_teacher(recipe: Recipe, registry: Any) -> Any:
     return registry.create("teachers", recipe.teacher.name, **recipe.teacher.options)
 
 
+PROMPTS_HINT = (
+    '--set \'teacher.prompts=["a photo of a cat", "a red bicycle"]\', or a file with one prompt per '
+    "line: --set teacher.prompts=prompts.txt (in a recipe: prompts = [...] under [teacher])"
+)
+
+
+def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
+    """A run draws the conditions it trains on from the teacher (class labels, prompts): check that
+    works before anything trains, so ``--dry-run`` and ``info`` catch a text teacher without prompts."""
+    if teacher.spec.conditioning == "none":
+        return
+    import torch
+
+    try:
+        teacher.sample_conditions(1, torch.Generator().manual_seed(0))
+    except UserError as exc:
+        options = registry.get("teachers", name).options or {}
+        hint = f"; on the command line: {PROMPTS_HINT}" if "prompts" in options else ""
+        raise UserError(f"teacher '{name}' cannot draw the conditions a run trains on: {exc}{hint}") from None
+
+
 def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
     options = dict(recipe.student.options)
     preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
@@ -133,6 +197,7 @@ def build(recipe: Recipe, registry: Any) -> Built:
     import torch
 
     teacher = build_teacher(recipe, registry)
+    check_run_conditions(teacher, recipe.teacher.name, registry)
     torch.manual_seed(recipe.train.seed)
     student = build_student(recipe, teacher.spec, registry)
     method = build_method(recipe, teacher, student, registry)

@@ -164,7 +164,8 @@ class ImageSource:
         batches = math.ceil(n / batch_size)
         per_batch = self.nfe_per_image(steps)
         images, used_labels = [], []
-        with _progress_bar(progress, total=batches * per_batch, what=self.name) as advance:
+        # one more tick per batch for decoding: a latent teacher's VAE can outlast its sampler steps
+        with _progress_bar(progress, total=batches * (per_batch + 1), what=self.name) as advance:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 cond = self._conditions(
@@ -191,6 +192,7 @@ class ImageSource:
                         progress=advance,
                     )
                 images.append(self.conditioner.decode(samples).float().clamp(-1, 1).cpu())
+                advance(1)
                 if cond is not None and cond.labels is not None:
                     used_labels.append(cond.labels.cpu())
         return torch.cat(images), (torch.cat(used_labels) if used_labels else None)
@@ -258,8 +260,10 @@ def load_source(
     *,
     teacher_options: dict[str, Any] | None = None,
     device: torch.device | str | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> ImageSource:
-    """A run directory (has run.json), or a registered teacher as NAME or NAME@PATH (plus options)."""
+    """A run directory (has run.json), or a registered teacher as NAME, FAMILY@PATH or a folder / hub id
+    whose files name the family (plus options); ``announce`` gets the line saying what was detected."""
     path = Path(source).expanduser()
     if Run.is_run(path):
         if teacher_options:
@@ -268,19 +272,15 @@ def load_source(
                 "apply only to teacher names"
             )
         return _load_run(path, registry, device)
-    from dkdm_zoo.build import split_teacher
+    from dkdm_zoo.build import resolve_teacher
 
-    name, teacher_path = split_teacher(source)
-    if name not in {e.name for e in registry.list("teachers")}:
-        if path.exists():
-            raise UserError(
-                f"{source} is neither a run directory (no run.json) nor a teacher name: "
-                "pass the output folder of a finished run, or NAME[@PATH] (see `dkdm-zoo list teachers`)"
-            )
-        registry.get("teachers", name)  # raises the unknown-name error with suggestions
+    ref = resolve_teacher(source, registry)
+    if ref.detected is not None and announce is not None:
+        announce(ref.detected)
+    name = ref.name
     options = dict(teacher_options or {})
-    if teacher_path is not None:
-        options["path"] = teacher_path
+    if ref.source is not None:
+        options["path"] = ref.source
     teacher = registry.create("teachers", name, **{k: v for k, v in options.items() if v is not None})
     if not teacher.modules():
         raise UserError(

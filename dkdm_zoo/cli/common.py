@@ -52,6 +52,14 @@ def invocation(ctx: typer.Context) -> str:
     return shlex.join(parts)
 
 
+def announce(line: str) -> None:
+    """A one-line note on stderr (stdout stays clean for --json), from the main process only."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        err_console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -63,5 +71,10 @@ class ZooGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True, markup=True, highlight=False)
+            from rich.markup import escape
+
+            # escaped: messages quote TOML ("[teacher]", "[...]") that rich would read as markup
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, markup=True, highlight=False
+            )
             raise typer.Exit(2) from None

@@ -18,7 +18,10 @@ from dkdm_zoo.errors import UserError
 
 def distill(
     teacher: Annotated[
-        str | None, typer.Option(help="teacher name, or NAME@SOURCE (hub id or folder)")
+        str | None,
+        typer.Option(
+            help="teacher NAME, FAMILY@SOURCE, or a folder / hub id whose model_index.json names its family"
+        ),
     ] = None,
     teacher_path: Annotated[
         str | None, typer.Option(help="the teacher's source (hub id or local folder)")
@@ -61,7 +64,7 @@ def distill(
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
     started = time.perf_counter()
     from dkdm_zoo import build as builder
-    from dkdm_zoo.cli.common import console, get_registry
+    from dkdm_zoo.cli.common import announce, console, get_registry
     from dkdm_zoo.recipes import load_recipe_file
 
     if resume and overwrite:
@@ -77,7 +80,14 @@ def distill(
         base = load_recipe_file(out / "recipe.toml")
         flags = {}
     resolved = builder.resolve(
-        registry, recipe=recipe, base=base, steps=steps, batch_size=batch_size, overrides=set_, **flags
+        registry,
+        recipe=recipe,
+        base=base,
+        steps=steps,
+        batch_size=batch_size,
+        overrides=set_,
+        announce=announce,
+        **flags,
     )
     out = out if out is not None else builder.default_out(resolved)
 

@@ -88,7 +88,10 @@ def info_cmd(
     kind: Annotated[str | None, typer.Option(help="disambiguate: teachers, students or methods")] = None,
     teacher: Annotated[
         str | None,
-        typer.Option(help="for a student: build it for this teacher (NAME or NAME@SOURCE) and show its size"),
+        typer.Option(
+            help="for a student: build it for this teacher (NAME, FAMILY@SOURCE, or a folder / hub id) "
+            "and show its size"
+        ),
     ] = None,
     preset: Annotated[str, typer.Option(help="student size preset, with --teacher")] = DEFAULT_STUDENT_PRESET,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -114,16 +117,28 @@ def info_cmd(
         student_entries = [e for e in entries if e.kind == "students"]
         if not student_entries:
             raise UserError(f"--teacher applies to students; '{name}' is a {entries[0].kind[:-1]}")
-        from dkdm_zoo.build import split_teacher
+        from dkdm_zoo.build import check_run_conditions, resolve_teacher
+        from dkdm_zoo.cli.common import announce
         from dkdm_zoo.students.base import describe_student
 
-        teacher_name, teacher_path = split_teacher(teacher)
-        teacher_options = {"path": teacher_path} if teacher_path else {}
-        spec = registry.create("teachers", teacher_name, **teacher_options).spec
-        built = describe_student(spec, name, preset, registry=registry)
+        ref = resolve_teacher(teacher, registry)
+        if ref.detected is not None:
+            announce(ref.detected)
+        built_teacher = registry.create("teachers", ref.name, **({"path": ref.source} if ref.source else {}))
+        try:
+            check_run_conditions(built_teacher, ref.name, registry)
+            run_check = "ok"
+        except UserError as exc:  # informational here: the student's size is still worth showing
+            run_check = str(exc)
+        built = describe_student(built_teacher.spec, name, preset, registry=registry)
         for d in described:
             if d["kind"] == "student":
-                d["built_for_teacher"] = {"teacher": teacher, **built}
+                d["built_for_teacher"] = {
+                    "teacher": teacher,
+                    "family": ref.name,
+                    **built,
+                    "run_check": run_check,
+                }
     if as_json:
         print_json(described if len(described) > 1 else described[0])
         return
@@ -140,6 +155,8 @@ def info_cmd(
             table.add_row("unavailable", d["unavailable_reason"])
         options = d["options"] or {}
         table.add_row("options", "\n".join(f"{k} = {v!r}" for k, v in options.items()) or "(none)")
+        if d.get("accepts"):
+            table.add_row("detects", ", ".join(d["accepts"]))
         for key, value in d.get("built_for_teacher", {}).items():
             table.add_row(key, str(value))
         console.print(table)

@@ -12,7 +12,10 @@ import typer
 
 from dkdm_zoo.errors import UserError
 
-SOURCE_HELP = "a run directory (has run.json), or a teacher name / NAME@PATH (hub id or folder)"
+SOURCE_HELP = (
+    "a run directory (has run.json), a teacher NAME or FAMILY@PATH, or a folder / hub id whose "
+    "model_index.json names its family"
+)
 
 
 def parse_labels(value: str | None) -> list[int] | str | None:
@@ -71,13 +74,15 @@ def sample(
     ] = None,
 ) -> None:
     """Generate images from a teacher or a trained run and save them as a PNG grid."""
-    from dkdm_zoo.cli.common import console, get_registry
+    from dkdm_zoo.cli.common import announce, console, get_registry
     from dkdm_zoo.evaluation.report import timed_generate
     from dkdm_zoo.generation import load_source
     from dkdm_zoo.images import save_grid, save_individual
 
     parsed = parse_labels(labels)
-    src = load_source(source, get_registry(), teacher_options=teacher_options(teacher_path))
+    src = load_source(
+        source, get_registry(), teacher_options=teacher_options(teacher_path), announce=announce
+    )
     images, _, info = timed_generate(
         src,
         n,

@@ -12,10 +12,12 @@ is checkpointed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -267,7 +269,7 @@ def train(
                         acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=step)
                 window_start, window_samples = time.perf_counter(), 0
             if preview_now:
-                _preview(acc, run, step, student, ema, method, cfg)
+                _preview(acc, run, step, student, ema, method, cfg, progress)
             if checkpoint_now:
                 ckpt.save_training_state(
                     acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep
@@ -310,52 +312,87 @@ def _trainable_only(trained: dict[str, Trained], name: str | None) -> None:
             p.requires_grad_(flag)
 
 
+# images per decoder call: a latent teacher's VAE at 512 px is the slow part on a CPU
+PREVIEW_DECODE_CHUNK = 4
+
+
 @torch.no_grad()
-def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, cfg) -> None:
+def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, cfg, progress) -> None:
+    """The EMA student's preview grid, with a progress bar (sampler steps, then decoding) and its
+    wall time in metrics.jsonl: at train.preview_samples x train.preview_steps it can outlast a short run."""
     if acc.is_main_process:
+        start = time.perf_counter()
         params = list(student.parameters())
         if ema is not None:
             ema.store(params)
             ema.copy_to(params)
         student.eval()
-        images = method.sample(
-            student,
-            cfg.preview_samples,
-            steps=cfg.preview_steps,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+        n = cfg.preview_samples
+        steps = 1 if method.one_step else cfg.preview_steps
+        total = (0 if method.one_step else steps) + math.ceil(n / PREVIEW_DECODE_CHUNK)
+        with progress.side_task(f"preview {n} x {steps} steps", total) as advance:
+            samples = method.sample(
+                student,
+                n,
+                steps=cfg.preview_steps,
+                generator=torch.Generator().manual_seed(cfg.seed),
+                decode=False,
+                progress=advance,
+            )
+            images = []
+            for chunk in samples.split(PREVIEW_DECODE_CHUNK):
+                images.append(method.teacher.decode(chunk).float().cpu())
+                advance(1)
         student.train()
         if ema is not None:
             ema.restore(params)
-        run.save_preview(step, images)
+        run.save_preview(step, torch.cat(images))
+        run.append_metrics(
+            {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
+        )
     acc.wait_for_everyone()
 
 
 class _Progress:
-    """A rich bar with step, the last logged loss, samples/s and ETA (main process, not quiet)."""
+    """A rich bar with step, loss, samples/s and ETA (main process, not quiet), and bars for side work."""
 
     def __init__(self, *, enabled: bool, total: int, start: int):
         self.bar = None
+        self.loss, self.rate = math.nan, 0.0
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn("train"),
+                TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
+                TextColumn("{task.fields[info]}"),
                 TimeRemainingColumn(),
             )
             self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=start, loss=math.nan, rate=0.0)
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    @contextlib.contextmanager
+    def side_task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
+        """A second bar under the training bar while other work runs (previews); yields ``advance(k)``."""
+        if self.bar is None:
+            yield lambda k=1: None
+            return
+        task = self.bar.add_task(description, total=total, info="")
+        try:
+            yield lambda k=1: self.bar.advance(task, k)
+        finally:
+            self.bar.remove_task(task)
 
     def update(self, step: int, rate: float) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, rate=rate)
+            self.rate = rate
+            self.bar.update(self.task, completed=step, info=f"loss {self.loss:.4f}  {rate:.1f} samples/s")
 
     def show_loss(self, loss: float) -> None:
+        self.loss = loss
         if self.bar is not None:
-            self.bar.update(self.task, loss=loss)
+            self.bar.update(self.task, info=f"loss {loss:.4f}  {self.rate:.1f} samples/s")
 
     def close(self) -> None:
         if self.bar is not None:

@@ -248,8 +248,10 @@ class Method(ABC):
         cond: Condition | None = None,
         generator: torch.Generator | None = None,
         decode: bool = True,
+        progress: Callable[[int], None] | None = None,
     ) -> Tensor:
-        """Images from the student (an eps-model on the teacher's schedule), decoded to [-1, 1]."""
+        """Images from the student (an eps-model on the teacher's schedule), decoded to [-1, 1];
+        ``progress(1)`` after every sampler step."""
         spec = self.teacher.spec
         device = next(student.parameters()).device
         if cond is None and spec.conditioning != "none":
@@ -271,5 +273,6 @@ class Method(ABC):
             clip_sample=spec.clip_sample,
             clip_sample_range=spec.clip_sample_range,
             generator=None,
+            progress=progress,
         )
         return self.teacher.decode(samples) if decode else samples

@@ -28,9 +28,11 @@ TINY_STUDENT_PRESET = "tiny"
 def register_teachers(register: RegisterFn) -> None:
     """Register teacher families.
 
-    ``register(name, factory, *, summary="", options=None, requires=(), extra=None)`` where
-    ``factory`` is a callable or a lazy ``"module:attr"`` string; calling it with keyword options
-    returns a ``dkdm_zoo.teachers.Teacher``.
+    ``register(name, factory, *, summary="", options=None, requires=(), extra=None, accepts=())``
+    where ``factory`` is a callable or a lazy ``"module:attr"`` string; calling it with keyword
+    options returns a ``dkdm_zoo.teachers.Teacher``. ``accepts`` names the classes the family
+    loads (``_class_name`` of a folder's model_index.json or config.json, e.g. "DDPMPipeline"):
+    ``--teacher PATH_OR_HUB_ID`` without a family picks the one teacher that accepts the folder's class.
     """
 
 

@@ -246,17 +246,19 @@ def _make_register(
 
         return register_command
 
-    def register_entry(
+    def add_entry(
         name: str,
         factory: Callable[..., Any] | str,
-        *,
-        summary: str = "",
-        options: dict[str, Any] | None = None,
-        requires: Sequence[str] = (),
-        extra: str | None = None,
+        summary: str,
+        options: dict[str, Any] | None,
+        requires: Sequence[str],
+        extra: str | None,
+        accepts: Sequence[str] = (),
     ) -> None:
         if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
             raise PluginError(f"{kind[:-1]} '{name}': factory must be a callable or a 'module:attr' string")
+        if isinstance(accepts, str) or not all(isinstance(a, str) and a for a in accepts):
+            raise PluginError(f"teacher '{name}': accepts must be a sequence of class names, got {accepts!r}")
         staged[kind].append(
             Entry(
                 kind=kind,
@@ -267,7 +269,35 @@ def _make_register(
                 options=dict(options) if options is not None else None,
                 requires=tuple(requires),
                 extra=extra,
+                accepts=tuple(accepts),
             )
         )
+
+    if kind == "teachers":
+
+        def register_teacher(
+            name: str,
+            factory: Callable[..., Any] | str,
+            *,
+            summary: str = "",
+            options: dict[str, Any] | None = None,
+            requires: Sequence[str] = (),
+            extra: str | None = None,
+            accepts: Sequence[str] = (),
+        ) -> None:
+            add_entry(name, factory, summary, options, requires, extra, accepts)
+
+        return register_teacher
+
+    def register_entry(
+        name: str,
+        factory: Callable[..., Any] | str,
+        *,
+        summary: str = "",
+        options: dict[str, Any] | None = None,
+        requires: Sequence[str] = (),
+        extra: str | None = None,
+    ) -> None:
+        add_entry(name, factory, summary, options, requires, extra)
 
     return register_entry

@@ -31,6 +31,9 @@ class Entry:
     options: dict[str, Any] | None = None
     requires: tuple[str, ...] = ()
     extra: str | None = None
+    #: teachers only: the class names this family loads, as ``_class_name`` in a folder's
+    #: model_index.json or config.json (or "run.json" for a dkdm-zoo run folder); auto-detection reads them
+    accepts: tuple[str, ...] = ()
 
     def missing_requirements(self) -> list[str]:
         """Optional modules this entry needs that are not installed (checked without importing)."""
@@ -85,6 +88,7 @@ class Entry:
             "options": self.resolved_options() if self.available else (self.options or {}),
             "available": self.available,
             "unavailable_reason": self.unavailable_reason(),
+            **({"accepts": list(self.accepts)} if self.kind == "teachers" else {}),
         }
 
 
@@ -187,6 +191,10 @@ class Registry:
     def find(self, name: str) -> list[Entry]:
         """Every entry of any kind with this name (names are unique within a kind only)."""
         return [self.entries[kind][name] for kind in ENTRY_KINDS if name in self.entries[kind]]
+
+    def teachers_accepting(self, class_name: str) -> list[Entry]:
+        """The teacher families that registered ``class_name`` in ``accepts`` (auto-detection)."""
+        return [e for e in self.list("teachers") if class_name in e.accepts]
 
     def all_names(self) -> list[str]:
         return sorted({name for kind in ENTRY_KINDS for name in self.entries[kind]})

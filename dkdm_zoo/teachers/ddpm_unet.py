@@ -72,7 +72,8 @@ def load(
     dtype: str = "float32",
     local_files_only: bool | None = None,
 ) -> DDPMUNetTeacher:
-    """A UNet2DModel teacher from a hub id or a local pipeline / model folder.
+    """A UNet2DModel teacher from a hub id, a cached snapshot, or a local pipeline / flat repository /
+    model folder (google/ddpm-cifar10-32 keeps its UNet and scheduler at the repository root).
 
     Class-conditional UNets (``num_class_embeds``) use their last class embedding as the null
     label for classifier-free guidance; ``dtype`` "float16"/"bfloat16" gives a half-precision teacher.
@@ -84,7 +85,7 @@ def load(
     class_name = read_config(source, model_folder).get("_class_name")
     if class_name not in (None, "UNet2DModel"):
         raise UserError(
-            f"{source}/{model_folder or ''} holds a {class_name}, not a UNet2DModel: "
+            f"{source.where(model_folder)} holds a {class_name}, not a UNet2DModel: "
             "use the teacher family for that model (e.g. latent-sd, dit)"
         )
     scheduler_config = load_scheduler_config(source, model_folder, fill_defaults=True)

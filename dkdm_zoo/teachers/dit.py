@@ -113,18 +113,27 @@ def load(
     dtype: str = "float32",
     local_files_only: bool | None = None,
 ) -> DiTTeacher:
-    """A DiT teacher from a DiTPipeline folder (transformer/, vae/, scheduler/) or hub id.
+    """A DiT teacher from a DiTPipeline folder (transformer/, vae/, scheduler/), hub id or cached snapshot.
 
-    Without a vae/ folder (or from a bare transformer model folder) the DiT runs in pixel space.
+    Repositories saved by diffusers 0.12 (facebook/DiT-XL-2-*) name the transformer
+    ``Transformer2DModel``; it loads as today's ``DiTTransformer2DModel``. Without a vae/ folder
+    (or from a bare transformer model folder) the DiT runs in pixel space.
     """
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
     source = resolve_source(path, local_files_only)
     folder = find_model_folder(source, ("transformer",))
-    class_name = read_config(source, folder).get("_class_name")
+    config = read_config(source, folder)
+    class_name = config.get("_class_name")
+    where = source.where(folder)
     if class_name not in (None, "DiTTransformer2DModel", "Transformer2DModel"):
         raise UserError(
-            f"{source}/{folder or ''} holds a {class_name}, not a DiTTransformer2DModel: use its own teacher family"
+            f"{where} holds a {class_name}, not a DiTTransformer2DModel: use its own teacher family"
+        )
+    if class_name == "Transformer2DModel" and config.get("norm_type", "ada_norm_zero") != "ada_norm_zero":
+        raise UserError(
+            f"{where} holds a Transformer2DModel with norm_type {config.get('norm_type')!r}, not a DiT "
+            "(ada_norm_zero): use its own teacher family"
         )
     scheduler_config = load_scheduler_config(source, folder)
     options = {"allow_pickle": allow_pickle, "dtype": dtype}

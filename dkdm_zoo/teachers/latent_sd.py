@@ -27,6 +27,7 @@ from dkdm_zoo.teachers.loading import (
     load_pretrained,
     load_scheduler_config,
     parse_dtype,
+    require_component,
     resolve_source,
     schedule_spec_fields,
 )
@@ -242,7 +243,9 @@ def load(
     dtype: str = "float32",
     local_files_only: bool | None = None,
 ) -> LatentSDTeacher:
-    """A teacher from a StableDiffusionPipeline folder or hub id (unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
+    """A teacher from a StableDiffusionPipeline folder, hub id or cached snapshot (unet/, vae/,
+    text_encoder/, tokenizer/, scheduler/); the pipeline's other entries (safety_checker,
+    feature_extractor, image_encoder) are never read."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -250,13 +253,19 @@ def load(
     folder = find_model_folder(source, ("unet",))
     if folder is None:
         raise UserError(
-            f"{source} is a single model folder: latent-sd needs a Stable Diffusion pipeline folder"
+            f"{source} is a single model folder: latent-sd needs a Stable Diffusion pipeline folder "
+            "(model_index.json with unet/, vae/, text_encoder/, tokenizer/, scheduler/)"
         )
     for part in ("vae", "text_encoder"):
-        if source.fetch("config.json", part) is None:
-            raise UserError(
-                f"{source} has no {part}/: latent-sd needs a full Stable Diffusion pipeline folder"
-            )
+        require_component(source, part, "latent-sd")
+    # SD v1.x repositories ship vocab.json + merges.txt; tokenizers saved by recent transformers, tokenizer.json
+    tokenizer_files = [n for n in ("vocab.json", "merges.txt") if source.fetch(n, "tokenizer") is None]
+    if tokenizer_files and source.fetch("tokenizer.json", "tokenizer") is None:
+        raise UserError(
+            f"{source} has no tokenizer/{tokenizer_files[0]} or tokenizer/tokenizer.json (searched "
+            f"{source.where('tokenizer')}): latent-sd needs the pipeline's CLIP tokenizer; the download "
+            "may be incomplete (fetch it again)"
+        )
     scheduler_config = load_scheduler_config(source, folder)
     options = {"allow_pickle": allow_pickle, "dtype": dtype}
     unet = load_pretrained(UNet2DConditionModel, source, folder, **options)

@@ -1,31 +1,43 @@
-"""Load diffusers models and scheduler configs from a hub id or a local folder, with errors a user can act on.
+"""Load diffusers models and scheduler configs from a folder, a hub id or the Hugging Face cache,
+with errors a user can act on. Where files are (``Source``) is ``dkdm_zoo.teachers.sources``.
 
-Two layouts are understood, on disk or on the hub:
+Every layout users download is understood:
 
 - a pipeline folder: ``model_index.json`` + ``unet/`` (or ``transformer/``, ``vae/``, ...) + ``scheduler/``;
+- an old flat pipeline (google/ddpm-cifar10-32): ``model_index.json``, ``config.json``,
+  ``scheduler_config.json`` and the weights all at the root, which diffusers' own loader accepts;
 - a model folder: ``config.json`` + weights, with ``scheduler_config.json`` beside it or in ``../scheduler``.
 
-Weights load with ``from_pretrained`` and safetensors only unless ``allow_pickle`` is set.
+``model_index.json`` entries a teacher does not need (safety_checker, feature_extractor, ...) are
+never read. Weights load with ``from_pretrained`` and safetensors only unless ``allow_pickle`` is set.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.teachers.sources import Source, read_json, resolve_source
 
-# "org/name" as the hub spells repository ids; a single bare word is treated as a local path.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+__all__ = [
+    "Source",
+    "check_weights",
+    "find_model_folder",
+    "load_pretrained",
+    "load_scheduler_config",
+    "parse_dtype",
+    "read_config",
+    "resolve_source",
+    "schedule_spec_fields",
+]
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SAFE_WEIGHTS = (".safetensors", ".safetensors.index.json")
 _PICKLE_WEIGHTS = (".bin", ".ckpt", ".pt", ".pth", ".bin.index.json")
+ALLOW_PICKLE_HINT = "--set teacher.allow_pickle=true"
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -36,121 +48,45 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _offline(local_files_only: bool | None) -> bool:
-    from huggingface_hub import constants
-
-    return bool(local_files_only) or bool(constants.HF_HUB_OFFLINE)
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where a teacher's files live: a local folder or a hub repository id."""
-
-    location: str
-    is_hub: bool
-    local_files_only: bool | None = None
-
-    def __str__(self) -> str:
-        return self.location
-
-    def fetch(self, filename: str, subfolder: str | None = None) -> Path | None:
-        """The local path of ``subfolder/filename``, or None if the folder or repo has no such file."""
-        rel = f"{subfolder}/{filename}" if subfolder else filename
-        if not self.is_hub:
-            path = Path(self.location) / rel
-            return path if path.is_file() else None
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
-        from huggingface_hub.errors import (
-            EntryNotFoundError,
-            LocalEntryNotFoundError,
-            OfflineModeIsEnabled,
-            RepositoryNotFoundError,
-        )
-
-        if _offline(self.local_files_only):
-            cached = try_to_load_from_cache(self.location, rel)
-            if isinstance(cached, str):
-                return Path(cached)
-            if cached is not None:  # the hub said before that this file does not exist
-                return None
-            raise self.not_cached_error()
-        try:
-            return Path(hf_hub_download(self.location, rel))
-        except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:  # no network and not cached
-            raise self.not_cached_error() from exc
-        except RepositoryNotFoundError as exc:
-            raise UserError(
-                f"hub repository '{self.location}' not found (or gated/private): check the id, "
-                "log in with `hf auth login`, or pass path=<local diffusers folder>"
-            ) from exc
-        except EntryNotFoundError:
-            return None
-        except OSError as exc:  # connection problems surface as requests/httpx OSErrors
-            raise self.not_cached_error() from exc
-
-    def not_cached_error(self) -> UserError:
-        why = "HF_HUB_OFFLINE=1 / local_files_only" if _offline(self.local_files_only) else "no network"
-        return UserError(
-            f"hub model '{self.location}' is not in the local Hugging Face cache and cannot be downloaded "
-            f"({why}): download it where there is internet (`hf download {self.location}`) "
-            "or pass path=<local diffusers folder>"
-        )
-
-
-def resolve_source(path: str | os.PathLike[str] | None, local_files_only: bool | None = None) -> Source:
-    """A local folder if ``path`` exists, a hub id if it looks like one, else a UserError."""
-    if path is None or str(path).strip() == "":
-        raise UserError(
-            "the teacher needs a path: a local diffusers folder or a hub id like google/ddpm-cifar10-32"
-        )
-    text = str(path)
-    local = Path(text).expanduser()
-    if local.exists():
-        if not local.is_dir():
-            raise UserError(f"teacher path {text} is a file: pass the diffusers folder that contains it")
-        return Source(str(local.resolve()), is_hub=False, local_files_only=local_files_only)
-    if _HUB_ID.match(text) and not text.startswith((".", "~")):
-        return Source(text, is_hub=True, local_files_only=local_files_only)
-    raise UserError(
-        f"teacher path {text} does not exist and is not a hub id (org/name): "
-        "pass an existing diffusers folder or a hub id like google/ddpm-cifar10-32"
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from exc
-
-
 def find_model_folder(
     source: Source, candidates: tuple[str, ...], subfolder: str | None = None
 ) -> str | None:
-    """The subfolder that holds the model's config.json (None: the root), for either layout."""
+    """The subfolder that holds the model's config.json (None: the root), for every layout.
+
+    A pipeline's component folder wins over the root; a pipeline without it whose root holds a
+    config.json is an old flat repository (google/ddpm-cifar10-32), as diffusers' loader accepts.
+    """
     if subfolder:
         if source.fetch("config.json", subfolder) is None:
             raise UserError(
-                f"{source} has no {subfolder}/config.json: pass the subfolder of a diffusers model"
+                f"{source.where(subfolder)} has no config.json: pass the subfolder of a diffusers model"
             )
         return subfolder
-    if source.fetch("model_index.json") is not None:
-        for name in candidates:
-            if source.fetch("config.json", name) is not None:
-                return name
-        raise UserError(
-            f"{source} is a diffusers pipeline without a {' or '.join(c + '/' for c in candidates)} model: "
-            "pass subfolder=<model folder> or a pipeline of the right kind"
-        )
-    if source.fetch("config.json") is not None:
-        return None
-    for name in candidates:  # a pipeline-style folder saved without model_index.json
+    for name in candidates:
         if source.fetch("config.json", name) is not None:
             return name
+    if source.fetch("config.json") is not None:
+        return None
+    wanted = " or ".join(f"{c}/config.json" for c in candidates)
+    if source.fetch("model_index.json") is not None:
+        raise UserError(
+            f"{source} is a diffusers pipeline without its model: no {wanted} and no config.json "
+            f"in {source.where()}; the download may be incomplete (fetch it again) or the pipeline "
+            "is of another family"
+        )
     raise UserError(
-        f"{source} is not a diffusers model: it has no model_index.json (pipeline folder) or config.json "
-        "(model folder); save one with save_pretrained"
+        f"{source} is not a diffusers model: {source.where()} has no model_index.json (pipeline), "
+        f"config.json (model) or {wanted}; save one with save_pretrained"
     )
+
+
+def require_component(source: Source, component: str, family: str) -> None:
+    """A pipeline component (``vae``, ``text_encoder``, ...) a family needs, or an error naming the file."""
+    if source.fetch("config.json", component) is None:
+        raise UserError(
+            f"{source} has no {component}/config.json (searched {source.where(component)}): {family} needs "
+            f"the pipeline's {component}/; the download may be incomplete (fetch it again)"
+        )
 
 
 def is_pipeline(source: Source) -> bool:
@@ -166,26 +102,31 @@ def load_scheduler_config(
     (what that scheduler would do); only DDPM/DDIM-style configs want this.
     """
     tried = []
-    candidates: list[tuple[str, str | None]] = [("scheduler_config.json", "scheduler")]
-    if model_subfolder:
-        candidates.append(("scheduler_config.json", model_subfolder))
-    else:
-        candidates.append(("scheduler_config.json", None))
-        if not source.is_hub:
-            candidates.append(("scheduler_config.json", "../scheduler"))
-    for filename, sub in candidates:
+    candidates: list[str | None] = ["scheduler", model_subfolder]
+    if model_subfolder is None and not source.is_hub:
+        candidates.append("../scheduler")
+    for sub in candidates:
         if sub == "../scheduler":
-            path = Path(source.location).parent / "scheduler" / filename
+            path: Path | None = Path(source.location).parent / "scheduler" / "scheduler_config.json"
             path = path if path.is_file() else None
         else:
-            path = source.fetch(filename, sub)
-        tried.append(f"{sub}/{filename}" if sub else filename)
+            path = source.fetch("scheduler_config.json", sub)
+        tried.append(f"{sub}/scheduler_config.json" if sub else "scheduler_config.json")
         if path is not None:
-            config = _read_json(path)
+            config = _renamed_keys(read_json(path))
             return _with_defaults(config) if fill_defaults else config
     raise UserError(
-        f"no scheduler config for {source}: tried {', '.join(tried)}; save the scheduler beside the model"
+        f"no scheduler config for {source}: tried {', '.join(tried)} in {source.where()}; "
+        "save the scheduler beside the model"
     )
+
+
+def _renamed_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """Old scheduler keys under their current names: ``predict_epsilon`` (diffusers < 0.10) became
+    ``prediction_type`` ("epsilon" when true, "sample" when false)."""
+    if "prediction_type" not in config and "predict_epsilon" in config:
+        config = {**config, "prediction_type": "epsilon" if config["predict_epsilon"] else "sample"}
+    return config
 
 
 def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
@@ -198,26 +139,25 @@ def _with_defaults(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_weights(source: Source, subfolder: str | None, allow_pickle: bool) -> None:
-    """Refuse a local model folder whose weights are pickle only, unless ``allow_pickle``."""
-    if source.is_hub:
-        return  # the hub case is caught from from_pretrained's error
-    folder = Path(source.location) / (subfolder or "")
-    names = [p.name for p in folder.iterdir() if p.is_file()]
+    """Refuse a model folder whose weights are missing, or pickle only unless ``allow_pickle``."""
+    names = source.listdir(subfolder)
     if any(n.endswith(_SAFE_WEIGHTS) for n in names):
         return
     pickles = [n for n in names if n.endswith(_PICKLE_WEIGHTS)]
     if pickles and not allow_pickle:
-        raise UserError(_pickle_message(folder, pickles[0]))
+        raise UserError(_pickle_message(source.where(subfolder), pickles[0]))
     if not pickles:
         raise UserError(
-            f"{folder} has a config but no weights (*.safetensors): save the model with save_pretrained"
+            f"{source.where(subfolder)} has a config.json but no weights (*.safetensors or *.bin): "
+            "the download may be incomplete (fetch it again), or save the model with save_pretrained"
         )
 
 
 def _pickle_message(where: Any, name: str) -> str:
     return (
         f"{where} has only pickle weights ({name}), which can run code when loaded: convert them to "
-        "safetensors, or pass allow_pickle=True if you trust the source"
+        f"safetensors, or if you trust the source set allow_pickle=true ({ALLOW_PICKLE_HINT} on "
+        "the command line, or allow_pickle = true in the recipe's [teacher] table)"
     )
 
 
@@ -240,20 +180,16 @@ def load_pretrained(
         kwargs[dtype_kwarg] = parse_dtype(dtype)
     if subfolder:
         kwargs["subfolder"] = subfolder
-    if source.is_hub and _offline(source.local_files_only):
-        kwargs["local_files_only"] = True
+    if not source.is_hub:
+        kwargs["local_files_only"] = True  # a folder or a cached snapshot: never ask the hub
     try:
         return cls.from_pretrained(source.location, **kwargs)
     except UserError:
         raise
-    except OSError as exc:  # diffusers / transformers wrap missing files and network errors as OSError
-        text = str(exc)
-        if source.is_hub and "safetensors" in text and not allow_pickle:
-            raise UserError(_pickle_message(f"hub model '{source}'", "no .safetensors file")) from exc
-        if source.is_hub:
-            raise source.not_cached_error() from exc
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        raise UserError(f"cannot load {cls.__name__} from {source}/{subfolder or ''}: {first}") from exc
+    except (OSError, ValueError) as exc:  # missing files, network errors, mismatched weights
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise UserError(f"cannot load {cls.__name__} from {source.where(subfolder)}: {first}") from exc
 
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
@@ -292,4 +228,4 @@ def schedule_spec_fields(
 def read_config(source: Source, subfolder: str | None) -> dict[str, Any]:
     """A model's config.json (empty when missing)."""
     path = source.fetch("config.json", subfolder)
-    return _read_json(path) if path is not None else {}
+    return read_json(path) if path is not None else {}

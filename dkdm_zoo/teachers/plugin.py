@@ -1,9 +1,12 @@
 """Built-in teacher families, registered through the same hook a third-party plugin uses.
 
-Factories are lazy ``"module:attr"`` strings so listing teachers never imports torch.
+Factories are lazy ``"module:attr"`` strings so listing teachers never imports torch. ``accepts``
+lists the pipeline / model class names (``_class_name`` in model_index.json or config.json) each
+family loads, so ``--teacher PATH_OR_HUB_ID`` finds the family itself.
 """
 
 from dkdm_zoo.registry.hookspecs import hookimpl
+from dkdm_zoo.teachers.detect import RUN_MANIFEST
 
 _LOADING = {"allow_pickle": False, "dtype": "float32", "local_files_only": None}
 
@@ -15,12 +18,14 @@ def register_teachers(register):
         "dkdm_zoo.teachers.ddpm_unet:load",
         summary="diffusers UNet2DModel + DDPM scheduler (hub id or local folder); eps/v/x0, fixed or learned variance",
         options={"path": None, "subfolder": None, "guidance_scale": None, **_LOADING},
+        accepts=("DDPMPipeline", "DDIMPipeline", "UNet2DModel"),
     )
     register(
         "dit",
         "dkdm_zoo.teachers.dit:load",
         summary="diffusers DiTTransformer2DModel, class-conditional, learned sigma; latent (with its VAE) or pixel space",
         options={"path": None, "guidance_scale": 4.0, **_LOADING},
+        accepts=("DiTPipeline", "DiTTransformer2DModel", "Transformer2DModel"),
     )
     register(
         "latent-sd",
@@ -29,12 +34,14 @@ def register_teachers(register):
         options={"path": None, "prompts": None, "guidance_scale": 7.5, **_LOADING},
         requires=("transformers",),
         extra="sd",
+        accepts=("StableDiffusionPipeline",),
     )
     register(
         "run",
         "dkdm_zoo.teachers.run:load",
         summary="a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation",
         options={"path": None, "guidance_scale": None, "dtype": "float32"},
+        accepts=(RUN_MANIFEST,),
     )
     register(
         "spec",

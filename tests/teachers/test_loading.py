@@ -20,6 +20,7 @@ from dkdm_zoo.teachers.loading import (
     parse_dtype,
     resolve_source,
 )
+from dkdm_zoo.teachers.sources import is_hub_id
 
 from .tiny import ddpm_scheduler, save_model_folder, save_pipeline, tiny_unet
 
@@ -54,7 +55,7 @@ def test_missing_local_path_that_is_not_a_hub_id(tmp_path):
     with pytest.raises(UserError) as exc:
         ddpm_unet.load(path=str(missing))
     assert str(missing) in _one_line(exc) and "does not exist" in str(exc.value)
-    assert resolve_source("google/ddpm-cifar10-32").is_hub
+    assert is_hub_id("google/ddpm-cifar10-32")
     with pytest.raises(UserError):
         resolve_source("./google/ddpm")  # explicit relative path: never a hub id
 
@@ -131,7 +132,9 @@ def test_hub_id_offline_and_not_cached(tmp_path, monkeypatch):
         ddpm_unet.load(path="someone/not-cached-model")
     text = _one_line(exc)
     assert "someone/not-cached-model" in text and "not in the local Hugging Face cache" in text
-    assert "path=<local diffusers folder>" in text
+    assert (
+        "HF_HUB_CACHE" in text and "local diffusers folder" in text and str(tmp_path / "empty-cache") in text
+    )
 
 
 def test_hub_id_from_the_cache_offline(tmp_path):

@@ -1,0 +1,1 @@
+"""Fixtures for tests and benchmarks: folders that look like what users download (random weights)."""
