@@ -50,7 +50,7 @@ class TrainConfig:
     checkpoints_keep: int = 2
     preview_every: int = 500
     preview_samples: int = 16
-    preview_steps: int = 50
+    preview_steps: int = 25
     log_every: int = 10
     tracker: Literal["none", "tensorboard"] = "none"
     final_eval_samples: int = 0  # > 0: `distill` scores the final student and its teacher on N samples

@@ -166,6 +166,8 @@ def train(
             device=device,
             generator=generator,
             batch_size=cfg.batch_size,
+            steps=cfg.steps,
+            grad_accum=cfg.grad_accum,
             rank=rank,
             world_size=world,
             show_progress=main and not quiet,

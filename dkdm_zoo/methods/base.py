@@ -68,6 +68,8 @@ class SetupContext:
     device: torch.device
     generator: torch.Generator  # this process's method generator (seeded with seed + rank), on ``device``
     batch_size: int  # per process and micro-step
+    steps: int | None = None  # the optimiser steps the run plans (a method may size its set-up to them)
+    grad_accum: int = 1
     rank: int = 0
     world_size: int = 1
     show_progress: bool = False  # draw progress bars (main process, not --quiet)

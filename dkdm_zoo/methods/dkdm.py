@@ -72,10 +72,13 @@ class DKDM(Method):
         self.init: PoolInit | None = None  # an initialisation not finished yet (resumable)
 
     # -- sizes and budget --------------------------------------------------------------------------
-    def pool_size(self, batch_size: int) -> int:
-        if self.variant == "dynamic":
-            return max(1, round(self.rho * self.T)) * batch_size
-        return batch_size
+    def pool_size(self, batch_size: int, steps: int | None = None, grad_accum: int = 1) -> int:
+        """round(rho T) b slots (the paper's pool), but no more than the run will ever draw
+        (steps x grad_accum x b): a short trial does not initialise slots it never uses."""
+        if self.variant != "dynamic":
+            return batch_size
+        slots = max(1, round(self.rho * self.T)) * batch_size
+        return slots if steps is None else min(slots, steps * grad_accum * batch_size)
 
     def expected_init_forwards_per_slot(self) -> float:
         if self.variant == "iterative":
@@ -84,7 +87,7 @@ class DKDM(Method):
 
     def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         """Per-process sizes and teacher-forward budget (samples, CFG counted twice)."""
-        n = self.pool_size(batch_size)
+        n = self.pool_size(batch_size, steps, grad_accum)
         cost = self.teacher_cost()
         spec = self.teacher.spec
         pool_bytes = n * slot_bytes(spec.sample_shape, spec.conditioning != "none")
@@ -108,24 +111,34 @@ class DKDM(Method):
     # -- setup ---------------------------------------------------------------------------------------
     def setup(self, ctx: SetupContext) -> None:
         super().setup(ctx)
+        wanted = self.pool_size(ctx.batch_size, ctx.steps, ctx.grad_accum)
         if self.pool is None:  # a fresh start (a resumed run restored its pool in load_state_dict)
-            self.pool = self._new_pool(self.pool_size(ctx.batch_size))
+            self.pool = self._new_pool(wanted)
             if self.variant == "iterative":
                 self.pool.k[:] = self.T - 1
                 self.pool.write(np.arange(len(self.pool)), self.noise(len(self.pool)))
                 if self.pool.refs is not None:
                     self.pool.refs[:] = self.teacher.draw_refs(len(self.pool), self.host_rng)
             else:
-                self.init = PoolInit(
-                    self.pool_init,
-                    self.pool_init_steps,
-                    self.pool,
-                    self.T,
-                    self.host_rng,
-                    lambda n: self.teacher.draw_refs(n, self.host_rng),
-                )
+                self.init = self._new_init(np.arange(wanted))
+        elif self.init is None and wanted > len(self.pool):  # resumed with more steps: a bigger pool
+            self._grow(wanted)
         if self.init is not None:
             self._run_init(ctx)
+
+    def _new_init(self, slots: np.ndarray) -> PoolInit:
+        assert self.pool is not None
+        draw = lambda n: self.teacher.draw_refs(n, self.host_rng)  # noqa: E731
+        return PoolInit(self.pool_init, self.pool_init_steps, self.pool, self.T, self.host_rng, draw, slots)
+
+    def _grow(self, n: int) -> None:
+        """More slots for a run resumed with more steps than its pool was sized for; the new ones
+        are initialised like the first (resumably), the old ones keep their state."""
+        assert self.pool is not None
+        old = self.pool
+        self.pool = self._new_pool(n)
+        self.pool.load_state_dict(old.state_dict(), partial=True)
+        self.init = self._new_init(np.arange(len(old), n))
 
     def _new_pool(self, n: int) -> Pool:
         spec = self.teacher.spec

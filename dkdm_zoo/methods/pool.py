@@ -102,9 +102,11 @@ class Pool:
             state["pool_refs"] = torch.from_numpy(self.refs.copy())
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, partial: bool = False) -> None:
+        """Restore the slots of ``state``; ``partial``: into the first slots of a bigger pool."""
         self._pending = None
-        self.x.copy_(state["pool_x"])
-        self.k[:] = state["pool_k"].numpy()
+        n = len(state["pool_k"]) if partial else len(self)
+        self.x[:n].copy_(state["pool_x"])
+        self.k[:n] = state["pool_k"].numpy()
         if self.refs is not None:
-            self.refs[:] = state["pool_refs"].numpy()
+            self.refs[:n] = state["pool_refs"].numpy()

@@ -50,12 +50,23 @@ def _chunks(index: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 
 class PoolInit:
-    """One pool's initialisation in progress: where each slot must end, and the next level to run."""
+    """One pool's initialisation in progress: which slots, where each must end, the next level to run."""
 
-    def __init__(self, kind: str, steps: int, pool: Pool, T: int, rng: np.random.Generator, refs: Any):
+    def __init__(
+        self,
+        kind: str,
+        steps: int,
+        pool: Pool,
+        T: int,
+        rng: np.random.Generator,
+        refs: Any,
+        slots: np.ndarray | None = None,
+    ):
         self.kind, self.steps, self.T = kind, steps, T
-        n = len(pool)
+        self.slots = np.arange(len(pool)) if slots is None else np.asarray(slots, dtype=np.int64)
+        n = len(self.slots)
         self.chains: Tensor | None = None
+        self.chain_refs = None
         if kind == "trajectory":
             per = slots_per_chain(T, steps)
             self.chain_of = np.arange(n) // per
@@ -65,15 +76,15 @@ class PoolInit:
             self.target = (1 + np.floor((position + offset) * (T - 1) / per)).astype(np.int64).clip(1, T - 1)
             self.chain_refs = refs(count)  # a chain's slots share its condition (None: unconditional)
             if pool.refs is not None and self.chain_refs is not None:
-                pool.refs[:] = self.chain_refs[self.chain_of]
+                pool.refs[self.slots] = self.chain_refs[self.chain_of]
         else:
             self.target = rng.integers(1, T, n)
             drawn = refs(n)
             if pool.refs is not None and drawn is not None:
-                pool.refs[:] = drawn
+                pool.refs[self.slots] = drawn
         self.level = T - 1 if kind != "ddim" else 0
         self.noise_filled = False
-        pool.k[:] = T - 1
+        pool.k[self.slots] = T - 1
 
     def total_forwards(self) -> int:
         """Teacher forwards (samples) the whole initialisation takes, without guidance."""
@@ -104,10 +115,10 @@ class PoolInit:
             {"ancestral": self._ancestral, "ddim": self._ddim, "trajectory": self._trajectory}[self.kind](
                 method, pool, chunk, advance, save
             )
-        pool.k[:] = self.target
+        pool.k[self.slots] = self.target
 
     def _fill_noise(self, method: Any, pool: Pool) -> None:
-        for idx in _chunks(np.arange(len(pool)), 65536):
+        for idx in _chunks(self.slots, 65536):
             pool.write(idx, method.noise(len(idx)))
 
     def _step(self, method: Any, x: Tensor, t: Tensor, refs: np.ndarray | None) -> Tensor:
@@ -118,7 +129,7 @@ class PoolInit:
 
     def _ancestral(self, method, pool, chunk, advance, save) -> None:
         for tau in range(self.level, 1, -1):  # a slot with stop s takes the steps at levels T-1 .. s+1
-            active = np.nonzero(self.target < tau)[0]
+            active = self.slots[self.target < tau]
             for idx in _chunks(active, chunk):
                 t = torch.full((len(idx),), tau, dtype=torch.long, device=method.device)
                 refs = None if pool.refs is None else pool.refs[idx]
@@ -133,10 +144,11 @@ class PoolInit:
         spec, schedule = method.teacher.spec, method.teacher.schedule
         for j in range(self.level, self.steps):
             active = np.nonzero(times[:, j] > times[:, j + 1])[0]  # short chains skip repeated times
-            for idx in _chunks(active, chunk):
+            for rows in _chunks(active, chunk):
+                idx = self.slots[rows]
                 x = pool.read(idx)
-                t = host_to_device(times[idx, j], method.device)
-                prev = host_to_device(times[idx, j + 1], method.device)
+                t = host_to_device(times[rows, j], method.device)
+                prev = host_to_device(times[rows, j + 1], method.device)
                 refs = None if pool.refs is None else pool.refs[idx]
                 pred = method.predict_teacher(x, t, method.teacher.conditions_from_refs(refs))
                 x = schedule.ddim_step(
@@ -161,7 +173,7 @@ class PoolInit:
         for tau in range(self.level, 0, -1):
             snap = np.nonzero(self.target == tau)[0]  # slots that stop here copy their chain
             if len(snap):
-                pool.write(snap, self.chains[host_to_device(self.chain_of[snap], method.device)])
+                pool.write(self.slots[snap], self.chains[host_to_device(self.chain_of[snap], method.device)])
             moving = np.nonzero(lowest < tau)[0]  # chains with a slot further down
             for idx in _chunks(moving, chunk):
                 t = torch.full((len(idx),), tau, dtype=torch.long, device=method.device)
@@ -181,6 +193,7 @@ class PoolInit:
             "init_level": self.level,
             "init_noise_filled": self.noise_filled,
             "init_target": torch.from_numpy(self.target.copy()),
+            "init_slots": torch.from_numpy(self.slots.copy()),
         }
         if self.kind == "trajectory":
             if self.chain_refs is not None:
@@ -196,9 +209,11 @@ class PoolInit:
         init.level = int(state["init_level"])
         init.noise_filled = bool(state["init_noise_filled"])
         init.target = state["init_target"].numpy().copy()
+        init.slots = state["init_slots"].numpy().copy()
         init.chains = None
+        init.chain_refs = None
         if init.kind == "trajectory":
-            init.chain_of = np.arange(len(pool)) // slots_per_chain(T, init.steps)
+            init.chain_of = np.arange(len(init.slots)) // slots_per_chain(T, init.steps)
             init.chain_refs = state["init_chain_refs"].numpy().copy() if "init_chain_refs" in state else None
             if "init_chains" in state:
                 init.chains = state["init_chains"].to(device)

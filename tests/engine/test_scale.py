@@ -134,7 +134,7 @@ def test_the_stable_diffusion_recipe_pool_is_the_latents_alone():
     )
     teacher = SpecTeacher(spec, guidance_scale=7.5)
     method = DKDM(teacher, torch.nn.Linear(1, 1), rho=4.0)
-    plan = method.plan(48, 100)
+    plan = method.plan(48, 640_000)  # the recipe's steps
     assert plan.details["pool_slots"] == 192_000
     latent = 4 * 4 * 64 * 64
     assert plan.state_bytes["pool"] == 192_000 * (latent + 4 + 8)  # 12.58 GB, against 55 GB with embeddings
@@ -212,3 +212,28 @@ def test_trajectory_slots_are_chain_snapshots_at_stratified_stops():
     lowest = chains.min(axis=1)
     assert method.teacher_forwards == int((T - 1 - lowest).sum())  # a chain runs down to its lowest stop
     assert method.teacher_forwards / len(k) < 2.5  # about pool_init_steps forwards a slot
+
+
+def test_a_short_trial_sizes_its_pool_to_the_run_and_a_longer_resume_grows_it(tmp_path):
+    """A 3-step trial draws 12 samples: it initialises 12 slots, not round(rho T) b = 32; resumed for
+    20 steps, the pool grows to 32, the old slots keep their state and the new ones are initialised."""
+    teacher = tiny_teacher(num_classes=3)
+    method = DKDM(teacher, tiny_student(teacher.spec), rho=0.4)
+    assert method.plan(4, 3).details["pool_slots"] == 12 and method.plan(4, 100).details["pool_slots"] == 32
+    train(recipe(3, checkpoint_every=3), teacher, method.student, method, tmp_path, quiet=True)
+    assert len(method.pool) == 12 and method.teacher_forwards == method.init_forwards + 3 * 4
+    assert 0 < method.init_forwards <= method.plan(4, 3).init_forwards  # K = 4 at most a slot
+    before = method.pool.state_dict()
+
+    teacher = tiny_teacher(num_classes=3)
+    again = DKDM(teacher, tiny_student(teacher.spec), rho=0.4)
+    ctx = SetupContext(
+        torch.device("cpu"), torch.Generator().manual_seed(0), 4, steps=20, state=method.state_dict()
+    )
+    again.setup(ctx)
+    assert len(again.pool) == 32
+    assert torch.equal(again.pool.x[:12], before["pool_x"]) and np.array_equal(
+        again.pool.k[:12], method.pool.k
+    )
+    assert (again.pool.k[12:] >= 1).all() and torch.isfinite(again.pool.x[12:]).all()
+    assert again.init is None and again.teacher_forwards > method.teacher_forwards
