@@ -14,7 +14,7 @@ compilation dropped), with a CUDA synchronise in every step's timing hook; modes
 every repetition; samples/s from the median step. Peak memory: ``torch.cuda.max_memory_allocated``
 per mode. FLOPs of one step (teacher forward + student forward and backward, fp32, batch as run)
 with ``torch.utils.flop_counter.FlopCounterMode``; MFU = FLOPs/step / step time / the GPU's peak
-dense bf16 FLOP/s (table below, by device name).
+dense bf16 FLOP/s (``dkdm_zoo.budget.PEAK_BF16``, by device name: the dry run's table).
 
 Run (CUDA machine): python -m benchmarks.gpu_speed
 Smoke test on CPU:  python -m benchmarks.gpu_speed --batch 2 --steps 1 --warmup 1 --reps 1 --modes fp32 bf16
@@ -34,18 +34,8 @@ import torch.nn.functional as F
 
 from benchmarks import setups
 from benchmarks.common import write_result
+from dkdm_zoo.budget import peak_flops
 
-# Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
-PEAK_BF16 = {
-    "H200": 989e12,
-    "H100 PCIe": 756e12,
-    "H100 NVL": 835e12,
-    "H100": 989e12,  # SXM (reported as "NVIDIA H100 80GB HBM3")
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-}
 MODES = {
     "fp32": {"mixed_precision": "no", "teacher_dtype": "float32"},
     "bf16": {"mixed_precision": "bf16", "teacher_dtype": "bfloat16"},
@@ -57,13 +47,6 @@ MODES = {
     },
 }
 GOALS = {"speedup_bf16_compile_over_fp32": 2.0, "mfu": 0.35}
-
-
-def peak_flops(name: str) -> float | None:
-    for key, value in PEAK_BF16.items():  # ordered: specific names before "H100"
-        if key in name:
-            return value
-    return None
 
 
 def sync() -> None:

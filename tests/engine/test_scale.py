@@ -237,3 +237,14 @@ def test_a_short_trial_sizes_its_pool_to_the_run_and_a_longer_resume_grows_it(tm
     )
     assert (again.pool.k[12:] >= 1).all() and torch.isfinite(again.pool.x[12:]).all()
     assert again.init is None and again.teacher_forwards > method.teacher_forwards
+
+
+def test_the_time_estimate_is_flops_over_the_accelerators_rate():
+    from dkdm_zoo.budget import Budget, peak_flops
+
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("a laptop") is None
+    budget = Budget(1, 1, 0, 0, {}, None, flops_per_step=2e12, teacher_forward_flops=1e10, init_forwards=500,
+                    train_forwards=0, passes={})  # fmt: skip
+    init, train = budget.seconds(steps=1000, peak=1e15, utilisation=0.5)
+    assert init == pytest.approx(500 * 1e10 / 5e14) and train == pytest.approx(1000 * 2e12 / 5e14)
