@@ -30,6 +30,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from dkdm_zoo.model_classes import class_reference, resolve_model_class
+from dkdm_zoo.students.base import condition_kwargs
 from dkdm_zoo.students.one_step import OneStepGenerator
 
 __all__ = ["DKDMZooPipeline", "Denoiser", "ModelMixin", "OneStepGenerator"]  # ModelMixin: see Denoiser
@@ -65,12 +66,7 @@ class Denoiser(ModelMixin, ConfigMixin):
         class_labels: Tensor | None = None,
         encoder_hidden_states: Tensor | None = None,
     ) -> Tensor:
-        kwargs: dict[str, Tensor] = {}
-        if class_labels is not None:
-            kwargs["class_labels"] = class_labels
-        if encoder_hidden_states is not None:
-            kwargs["encoder_hidden_states"] = encoder_hidden_states
-        return self.model(sample, timestep, **kwargs)
+        return self.model(sample, timestep, **condition_kwargs(class_labels, encoder_hidden_states))
 
 
 class DKDMZooPipeline(DiffusionPipeline):

@@ -126,6 +126,18 @@ def broadcast_timesteps(timestep: Tensor | int, batch: int, device: torch.device
     return t
 
 
+def condition_kwargs(
+    class_labels: Tensor | None = None, encoder_hidden_states: Tensor | None = None
+) -> dict[str, Tensor]:
+    """The student contract's condition keywords that are set (a wrapper passes on only these)."""
+    kwargs: dict[str, Tensor] = {}
+    if class_labels is not None:
+        kwargs["class_labels"] = class_labels
+    if encoder_hidden_states is not None:
+        kwargs["encoder_hidden_states"] = encoder_hidden_states
+    return kwargs
+
+
 def labels_or_null(class_labels: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
     """Class labels, or the null label (index num_classes) for all samples when none are given."""
     if class_labels is None:

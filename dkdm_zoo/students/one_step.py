@@ -15,6 +15,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from dkdm_zoo.model_classes import class_reference, resolve_model_class
+from dkdm_zoo.students.base import condition_kwargs
 
 
 class OneStepGenerator(ModelMixin, ConfigMixin):
@@ -63,12 +64,9 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         class_labels: Tensor | None = None,
         encoder_hidden_states: Tensor | None = None,
     ) -> Tensor:
-        kwargs: dict[str, Tensor] = {}
-        if class_labels is not None:
-            kwargs["class_labels"] = class_labels
-        if encoder_hidden_states is not None:
-            kwargs["encoder_hidden_states"] = encoder_hidden_states
-        return self.backbone(sample, timestep, **kwargs)[:, : self.channels]
+        return self.backbone(sample, timestep, **condition_kwargs(class_labels, encoder_hidden_states))[
+            :, : self.channels
+        ]
 
     def generator_input(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         """The backbone's input for noise z and its timestep: (input_scale * z, t_gen)."""
