@@ -100,7 +100,7 @@ def runs(tmp_path_factory, registry, teachers):
                 "-".join(key),
                 Component(teacher, dict(teachers[teacher])),
                 Component(student, {"preset": "tiny"}),
-                Component(method, dict(TINY_DKDM) if method == "dkdm" else {"num_steps": 4}),
+                Component(method, {"dkdm": dict(TINY_DKDM), "boot": {"num_steps": 4}}.get(method, {})),
                 train=TrainConfig(steps=1, batch_size=2, preview_every=0, checkpoint_every=0, log_every=1),
             )
             built = builder.build(recipe, registry)
@@ -191,8 +191,9 @@ def test_dit_teacher_students_sample_as_dkdm_zoo_does(runs, registry, student):
     check_card(run, "dkdm")
 
 
-def test_boot_run_is_one_network_call_per_image(runs, registry):
-    run = runs("dit", "dit", "boot")
+@pytest.mark.parametrize("method", ["boot", "sid"])
+def test_one_step_runs_are_one_network_call_per_image(runs, registry, method):
+    run = runs("dit", "dit", method)
     assert pipeline_class(run) == "DKDMZooPipeline"
     pipe = DiffusionPipeline.from_pretrained(run / "pipeline")
     calls = []
@@ -204,7 +205,7 @@ def test_boot_run_is_one_network_call_per_image(runs, registry):
         2, labels=[1, 2], seed=0, progress=False
     )
     torch.testing.assert_close(images, (reference + 1) / 2, rtol=1e-4, atol=1e-4)
-    card = check_card(run, "boot")
+    card = check_card(run, method)
     assert "one-step" in card.data.tags
 
 
