@@ -12,12 +12,10 @@ is checkpointed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from torch import nn
 
 from dkdm_zoo.engine import checkpoint as ckpt
 from dkdm_zoo.engine.meter import MetricWindow
+from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.recipes import Recipe
@@ -204,7 +203,7 @@ def train(
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     window = MetricWindow(device)
     window_start, window_samples = time.perf_counter(), 0
-    progress = _Progress(enabled=main and not quiet, total=cfg.steps, start=step)
+    progress = TrainingProgress(enabled=main and not quiet, total=cfg.steps, start=step)
     updates = method.updates()
     several = len(trained) > 1
     try:
@@ -353,49 +352,3 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )
     acc.wait_for_everyone()
-
-
-class _Progress:
-    """A rich bar with step, loss, samples/s and ETA (main process, not quiet), and bars for side work."""
-
-    def __init__(self, *, enabled: bool, total: int, start: int):
-        self.bar = None
-        self.loss, self.rate = math.nan, 0.0
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    @contextlib.contextmanager
-    def side_task(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        """A second bar under the training bar while other work runs (previews); yields ``advance(k)``."""
-        if self.bar is None:
-            yield lambda k=1: None
-            return
-        task = self.bar.add_task(description, total=total, info="")
-        try:
-            yield lambda k=1: self.bar.advance(task, k)
-        finally:
-            self.bar.remove_task(task)
-
-    def update(self, step: int, rate: float) -> None:
-        if self.bar is not None:
-            self.rate = rate
-            self.bar.update(self.task, completed=step, info=f"loss {self.loss:.4f}  {rate:.1f} samples/s")
-
-    def show_loss(self, loss: float) -> None:
-        self.loss = loss
-        if self.bar is not None:
-            self.bar.update(self.task, info=f"loss {loss:.4f}  {self.rate:.1f} samples/s")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
