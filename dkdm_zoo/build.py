@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UnknownNameError, UserError
-from dkdm_zoo.recipes import Component, Recipe, TrainConfig, resolve_recipe, validate_against_registry
+from dkdm_zoo.recipes import (
+    Component,
+    Recipe,
+    parse_assignments,
+    resolve_recipe,
+    validate_against_registry,
+)
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 DEFAULT_METHOD = "dkdm"
@@ -87,7 +93,8 @@ def resolve(
         if teacher is None or student is None:
             raise UserError("pass --recipe NAME_OR_TOML, or both --teacher and --student")
         base = Recipe(name="", teacher=Component(""), student=Component(""), method=Component(DEFAULT_METHOD))
-    out = replace(base, train=replace(base.train))
+    out = replace(base)
+    origins: dict[str, str] = {}  # section.key -> the flag that gave it, for errors
     if teacher is not None:
         try:
             ref = resolve_teacher(teacher, registry)
@@ -98,22 +105,24 @@ def resolve(
         options = dict(out.teacher.options) if ref.name == out.teacher.name else {}
         if ref.source is not None:
             options["path"] = ref.source
+            origins["teacher.path"] = "--teacher"
         out.teacher = Component(ref.name, options)
     if teacher_path is not None:
         out.teacher = Component(out.teacher.name, {**out.teacher.options, "path": teacher_path})
+        origins["teacher.path"] = "--teacher-path"
     if student is not None and student != out.student.name:
         out.student = Component(student, {})
     if preset is not None:
         out.student = Component(out.student.name, {**out.student.options, "preset": preset})
+        origins["student.preset"] = "--preset"
     if method is not None and method != out.method.name:
         out.method = Component(method, {})
-    if steps is not None:
-        out.train.steps = steps
-    if batch_size is not None:
-        out.train.batch_size = batch_size
-    _validate_train(out.train)
+    for flag, key, value in (("--steps", "steps", steps), ("--batch-size", "batch_size", batch_size)):
+        if value is not None:
+            out = out.set_train({key: value}, where=flag)
     if overrides:
-        out = out.apply_overrides(list(overrides))
+        out = out.apply_overrides(overrides)
+        origins.update({f"{section}.{name}": "--set" for section, name, _, _ in parse_assignments(overrides)})
     # Errors about a name point at the flag that gave it (unless --set renamed it afterwards).
     named = {
         "teachers": ("--teacher", teacher),
@@ -125,16 +134,7 @@ def resolve(
         for kind, (flag, value) in named.items()
         if value is not None and not any(o.strip().startswith(f"{kind[:-1]}.name") for o in overrides or [])
     }
-    validate_against_registry(out, registry, flags)
-    return out
-
-
-def _validate_train(train: TrainConfig) -> None:
-    for name in ("steps", "batch_size"):
-        value = getattr(train, name)
-        if not isinstance(value, int) or value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    train.validate()
+    return validate_against_registry(out, registry, flags, origins)
 
 
 def run_name(recipe: Recipe) -> str:
@@ -173,7 +173,7 @@ def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
     try:
         teacher.sample_conditions(1, torch.Generator().manual_seed(0))
     except UserError as exc:
-        options = registry.get("teachers", name).options or {}
+        options = registry.get("teachers", name).schema().options
         hint = f"; on the command line: {PROMPTS_HINT}" if "prompts" in options else ""
         raise UserError(f"teacher '{name}' cannot draw the conditions a run trains on: {exc}{hint}") from None
 

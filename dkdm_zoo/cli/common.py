@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -64,17 +66,46 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` as one line on stderr; the message is printed as it is (never read as markup:
+    messages quote TOML such as "[teacher]")."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, highlight=False)
+
+
+def _click_exceptions() -> Any:
+    """The Click exceptions module Typer uses (Click itself, or the copy newer Typers vendor)."""
+    import importlib
+
+    return importlib.import_module(typer.BadParameter.__module__)
+
+
 class ZooGroup(TyperGroup):
-    """Turns a ``UserError`` anywhere below into one line on stderr and exit code 2."""
+    """Turns a ``UserError`` anywhere below, and Click's own usage errors (a bad ``--n abc``, an
+    unknown option), into one line on stderr and exit code 2."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with self._one_line_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: typer.Context) -> Any:
-        try:
+        with self._one_line_errors():
             return super().invoke(ctx)
-        except UserError as exc:
-            from rich.markup import escape
 
-            # escaped: messages quote TOML ("[teacher]", "[...]") that rich would read as markup
-            err_console.print(
-                f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, markup=True, highlight=False
-            )
+    @staticmethod
+    @contextlib.contextmanager
+    def _one_line_errors() -> Iterator[None]:
+        exceptions = _click_exceptions()
+        try:
+            yield
+        except UserError as exc:
+            print_error(str(exc))
             raise typer.Exit(2) from None
+        except exceptions.ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: Typer shows its help
+                raise
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print_error(f"{exc.format_message()}{hint}")
+            raise typer.Exit(exc.exit_code) from None

@@ -29,7 +29,7 @@ def register_students(register):
 
 @hookimpl
 def register_methods(register):
-    register("toy-method", "toy_good_plugin:build", summary="lazy factory", options={"alpha": 1.0})
+    register("toy-method", "toy_good_plugin:build", summary="lazy factory")
 """
 
 IMPORT_ERROR = """
