@@ -173,30 +173,7 @@ class Run:
     def finished(self) -> bool:
         return (self.student_dir / "config.json").is_file()
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    @classmethod
-    def prepare(cls, path: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> Run:
-        """Refuse to clobber an existing folder unless asked; ``overwrite`` only removes run folders."""
-        run = cls(path)
-        if resume:
-            if not run.recipe_path.is_file():
-                raise UserError(
-                    f"--resume: {run.path} is not a run folder (no recipe.toml); start a new run without --resume"
-                )
-            return run
-        if run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                raise UserError(
-                    f"output folder {run.path} exists and is not empty: pass --resume to continue it or --overwrite to replace it"
-                )
-            if not any((run.path / m).exists() for m in MARKERS):
-                raise UserError(
-                    f"--overwrite: {run.path} does not look like a run folder (no recipe.toml/run.json); refusing to delete it"
-                )
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run
-
+    # -- lifecycle (a writing command opens the folder with dkdm_zoo.run_writer.open_run) -------------
     def start(self, recipe: Recipe, manifest: Manifest) -> None:
         """recipe.toml and run.json, written when training starts (and again on resume)."""
         self.path.mkdir(parents=True, exist_ok=True)
