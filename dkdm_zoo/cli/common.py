@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -74,11 +76,49 @@ def print_error(message: str) -> None:
     err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, highlight=False)
 
 
+def check_output_file(path: Path, flag: str, *, image: bool = False) -> None:
+    """A file the command will write: not a folder, not under a file, and (``image``) an extension
+    PIL writes. Checked before any work, so a typo costs nothing."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder: pass a file name")
+    _check_parent(path, flag)
+    if image:
+        from PIL import Image
+
+        Image.init()
+        writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+        if path.suffix.lower() not in writable:
+            raise UserError(
+                f"{flag} {path}: {path.suffix or 'no extension'} is not an image format: use .png "
+                "(or .jpg, .webp)"
+            )
+
+
+def check_output_folder(path: Path, flag: str) -> None:
+    """A folder the command will write into: not a file, not under a file."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file: pass a folder")
+    _check_parent(path, flag)
+
+
+def _check_parent(path: Path, flag: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
+
+
 def _click_exceptions() -> Any:
     """The Click exceptions module Typer uses (Click itself, or the copy newer Typers vendor)."""
     import importlib
 
     return importlib.import_module(typer.BadParameter.__module__)
+
+
+# OS errors a user causes and can fix (a full disk, a folder they cannot write): one line, exit 2
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_USER_OS_ERRORS = (*_DISK_FULL, errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class ZooGroup(TyperGroup):
@@ -101,6 +141,13 @@ class ZooGroup(TyperGroup):
             yield
         except UserError as exc:
             print_error(str(exc))
+            raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in _USER_OS_ERRORS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            hint = "; free some space and run the command again" if exc.errno in _DISK_FULL else ""
+            print_error(f"{exc.strerror or exc}{where}{hint}")
             raise typer.Exit(2) from None
         except exceptions.ClickException as exc:
             if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: Typer shows its help
