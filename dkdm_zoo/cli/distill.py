@@ -72,7 +72,7 @@ def distill(
     registry = get_registry()
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
-    resolved = None
+    resolved, changed = None, []
     if resume and out is None:  # the run folder this command would have created
         resolved = builder.resolve(registry, recipe=recipe, **flags, **common)
         out = builder.default_out(resolved)
@@ -84,8 +84,6 @@ def distill(
             registry, recipe=recipe, base=None if recipe else stored, **flags, **common
         )
         changed = builder.resume_changes(stored, resolved, str(out))
-        if changed:
-            announce(f"--resume {out}: {', '.join(changed)}")
     elif resolved is None:
         resolved = builder.resolve(registry, recipe=recipe, **flags, **common)
     out = out if out is not None else builder.default_out(resolved)
@@ -112,6 +110,8 @@ def distill(
     with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
         built = builder.build(resolved, registry)
         writer.clear()  # --overwrite: the old run goes only once the new one is built
+        # the engine's one line on what it resumed from, with what this command changed
+        note = f"; changed: {', '.join(changed)}" if changed else ""
         result = train(
             resolved,
             built.teacher,
@@ -120,7 +120,7 @@ def distill(
             out,
             resume=resume,
             quiet=quiet,
-            announce=announce,
+            announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
         )
         if main and result.exported and resolved.train.final_eval_samples > 0:
             _final_evaluation(Run(out), resolved, built.teacher, registry, quiet)

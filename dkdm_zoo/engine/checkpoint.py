@@ -324,7 +324,7 @@ def resume_from(
     checkpoints: Path, acc: Any, trained: Any, ema: Any, generator, device, announce: Any
 ) -> tuple[int, dict[str, Any] | None]:
     """Load the newest checkpoint every process can read: ``latest``, else older ones, newest first,
-    saying in one line which were skipped and why. No checkpoint: (0, None). Checkpoints that all
+    saying in one line which one (and which were skipped, and why). No checkpoint: (0, None). Checkpoints that all
     fail to load, or were written by another number of processes: a ``UserError``."""
     candidates = _candidates(checkpoints)
     skipped: list[str] = []
@@ -350,8 +350,9 @@ def resume_from(
         if acc.num_processes > 1:
             ok = acc.reduce(ok, "sum") / acc.num_processes
         if float(ok.item()) == 1.0 and loaded is not None:
-            if skipped:
-                announce(f"--resume: {'; '.join(skipped)}; resuming from {folder.name} (step {loaded[0]})")
+            announce(
+                f"--resume: {''.join(s + '; ' for s in skipped)}resuming from {folder.name} (step {loaded[0]})"
+            )
             return loaded
         skipped.append(f"{folder.name} is unreadable ({reason or 'on another process'})")
     if skipped:
