@@ -4,8 +4,8 @@
 validates and converts every value, whatever its source (a recipe, ``--set``, a flag, a run.json),
 and refuses in one line naming the key, the value and what was expected:
 
-- ``Literal["a", "b"]``: one of the choices; ``bool``: true or false (the strings "true"/"false"
-  are converted, no other string is truthy); ``int``: an integer (not a bool, not 3.5);
+- ``Literal["a", "b"]``: one of the choices; ``bool``: true or false (text such as "False", "no"
+  or "0" is converted, text that is no boolean is refused: never truthy); ``int``: an integer (not a bool, not 3.5);
   ``float``: a finite number (an int is converted; NaN and inf are refused); ``str``; ``X | None``;
   ``list[X]`` / ``tuple[X, ...]`` / ``Sequence[X]`` (TOML arrays convert);
 - range constraints through ``typing.Annotated`` metadata from ``annotated_types``

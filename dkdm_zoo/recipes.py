@@ -64,10 +64,6 @@ class TrainConfig:
         10.0  # a long method set-up (pool init) is checkpointed this often
     )
 
-    def validate(self, where: str = "") -> None:
-        """Every field against the schema (for a TrainConfig built in code rather than resolved)."""
-        train_schema().check(dataclasses.asdict(self), section="train", where=where)
-
 
 def train_schema() -> Any:
     """The train section's schema: TrainConfig's annotated fields (``dkdm_zoo.options.Schema``)."""
