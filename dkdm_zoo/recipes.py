@@ -13,6 +13,7 @@ was expected; unknown keys are errors. CLI flags and ``--set key=value`` overrid
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -65,6 +66,7 @@ class TrainConfig:
     )
 
 
+@functools.cache
 def train_schema() -> Any:
     """The train section's schema: TrainConfig's annotated fields (``dkdm_zoo.options.Schema``)."""
     from dkdm_zoo.options import schema_of

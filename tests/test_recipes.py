@@ -101,3 +101,21 @@ def test_every_shipped_recipe_is_valid():
     for info in recipes.values():
         recipe = resolve_recipe(str(info.path), registry)
         assert recipe.name == info.name
+
+
+def test_which_train_values_were_set_is_known(tmp_path):
+    """Values a recipe, a flag or --set gave are told apart from TrainConfig's defaults (so defaults
+    from elsewhere, e.g. a student's, can fill only the rest)."""
+    from dkdm_zoo.build import resolve
+
+    registry = build_registry(entry_points=False)
+    recipe = load_recipe_file(write(tmp_path, GOOD.replace('path = "teacher-folder"', "")))
+    assert recipe.train_set == {"steps", "lr", "ema_decay"}
+    resolved = resolve(
+        registry, recipe=str(tmp_path / "r.toml"), batch_size=8, overrides=["train.warmup_steps=5"]
+    )
+    assert resolved.train_set == {"steps", "lr", "ema_decay", "batch_size", "warmup_steps"}
+    assert resolved.train.batch_size == 8 and resolved.train.warmup_steps == 5
+    assert resolved.train.grad_accum == TrainConfig().grad_accum  # a default, not in train_set
+    stored = load_recipe_file(write(tmp_path, resolved.dumps(), "stored.toml"))
+    assert stored.train_set == set(TrainConfig.__dataclass_fields__)  # a run's recipe.toml fixes all
