@@ -75,7 +75,8 @@ class RunWriter:
                 f"cannot create the run folder {path}: {exc.strerror or exc}; pass --out in a folder you can write"
             ) from None
         try:
-            self._acquire()
+            self._lock = RunLock(path)
+            self._lock.acquire()
             self._check_contents()
         except BaseException:
             self._release()
@@ -84,41 +85,6 @@ class RunWriter:
             raise
         self._before = self._snapshot(created)
         return self
-
-    def _acquire(self) -> None:
-        from filelock import FileLock, Timeout
-
-        lock_path = self.run.path / LOCK_NAME
-        lock = FileLock(str(lock_path), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise UserError(
-                f"{self.run.path} is being written by another dkdm-zoo process ({self._holder()}): "
-                "wait for it to finish, or pass another --out"
-            ) from None
-        except OSError as exc:
-            raise UserError(
-                f"cannot write to the run folder {self.run.path}: {exc.strerror or exc}; pass --out in a folder you can write"
-            ) from None
-        self._lock = lock
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "argv": sys.argv}
-        try:
-            (self.run.path / HOLDER_NAME).write_text(json.dumps(holder))
-        except OSError as exc:
-            raise UserError(
-                f"cannot write to the run folder {self.run.path}: {exc.strerror or exc}"
-            ) from None
-
-    def _holder(self) -> str:
-        for _ in range(20):  # the holder writes its record right after taking the lock
-            try:
-                data = json.loads((self.run.path / HOLDER_NAME).read_text())
-                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(data["since"])))
-                return f"pid {int(data['pid'])} on {data['host']}, since {since}"
-            except (OSError, ValueError, KeyError, TypeError):
-                time.sleep(0.05)
-        return "pid unknown"
 
     def _check_contents(self) -> None:
         run = self.run
@@ -220,12 +186,65 @@ class RunWriter:
                 folder.rmdir()
 
     def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+class RunLock:
+    """The OS file lock that makes a process the one writer of a run folder (a context manager)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self._lock: Any = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.path / LOCK_NAME), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise UserError(
+                f"{self.path} is being written by another dkdm-zoo process ({self.holder()}): "
+                "wait for it to finish, or pass another --out"
+            ) from None
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to the run folder {self.path}: {exc.strerror or exc}; pass --out in a folder you can write"
+            ) from None
+        self._lock = lock
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "argv": sys.argv}
+        try:
+            (self.path / HOLDER_NAME).write_text(json.dumps(holder))
+        except OSError as exc:
+            self.release()
+            raise UserError(f"cannot write to the run folder {self.path}: {exc.strerror or exc}") from None
+
+    def holder(self) -> str:
+        for _ in range(20):  # the holder writes its record right after taking the lock
+            try:
+                data = json.loads((self.path / HOLDER_NAME).read_text())
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(data["since"])))
+                return f"pid {int(data['pid'])} on {data['host']}, since {since}"
+            except (OSError, ValueError, KeyError, TypeError):
+                time.sleep(0.05)
+        return "pid unknown"
+
+    def release(self) -> None:
         if self._lock is None:
             return
         # unlinked while still held (a process that opens the path later gets a fresh lock), so a
         # finished run folder holds no lock files
         for name in (HOLDER_NAME, LOCK_NAME):
-            (self.run.path / name).unlink(missing_ok=True)
+            (self.path / name).unlink(missing_ok=True)
         self._lock.release()
         self._lock = None
 

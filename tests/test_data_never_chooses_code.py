@@ -151,3 +151,23 @@ def test_run_json_cannot_turn_on_pickle_for_sample(tmp_path):
     with pytest.raises(Exception, match="pickle"):
         Run(run).original_teacher(build_registry(entry_points=False))
     shutil.rmtree(run)
+
+
+def test_a_pipeline_folder_naming_a_library_in_model_index_imports_nothing(tmp_path, monkeypatch):
+    """What docs/architecture.md relies on: diffusers loads a pipeline folder's components only from
+    its own libraries and modules already imported, whatever model_index.json names."""
+    from diffusers import DiffusionPipeline
+
+    import dkdm_zoo.pipelines  # noqa: F401 - registers DKDMZooPipeline on the diffusers module
+
+    folder = tmp_path / "pipe"
+    DDPMPipeline(unet=tiny_unet(1), scheduler=DDPMScheduler(**scheduler_config())).save_pretrained(folder)
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_lib_pipe.py").write_text(evil_source(marker))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    index = json.loads((folder / "model_index.json").read_text())
+    index["scheduler"] = ["evil_lib_pipe", "Net"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="evil_lib_pipe"):
+        DiffusionPipeline.from_pretrained(folder)
+    assert not marker.exists()

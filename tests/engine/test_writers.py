@@ -101,6 +101,8 @@ def test_the_refusal_names_the_holder_and_touches_nothing(tmp_path):
         )
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
         assert "(pid 4242 on gpu-node-7, since " in result.stderr
+        result = CliRunner().invoke(create_app(tiny_registry()), ["export", str(out)])  # writes RUN/pipeline
+        assert result.exit_code == 2 and "(pid 4242 on gpu-node-7" in result.stderr, result.output
         assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     finally:
         lock.release()
