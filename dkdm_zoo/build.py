@@ -6,6 +6,8 @@ module is torch-free; building objects imports what the registry's factories nee
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -13,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UnknownNameError, UserError
-from dkdm_zoo.recipes import Component, Recipe, TrainConfig, resolve_recipe, validate_against_registry
+from dkdm_zoo.recipes import (
+    Component,
+    Recipe,
+    parse_assignments,
+    resolve_recipe,
+    validate_against_registry,
+)
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 DEFAULT_METHOD = "dkdm"
@@ -87,7 +95,8 @@ def resolve(
         if teacher is None or student is None:
             raise UserError("pass --recipe NAME_OR_TOML, or both --teacher and --student")
         base = Recipe(name="", teacher=Component(""), student=Component(""), method=Component(DEFAULT_METHOD))
-    out = replace(base, train=replace(base.train))
+    out = replace(base)
+    origins: dict[str, str] = {}  # section.key -> the flag that gave it, for errors
     if teacher is not None:
         try:
             ref = resolve_teacher(teacher, registry)
@@ -98,22 +107,24 @@ def resolve(
         options = dict(out.teacher.options) if ref.name == out.teacher.name else {}
         if ref.source is not None:
             options["path"] = ref.source
+            origins["teacher.path"] = "--teacher"
         out.teacher = Component(ref.name, options)
     if teacher_path is not None:
         out.teacher = Component(out.teacher.name, {**out.teacher.options, "path": teacher_path})
+        origins["teacher.path"] = "--teacher-path"
     if student is not None and student != out.student.name:
         out.student = Component(student, {})
     if preset is not None:
         out.student = Component(out.student.name, {**out.student.options, "preset": preset})
+        origins["student.preset"] = "--preset"
     if method is not None and method != out.method.name:
         out.method = Component(method, {})
-    if steps is not None:
-        out.train.steps = steps
-    if batch_size is not None:
-        out.train.batch_size = batch_size
-    _validate_train(out.train)
+    for flag, key, value in (("--steps", "steps", steps), ("--batch-size", "batch_size", batch_size)):
+        if value is not None:
+            out = out.set_train({key: value}, where=flag)
     if overrides:
-        out = out.apply_overrides(list(overrides))
+        out = out.apply_overrides(overrides)
+        origins.update({f"{section}.{name}": "--set" for section, name, _, _ in parse_assignments(overrides)})
     # Errors about a name point at the flag that gave it (unless --set renamed it afterwards).
     named = {
         "teachers": ("--teacher", teacher),
@@ -125,16 +136,67 @@ def resolve(
         for kind, (flag, value) in named.items()
         if value is not None and not any(o.strip().startswith(f"{kind[:-1]}.name") for o in overrides or [])
     }
-    validate_against_registry(out, registry, flags)
-    return out
+    return validate_against_registry(out, registry, flags, origins)
 
 
-def _validate_train(train: TrainConfig) -> None:
-    for name in ("steps", "batch_size"):
-        value = getattr(train, name)
-        if not isinstance(value, int) or value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    train.validate()
+#: train settings a resumed run may change: they take effect from the resumed step and are recorded
+#: in recipe.toml; every other setting (the teacher, student and method with their options, batch
+#: size, gradient accumulation, seed, optimiser betas and weight decay, EMA decay, the teacher's
+#: dtype) is fixed by what the checkpoint holds
+RESUMABLE_TRAIN = frozenset(
+    {
+        "steps",
+        "lr",
+        "warmup_steps",
+        "lr_schedule",
+        "grad_clip",
+        "mixed_precision",
+        "compile",
+        "channels_last",
+        "checkpoint_every",
+        "checkpoints_keep",
+        "preview_every",
+        "preview_samples",
+        "preview_steps",
+        "log_every",
+        "tracker",
+        "final_eval_samples",
+        "setup_checkpoint_minutes",
+    }
+)
+
+
+def resume_changes(stored: Recipe, requested: Recipe, where: str) -> list[str]:
+    """What ``requested`` changes in the ``stored`` recipe of a run being resumed, as
+    ``train.lr 0.0001 -> 5e-05`` lines; a change to anything a checkpoint fixes is one ``UserError``
+    listing every such difference."""
+    refused, changed = [], []
+    for section in ("teacher", "student", "method"):
+        before, after = _plain(getattr(stored, section)), _plain(getattr(requested, section))
+        for key in sorted(set(before) | set(after), key=lambda k: (k != "name", k)):
+            if before.get(key) != after.get(key):
+                refused.append(f"{section}.{key} {_text(before.get(key))} -> {_text(after.get(key))}")
+    old, new = dataclasses.asdict(stored.train), dataclasses.asdict(requested.train)
+    for key in old:
+        if old[key] != new[key]:
+            line = f"train.{key} {_text(old[key])} -> {_text(new[key])}"
+            (changed if key in RESUMABLE_TRAIN else refused).append(line)
+    if refused:
+        raise UserError(
+            f"--resume: {where} cannot change {', '.join(refused)} (its checkpoints fix them); "
+            "drop these changes, or start a new run in another --out"
+        )
+    return changed
+
+
+def _plain(component: Component) -> dict[str, Any]:
+    """name and options as JSON would hold them (tuples as lists; unset options dropped)."""
+    options = {k: v for k, v in component.options.items() if v is not None}
+    return json.loads(json.dumps({"name": component.name, **options}, default=str))
+
+
+def _text(value: Any) -> str:
+    return "(unset)" if value is None else repr(value)
 
 
 def run_name(recipe: Recipe) -> str:
@@ -173,7 +235,7 @@ def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
     try:
         teacher.sample_conditions(1, torch.Generator().manual_seed(0))
     except UserError as exc:
-        options = registry.get("teachers", name).options or {}
+        options = registry.get("teachers", name).schema().options
         hint = f"; on the command line: {PROMPTS_HINT}" if "prompts" in options else ""
         raise UserError(f"teacher '{name}' cannot draw the conditions a run trains on: {exc}{hint}") from None
 

@@ -10,8 +10,10 @@ be a diffusers ``ModelMixin``. Pickle never enters: students load from safetenso
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UserError
@@ -66,7 +68,7 @@ def resolve_model_class(
     ``allowed_packages``: packages besides diffusers and dkdm_zoo whose modules may be imported
     (``plugin_packages(registry)``); None means the installed dkdm_zoo plugins.
     """
-    from diffusers import ModelMixin
+    from diffusers import ConfigMixin, ModelMixin
 
     module_name, sep, attr = str(reference).partition(":")
     if not sep or not module_name or not attr or not all(p.isidentifier() for p in attr.split(".")):
@@ -83,6 +85,11 @@ def resolve_model_class(
             "and installed dkdm-zoo plugins that provide students are imported; install or enable the plugin "
             "that defines this student"
         )
+    if top not in sys.modules and (shadow := _in_working_folder(top)) is not None:
+        raise UserError(
+            f"{where}: refusing to import {module_name!r} from the working folder ({shadow}): a file there "
+            "would stand in for the installed package; run the command from another folder"
+        )
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):
@@ -91,8 +98,30 @@ def resolve_model_class(
         raise UserError(
             f"{where}: cannot import model class {reference!r}: install the package (plugin) that defines it"
         ) from None
-    if not (isinstance(obj, type) and issubclass(obj, ModelMixin)):
+    if not (isinstance(obj, type) and issubclass(obj, ModelMixin) and issubclass(obj, ConfigMixin)):
         raise UserError(
-            f"{where}: model class {reference!r} is not a diffusers ModelMixin: refusing to load it"
+            f"{where}: model class {reference!r} is not a diffusers ModelMixin + ConfigMixin: refusing to load it"
         )
     return obj
+
+
+def _in_working_folder(top: str) -> str | None:
+    """Where package ``top`` would be imported from, if that is the working folder: ``python -m`` and
+    ``python -c`` put it first on sys.path, so a run folder started in could shadow an installed plugin."""
+    cwd = Path.cwd().resolve()
+    if not any(Path(entry or ".").resolve() == cwd for entry in sys.path):
+        return None
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.origin and spec.has_location:
+        origin = Path(spec.origin)
+        entry = origin.parent.parent if origin.name == "__init__.py" else origin.parent
+        return str(origin) if entry.resolve() == cwd else None
+    for location in spec.submodule_search_locations or []:  # a namespace package
+        if Path(location).resolve().parent == cwd:
+            return str(location)
+    return None

@@ -13,14 +13,15 @@ was expected; unknown keys are errors. CLI flags and ``--set key=value`` overrid
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tomllib
-import types
-import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from dkdm_zoo.errors import UnknownNameError, UserError
+from dkdm_zoo.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
 SECTIONS = ("recipe", "teacher", "student", "method", "train")
 RECIPE_KEYS = {"name": str, "description": str, "tags": list}
@@ -28,57 +29,57 @@ RECIPE_KEYS = {"name": str, "description": str, "tags": list}
 
 @dataclass
 class TrainConfig:
-    """Everything the engine needs that is not the algorithm."""
+    """Everything the engine needs that is not the algorithm.
 
-    steps: int = 1000
-    batch_size: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    warmup_steps: int = 0
+    The annotations are the schema (``dkdm_zoo.options``): recipe values, ``--set train.KEY=VALUE``
+    and flags are checked and converted against them, ranges included.
+    """
+
+    steps: PositiveInt = 1000
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-4
+    weight_decay: NonNegativeFloat = 0.0
+    adam_beta1: UnitInterval = 0.9
+    adam_beta2: UnitInterval = 0.999
+    warmup_steps: NonNegativeInt = 0
     lr_schedule: Literal["constant", "cosine", "linear"] = "constant"
-    grad_accum: int = 1
-    grad_clip: float = 1.0  # 0 disables clipping
-    ema_decay: float = 0.9999  # 0 disables EMA
+    grad_accum: PositiveInt = 1
+    grad_clip: NonNegativeFloat = 1.0  # 0 disables clipping
+    ema_decay: UnitInterval = 0.9999  # 0 disables EMA
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     teacher_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     compile: bool = False
     channels_last: bool = False
-    seed: int = 0
-    checkpoint_every: int = 500
-    checkpoints_keep: int = 2
-    preview_every: int = 500
-    preview_samples: int = 16
-    preview_steps: int = 25
-    log_every: int = 10
+    seed: NonNegativeInt = 0
+    checkpoint_every: NonNegativeInt = 500
+    checkpoints_keep: PositiveInt = 2
+    preview_every: NonNegativeInt = 500
+    preview_samples: PositiveInt = 16
+    preview_steps: PositiveInt = 25
+    log_every: PositiveInt = 10
     tracker: Literal["none", "tensorboard"] = "none"
-    final_eval_samples: int = 0  # > 0: `distill` scores the final student and its teacher on N samples
-    setup_checkpoint_minutes: float = 10.0  # a long method set-up (pool init) is checkpointed this often
+    final_eval_samples: NonNegativeInt = (
+        0  # > 0: `distill` scores the final student and its teacher on N samples
+    )
+    setup_checkpoint_minutes: NonNegativeFloat = (
+        10.0  # a long method set-up (pool init) is checkpointed this often
+    )
 
-    def validate(self, where: str = "train") -> None:
-        for name in (
-            "steps",
-            "batch_size",
-            "grad_accum",
-            "checkpoints_keep",
-            "preview_samples",
-            "preview_steps",
-            "log_every",
-        ):
-            if getattr(self, name) <= 0:
-                raise UserError(f"{where}.{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("warmup_steps", "checkpoint_every", "preview_every", "final_eval_samples"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
-        if self.setup_checkpoint_minutes < 0:
-            raise UserError(
-                f"{where}.setup_checkpoint_minutes must be >= 0, got {self.setup_checkpoint_minutes}"
-            )
-        if self.lr <= 0:
-            raise UserError(f"{where}.lr must be > 0, got {self.lr}")
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"{where}.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+@functools.cache
+def train_schema() -> Any:
+    """The train section's schema: TrainConfig's annotated fields (``dkdm_zoo.options.Schema``)."""
+    from dkdm_zoo.options import schema_of
+
+    return schema_of(TrainConfig)
+
+
+def train_config(
+    values: Mapping[str, Any], *, where: str = "", base: TrainConfig | None = None
+) -> TrainConfig:
+    """``base`` (default: TrainConfig's defaults) with ``values`` checked, converted and applied."""
+    checked = train_schema().check(values, section="train", where=where)
+    return dataclasses.replace(base if base is not None else TrainConfig(), **checked)
 
 
 @dataclass
@@ -98,6 +99,14 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""
     source: str | None = None
+    #: the train keys a recipe, a flag or ``--set`` gave; every other field of ``train`` holds
+    #: TrainConfig's default (defaults from elsewhere, a student's say, may fill only those)
+    train_set: frozenset[str] = frozenset()
+
+    def set_train(self, values: Mapping[str, Any], *, where: str) -> Recipe:
+        """This recipe with ``values`` (checked) in its train section, recorded as set."""
+        train = train_config(values, where=where, base=self.train)
+        return dataclasses.replace(self, train=train, train_set=self.train_set | set(values))
 
     def to_dict(self) -> dict[str, Any]:
         def comp(c: Component) -> dict[str, Any]:
@@ -119,22 +128,37 @@ class Recipe:
 
         return tomli_w.dumps(self.to_dict())
 
-    def apply_overrides(self, assignments: list[str]) -> Recipe:
-        """``section.key=value`` assignments (values parsed as TOML, else kept as strings)."""
-        data = self.to_dict()
-        for item in assignments:
-            key, sep, raw = item.partition("=")
-            section, dot, name = key.strip().partition(".")
-            if not sep or not dot or not name:
-                raise UserError(
-                    f"--set {item!r}: expected section.key=value, e.g. train.steps=100 or method.rho=0.2"
-                )
-            if section not in SECTIONS:
-                raise UserError(
-                    f"--set {item!r}: unknown section '{section}'; expected one of {', '.join(SECTIONS)}"
-                )
-            data.setdefault(section, {})[name] = parse_value(raw)
-        return recipe_from_dict(data, where="--set", source=self.source)
+    def apply_overrides(self, assignments: Iterable[str]) -> Recipe:
+        """``section.key=value`` assignments (values parsed as TOML, else kept as strings); train values
+        are checked here, component options against the registry (``validate_against_registry``)."""
+        recipe = self
+        for section, name, value, item in parse_assignments(assignments):
+            if section == "train":
+                recipe = recipe.set_train({name: value}, where=f"--set {item}")
+                continue
+            data = recipe.to_dict()
+            data.setdefault(section, {})[name] = value
+            changed = recipe_from_dict(data, where=f"--set {item}", source=self.source)
+            recipe = dataclasses.replace(changed, train=recipe.train, train_set=recipe.train_set)
+        return recipe
+
+
+def parse_assignments(assignments: Iterable[str]) -> list[tuple[str, str, Any, str]]:
+    """``section.key=value`` items as (section, key, parsed value, the item as given)."""
+    parsed = []
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise UserError(
+                f"--set {item!r}: expected section.key=value, e.g. train.steps=100 or method.rho=0.2"
+            )
+        if section not in SECTIONS:
+            raise UserError(
+                f"--set {item!r}: unknown section '{section}'; expected one of {', '.join(SECTIONS)}"
+            )
+        parsed.append((section, name.strip(), parse_value(raw), item))
+    return parsed
 
 
 def parse_value(raw: str) -> Any:
@@ -145,42 +169,10 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def _check_type(value: Any, annotation: Any, where: str) -> Any:
-    """Check one TrainConfig value against its annotation; ints are accepted for floats."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal:
-        allowed = typing.get_args(annotation)
-        if value not in allowed:
-            raise UserError(f"{where}: expected one of {', '.join(map(repr, allowed))}, got {value!r}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            try:
-                return _check_type(value, arg, where)
-            except UserError:
-                continue
-        raise UserError(f"{where}: expected {annotation}, got {value!r}")
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, bool) or not isinstance(value, annotation):
-        raise UserError(f"{where}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _train_config(data: dict[str, Any], where: str) -> TrainConfig:
-    hints = typing.get_type_hints(TrainConfig)
-    values = {}
-    for key, value in data.items():
-        if key not in hints:
-            close = [k for k in hints if k.startswith(key[:3])]
-            raise UserError(
-                f"{where}: unknown key 'train.{key}'"
-                + (f" (did you mean {', '.join(close)}?)" if close else "")
-            )
-        values[key] = _check_type(value, hints[key], f"{where}: train.{key}")
-    config = TrainConfig(**values)
-    config.validate(where=f"{where}: train")
-    return config
+def _train_config(data: Any, where: str) -> TrainConfig:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: [train] must be a table of train settings")
+    return train_config(data, where=where)
 
 
 def _component(data: Any, section: str, where: str, default: str | None = None) -> Component:
@@ -222,28 +214,53 @@ def recipe_from_dict(
         method=_component(data.get("method"), "method", where, default="dkdm"),
         train=_train_config(data.get("train", {}), where),
         source=source,
+        train_set=frozenset(data.get("train", {})),
     )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's data; a missing file, a folder, unreadable bytes or bad TOML is one line naming it."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"recipe file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(
+            f"{path} is a folder, not a recipe file: pass a .toml file or a recipe name"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): "
+            "save the recipe as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
 
 
 def load_recipe_file(path: str | Path) -> Recipe:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"recipe file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: invalid TOML: {exc}") from None
-    return recipe_from_dict(data, where=str(path), source=str(path), default_name=path.stem)
+    return recipe_from_dict(read_toml(path), where=str(path), source=str(path), default_name=path.stem)
 
 
-def validate_against_registry(recipe: Recipe, registry: Any, flags: dict[str, str] | None = None) -> None:
-    """Every component name exists; option keys are among the entry's declared options.
+def validate_against_registry(
+    recipe: Recipe,
+    registry: Any,
+    flags: dict[str, str] | None = None,
+    origins: Mapping[str, str] | None = None,
+) -> Recipe:
+    """The recipe with every component name checked and every option checked and converted against
+    its entry's schema (the factory's signature: this imports the factories).
 
-    Errors start with where the value came from: ``flags`` maps a kind to the command-line flag
-    that named it (``{"students": "--student"}``), otherwise the recipe's file or name, if any.
+    Errors start with where the value came from: ``origins`` maps ``section.key`` to what gave it
+    (``{"method.rho": "--set"}``), ``flags`` maps a kind to the command-line flag that named it
+    (``{"students": "--student"}``); anything else comes from the recipe's file or name, if any.
     """
     where = recipe.source or recipe.name
     prefix = f"{where}: " if where else ""
+    origins = origins or {}
+    checked = {}
     for kind, comp in (
         ("teachers", recipe.teacher),
         ("students", recipe.student),
@@ -254,14 +271,17 @@ def validate_against_registry(recipe: Recipe, registry: Any, flags: dict[str, st
         except UnknownNameError as exc:
             flag = (flags or {}).get(kind)
             raise UserError(f"{flag}: {exc}" if flag else f"{prefix}{kind[:-1]}.name: {exc}") from None
-        if entry.options is None or kind == "students":
-            continue  # undeclared options (or architecture overrides) are checked by the factory itself
-        for key in comp.options:
-            if key not in entry.options:
-                raise UserError(
-                    f"{prefix}unknown key '{kind[:-1]}.{key}' for {kind[:-1]} '{comp.name}'; "
-                    f"expected one of {', '.join(sorted(entry.options)) or 'none'}"
-                )
+        if not entry.available:
+            checked[kind] = comp  # its factory cannot be imported here: building it says what is missing
+            continue
+        options = {}
+        for key, value in comp.options.items():
+            origin = origins.get(f"{kind[:-1]}.{key}", where)
+            options.update(entry.check_options({key: value}, where=origin or ""))
+        checked[kind] = Component(comp.name, options)
+    return dataclasses.replace(
+        recipe, teacher=checked["teachers"], student=checked["students"], method=checked["methods"]
+    )
 
 
 @dataclass
@@ -283,9 +303,9 @@ def discover_recipes(registry: Any) -> tuple[dict[str, RecipeInfo], list[str]]:
         files = sorted(source.path.glob("*.toml")) if source.path.is_dir() else [source.path]
         for file in files:
             try:
-                data = tomllib.loads(file.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                problems.append(f"{file}: {exc}")
+                data = read_toml(file)
+            except UserError as exc:
+                problems.append(str(exc))
                 continue
             meta = data.get("recipe", {}) if isinstance(data.get("recipe"), dict) else {}
             name = meta.get("name", file.stem)
@@ -325,5 +345,4 @@ def resolve_recipe(name_or_path: str, registry: Any) -> Recipe:
         if name_or_path not in known:
             raise registry.unknown_name("recipes", name_or_path, known)
         recipe = load_recipe_file(known[name_or_path].path)
-    validate_against_registry(recipe, registry)
-    return recipe
+    return validate_against_registry(recipe, registry)

@@ -173,30 +173,7 @@ class Run:
     def finished(self) -> bool:
         return (self.student_dir / "config.json").is_file()
 
-    # -- lifecycle ------------------------------------------------------------------------------------
-    @classmethod
-    def prepare(cls, path: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> Run:
-        """Refuse to clobber an existing folder unless asked; ``overwrite`` only removes run folders."""
-        run = cls(path)
-        if resume:
-            if not run.recipe_path.is_file():
-                raise UserError(
-                    f"--resume: {run.path} is not a run folder (no recipe.toml); start a new run without --resume"
-                )
-            return run
-        if run.path.exists() and any(run.path.iterdir()):
-            if not overwrite:
-                raise UserError(
-                    f"output folder {run.path} exists and is not empty: pass --resume to continue it or --overwrite to replace it"
-                )
-            if not any((run.path / m).exists() for m in MARKERS):
-                raise UserError(
-                    f"--overwrite: {run.path} does not look like a run folder (no recipe.toml/run.json); refusing to delete it"
-                )
-            shutil.rmtree(run.path)
-        run.path.mkdir(parents=True, exist_ok=True)
-        return run
-
+    # -- lifecycle (a writing command opens the folder with dkdm_zoo.run_writer.open_run) -------------
     def start(self, recipe: Recipe, manifest: Manifest) -> None:
         """recipe.toml and run.json, written when training starts (and again on resume)."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -227,10 +204,30 @@ class Run:
             fh.write(json.dumps({**record, "time": time.time()}, sort_keys=True) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The records of metrics.jsonl; a last line cut short (a killed process) is skipped, any
+        other unreadable line is a one-line error naming the file and the line."""
         file = self.metrics_path
         if not file.exists():
             return []
-        return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read {file}: {exc}") from None
+        lines = text.splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if number == len(lines) and not text.endswith("\n"):
+                    break  # cut short by a kill mid-write
+                raise UserError(f"{file}:{number} is not a JSON record: the file is corrupt") from None
+            if not isinstance(record, dict):
+                raise UserError(f"{file}:{number} is not a JSON object: the file is corrupt")
+            records.append(record)
+        return records
 
     def save_preview(self, step: int, images: Tensor) -> Path:
         from dkdm_zoo.images import save_grid
@@ -272,6 +269,11 @@ class Run:
         try:
             model = cls.from_pretrained(self.student_dir, **kwargs)
         except (OSError, ValueError, RuntimeError) as exc:
+            for weights, problem in _unreadable_safetensors(self.student_dir):
+                raise UserError(
+                    f"{weights} is unreadable ({problem}): the run's student weights are truncated or corrupt; "
+                    f"write them again from its last checkpoint with `dkdm-zoo distill --out {self.path} --resume`"
+                ) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load the student in {self.student_dir}: {first}") from None
         return model.eval()
@@ -285,6 +287,8 @@ class Run:
         options = dict(self.manifest.teacher_options)
         if "allow_pickle" in options or allow_pickle:
             options["allow_pickle"] = allow_pickle
+        entry = registry.get("teachers", self.manifest.teacher)
+        options = entry.check_options(options, where=str(self.manifest_path))  # the file's values, typed
         return registry.create("teachers", self.manifest.teacher, **options)
 
     def pipeline_components(self, registry: Any) -> PipelineComponents:
@@ -301,8 +305,11 @@ class Run:
         """``student/`` (save_pretrained, safetensors), written beside and renamed into place."""
         tmp = self.path / ".tmp-student"
         shutil.rmtree(tmp, ignore_errors=True)
-        student.save_pretrained(tmp, safe_serialization=True)
-        _replace_folder(tmp, self.student_dir)
+        try:
+            student.save_pretrained(tmp, safe_serialization=True)
+            _replace_folder(tmp, self.student_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return self.student_dir
 
     def finish(self, student: nn.Module, teacher: Teacher) -> list[str]:
@@ -338,9 +345,12 @@ class Run:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".tmp-{out.name}")
         shutil.rmtree(tmp, ignore_errors=True)
-        save_pipeline(student, self.manifest.teacher_spec, components, tmp)
-        write_model_card(self, tmp, location=out)
-        _replace_folder(tmp, out)
+        try:
+            save_pipeline(student, self.manifest.teacher_spec, components, tmp)
+            write_model_card(self, tmp, location=out)
+            _replace_folder(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed export leaves nothing half-written
         return out
 
     def write_card(self, folder: str | os.PathLike[str] | None = None) -> Path:
@@ -348,6 +358,22 @@ class Run:
         from dkdm_zoo.card import write_model_card
 
         return write_model_card(self, Path(folder) if folder is not None else self.pipeline_dir)
+
+
+def _unreadable_safetensors(folder: Path) -> list[tuple[Path, str]]:
+    """The safetensors files in ``folder`` that cannot be read in full, with the reader's complaint."""
+    from safetensors import safe_open
+
+    bad = []
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                for key in fh.keys():  # noqa: SIM118 - safe_open has keys(), no iteration
+                    fh.get_tensor(key)
+        except Exception as exc:  # noqa: BLE001 - any failure to read it back is the answer
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            bad.append((path, text))
+    return bad
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -47,9 +47,16 @@ def test_good_recipe_and_defaults(tmp_path):
     ("edit", "needle"),
     [
         (("steps = 10", "stepz = 10"), "unknown key 'train.stepz'"),
-        (("steps = 10", 'steps = "ten"'), "train.steps: expected int"),
-        (("steps = 10", "steps = 0"), "train.steps must be a positive integer"),
-        (("lr = 2e-4", 'lr = 2e-4\nmixed_precision = "fp8"'), "expected one of 'no', 'fp16', 'bf16'"),
+        (("steps = 10", 'steps = "ten"'), "train.steps = 'ten' is not an integer > 0"),
+        (("steps = 10", "steps = 0"), "train.steps = 0 is not an integer > 0"),
+        (("steps = 10", "steps = 1.5"), "train.steps = 1.5 is not an integer > 0"),
+        (("lr = 2e-4", "lr = nan"), "train.lr = nan is not a finite number > 0"),
+        (("lr = 2e-4", "lr = inf"), "train.lr = inf is not a finite number > 0"),
+        (("lr = 2e-4", "lr = true"), "train.lr = True is not a finite number > 0"),
+        (("ema_decay = 0", "ema_decay = 1"), "train.ema_decay = 1 is not a finite number >= 0 and < 1"),
+        (("ema_decay = 0", "compile = 1.5"), "train.compile = 1.5 is not true or false"),
+        (("lr = 2e-4", 'lr = 2e-4\nmixed_precision = "fp8"'), "one of 'no', 'fp16', 'bf16'"),
+        (("[train]", "train = 3\n[x]"), "unknown section(s) x"),
         (
             ('[recipe]\nname = "mine"', '[recipe]\nname = "mine"\nauthor = "me"'),
             "unknown key 'recipe.author'",
@@ -94,3 +101,21 @@ def test_every_shipped_recipe_is_valid():
     for info in recipes.values():
         recipe = resolve_recipe(str(info.path), registry)
         assert recipe.name == info.name
+
+
+def test_which_train_values_were_set_is_known(tmp_path):
+    """Values a recipe, a flag or --set gave are told apart from TrainConfig's defaults (so defaults
+    from elsewhere, e.g. a student's, can fill only the rest)."""
+    from dkdm_zoo.build import resolve
+
+    registry = build_registry(entry_points=False)
+    recipe = load_recipe_file(write(tmp_path, GOOD.replace('path = "teacher-folder"', "")))
+    assert recipe.train_set == {"steps", "lr", "ema_decay"}
+    resolved = resolve(
+        registry, recipe=str(tmp_path / "r.toml"), batch_size=8, overrides=["train.warmup_steps=5"]
+    )
+    assert resolved.train_set == {"steps", "lr", "ema_decay", "batch_size", "warmup_steps"}
+    assert resolved.train.batch_size == 8 and resolved.train.warmup_steps == 5
+    assert resolved.train.grad_accum == TrainConfig().grad_accum  # a default, not in train_set
+    stored = load_recipe_file(write(tmp_path, resolved.dumps(), "stored.toml"))
+    assert stored.train_set == set(TrainConfig.__dataclass_fields__)  # a run's recipe.toml fixes all

@@ -145,9 +145,9 @@ def test_registry_is_passed_not_chosen_by_options(registry, tmp_path):
     run = make_run(tmp_path / "run", registry)
     teacher = registry.create("teachers", "run", path=str(run.path))
     assert teacher.spec.family == "run"
-    with pytest.raises(UserError, match="no option 'registry'"):
+    with pytest.raises(UserError, match="unknown key 'teacher.registry' for teacher 'run'"):
         registry.create("teachers", "run", path=str(run.path), registry=build_registry(entry_points=False))
-    assert "registry" not in registry.get("teachers", "run").resolved_options()
+    assert "registry" not in registry.get("teachers", "run").option_defaults()
 
 
 def test_a_pipeline_that_cannot_be_built_does_not_lose_the_run(registry, tmp_path):

@@ -171,24 +171,25 @@ def train_one(name: str, runs: Path, steps: int | None) -> None:
     from dkdm_zoo.engine import train
     from dkdm_zoo.recipes import resolve_recipe
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.run_writer import open_run
 
     registry = build_registry(entry_points=False)
     recipe = resolve_recipe(str(ROOT / "recipes" / f"train-{name}.toml"), registry)
     if steps is not None:
-        recipe.train.steps = steps
+        recipe = recipe.set_train({"steps": steps}, where="--steps")
     out = runs / name
-    Run.prepare(out, resume=False, overwrite=True)
-    teacher = builder.build_teacher(recipe, registry)
-    torch.manual_seed(recipe.train.seed)
-    if name == "digits-dit":
-        student = build_pixel_dit(teacher.spec, recipe.student.options)
-    else:
-        student = builder.build_student(recipe, teacher.spec, registry)
-    method = builder.build_method(recipe, teacher, student, registry)
-    start = time.perf_counter()
-    train(recipe, teacher, student, method, out, quiet=True)
-    seconds = time.perf_counter() - start
+    with open_run(out, resume=False, overwrite=True) as writer:
+        teacher = builder.build_teacher(recipe, registry)
+        torch.manual_seed(recipe.train.seed)
+        if name == "digits-dit":
+            student = build_pixel_dit(teacher.spec, recipe.student.options)
+        else:
+            student = builder.build_student(recipe, teacher.spec, registry)
+        method = builder.build_method(recipe, teacher, student, registry)
+        writer.clear()
+        start = time.perf_counter()
+        train(recipe, teacher, student, method, out, quiet=True)
+        seconds = time.perf_counter() - start
     student.eval()
     dest = ASSETS / name
     export(name, out, student, teacher.spec, dest)

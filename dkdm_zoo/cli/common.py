@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -64,17 +68,91 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def print_error(message: str) -> None:
+    """``error: MESSAGE`` as one line on stderr; the message is printed as it is (never read as markup:
+    messages quote TOML such as "[teacher]")."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True, highlight=False)
+
+
+def check_output_file(path: Path, flag: str, *, image: bool = False) -> None:
+    """A file the command will write: not a folder, not under a file, and (``image``) an extension
+    PIL writes. Checked before any work, so a typo costs nothing."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder: pass a file name")
+    _check_parent(path, flag)
+    if image:
+        from PIL import Image
+
+        Image.init()
+        writable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+        if path.suffix.lower() not in writable:
+            raise UserError(
+                f"{flag} {path}: {path.suffix or 'no extension'} is not an image format: use .png "
+                "(or .jpg, .webp)"
+            )
+
+
+def check_output_folder(path: Path, flag: str) -> None:
+    """A folder the command will write into: not a file, not under a file."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file: pass a folder")
+    _check_parent(path, flag)
+
+
+def _check_parent(path: Path, flag: str) -> None:
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {path}: {parent} is a file, not a folder")
+            return
+
+
+def _click_exceptions() -> Any:
+    """The Click exceptions module Typer uses (Click itself, or the copy newer Typers vendor)."""
+    import importlib
+
+    return importlib.import_module(typer.BadParameter.__module__)
+
+
+# OS errors a user causes and can fix (a full disk, a folder they cannot write): one line, exit 2
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_USER_OS_ERRORS = (*_DISK_FULL, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
 class ZooGroup(TyperGroup):
-    """Turns a ``UserError`` anywhere below into one line on stderr and exit code 2."""
+    """Turns a ``UserError`` anywhere below, and Click's own usage errors (a bad ``--n abc``, an
+    unknown option), into one line on stderr and exit code 2."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with self._one_line_errors():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: typer.Context) -> Any:
-        try:
+        with self._one_line_errors():
             return super().invoke(ctx)
-        except UserError as exc:
-            from rich.markup import escape
 
-            # escaped: messages quote TOML ("[teacher]", "[...]") that rich would read as markup
-            err_console.print(
-                f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True, markup=True, highlight=False
-            )
+    @staticmethod
+    @contextlib.contextmanager
+    def _one_line_errors() -> Iterator[None]:
+        exceptions = _click_exceptions()
+        try:
+            yield
+        except UserError as exc:
+            print_error(str(exc))
             raise typer.Exit(2) from None
+        except OSError as exc:
+            if exc.errno not in _USER_OS_ERRORS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            hint = "; free some space and run the command again" if exc.errno in _DISK_FULL else ""
+            print_error(f"{exc.strerror or exc}{where}{hint}")
+            raise typer.Exit(2) from None
+        except exceptions.ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: Typer shows its help
+                raise
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            print_error(f"{exc.format_message()}{hint}")
+            raise typer.Exit(exc.exit_code) from None

@@ -65,30 +65,27 @@ def distill(
     started = time.perf_counter()
     from dkdm_zoo import build as builder
     from dkdm_zoo.cli.common import announce, console, get_registry
-    from dkdm_zoo.recipes import load_recipe_file
+    from dkdm_zoo.run_writer import open_run
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     registry = get_registry()
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
-    base = None
-    if resume and out is not None and (out / "recipe.toml").is_file():
-        if recipe is not None or any(v is not None for v in flags.values()):
-            raise UserError(
-                "--resume continues the stored recipe; only --steps, --batch-size and --set may change"
-            )
-        base = load_recipe_file(out / "recipe.toml")
-        flags = {}
-    resolved = builder.resolve(
-        registry,
-        recipe=recipe,
-        base=base,
-        steps=steps,
-        batch_size=batch_size,
-        overrides=set_,
-        announce=announce,
-        **flags,
-    )
+    common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
+    resolved, changed = None, []
+    if resume and out is None:  # the run folder this command would have created
+        resolved = builder.resolve(registry, recipe=recipe, **flags, **common)
+        out = builder.default_out(resolved)
+    stored = _stored_recipe(out, registry) if resume else None
+    if stored is not None:
+        # the same command plus --resume: flags over the stored recipe (or over --recipe), then only
+        # what a checkpoint does not fix may differ
+        resolved = builder.resolve(
+            registry, recipe=recipe, base=None if recipe else stored, **flags, **common
+        )
+        changed = builder.resume_changes(stored, resolved, str(out))
+    elif resolved is None:
+        resolved = builder.resolve(registry, recipe=recipe, **flags, **common)
     out = out if out is not None else builder.default_out(resolved)
 
     if dry_run:
@@ -109,18 +106,40 @@ def distill(
     from dkdm_zoo.run import Run
 
     main = int(os.environ.get("RANK", "0")) == 0
-    if main:  # under torchrun only rank 0 prepares the folder
-        Run.prepare(out, resume=resume, overwrite=overwrite)
-    built = builder.build(resolved, registry)
-    result = train(resolved, built.teacher, built.student, built.method, out, resume=resume, quiet=quiet)
-    if main and result.exported and resolved.train.final_eval_samples > 0:
-        _final_evaluation(Run(out), resolved, built.teacher, registry, quiet)
+    # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
+    with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
+        built = builder.build(resolved, registry)
+        writer.clear()  # --overwrite: the old run goes only once the new one is built
+        # the engine's one line on what it resumed from, with what this command changed
+        note = f"; changed: {', '.join(changed)}" if changed else ""
+        result = train(
+            resolved,
+            built.teacher,
+            built.student,
+            built.method,
+            out,
+            resume=resume,
+            quiet=quiet,
+            announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
+        )
+        if main and result.exported and resolved.train.final_eval_samples > 0:
+            _final_evaluation(Run(out), resolved, built.teacher, registry, quiet)
     if not quiet and main:
         console.print(
             f"run {out}: {result.step} steps on {result.world_size} process(es), "
             f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(result.exported) or 'checkpoints only'}; "
             f"wall time {time.perf_counter() - started:.1f} s"
         )
+
+
+def _stored_recipe(out: Path, registry):
+    """The recipe of the run being resumed (its options checked like any recipe's), or None when
+    ``out`` holds none (opening the folder then says it is no run)."""
+    from dkdm_zoo.recipes import load_recipe_file, validate_against_registry
+
+    if not (out / "recipe.toml").is_file():
+        return None
+    return validate_against_registry(load_recipe_file(out / "recipe.toml"), registry)
 
 
 def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:

@@ -42,7 +42,7 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher."""
-    from dkdm_zoo.cli.common import announce, console, get_registry, invocation
+    from dkdm_zoo.cli.common import announce, check_output_file, console, get_registry, invocation
     from dkdm_zoo.errors import UserError
     from dkdm_zoo.evaluation.report import (
         AGAINST,
@@ -55,6 +55,8 @@ def evaluate(
 
     if against not in AGAINST:
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
+    if json_out is not None:
+        check_output_file(json_out, "--json-out")
     registry = get_registry()
     src = load_source(source, registry, teacher_options=teacher_options(teacher_path), announce=announce)
     require_digits_like(src)

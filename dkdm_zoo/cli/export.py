@@ -6,6 +6,7 @@ import: the body imports the export code.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -31,6 +32,7 @@ def export(
     from dkdm_zoo.card import is_hub_id, write_model_card
     from dkdm_zoo.cli.common import console, get_registry
     from dkdm_zoo.run import Run
+    from dkdm_zoo.run_writer import RunLock
 
     if push_to_hub is not None and not is_hub_id(push_to_hub):
         raise UserError(
@@ -43,7 +45,9 @@ def export(
     run = Run(run_dir)
     registry = get_registry()
     student = run.load_student(registry)
-    folder = run.export(student, run.pipeline_components(registry), out)
+    # writing RUN/pipeline: the run's one writer while it does (a distill --resume may be finishing it)
+    with RunLock(run.path) if out is None else contextlib.nullcontext():
+        folder = run.export(student, run.pipeline_components(registry), out)
     kind = _pipeline_class(folder)
     console.print(f"wrote {folder}: a diffusers {kind} with its model card (README.md)")
     if push_to_hub is not None:

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from dkdm_zoo.cli.common import console, get_registry, print_json
 from dkdm_zoo.errors import UserError
@@ -69,14 +70,14 @@ def list_cmd(
         print_json(rows)
         return
     if not rows:
-        console.print(f"nothing registered matches '{pattern}' (see `dkdm-zoo list`)")
+        console.print(Text(f"nothing registered matches '{pattern}' (see `dkdm-zoo list`)"))
         return
     table = Table(title=None, show_lines=False)
     for column in ("kind", "name", "summary", "plugin"):
         table.add_column(column, overflow="fold")
     for row in rows:
         style = None if row["available"] else "dim"
-        table.add_row(row["kind"], row["name"], row["summary"], row["plugin"], style=style)
+        table.add_row(*(Text(str(row[k])) for k in ("kind", "name", "summary", "plugin")), style=style)
     console.print(table)
     broken = get_registry().broken_plugins
     if broken:
@@ -146,19 +147,19 @@ def info_cmd(
         table = Table(show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
         table.add_column(overflow="fold")
-        table.add_row("name", d["name"])
-        table.add_row("kind", d["kind"])
-        table.add_row("summary", d["summary"])
-        table.add_row("plugin", d["plugin"])
-        table.add_row("factory", d["factory"])
+        for key in ("name", "kind", "summary", "plugin", "factory"):
+            table.add_row(key, Text(str(d[key])))  # plugin text is data, never markup
         if d["unavailable_reason"]:
-            table.add_row("unavailable", d["unavailable_reason"])
-        options = d["options"] or {}
-        table.add_row("options", "\n".join(f"{k} = {v!r}" for k, v in options.items()) or "(none)")
+            table.add_row("unavailable", Text(d["unavailable_reason"]))
+        options, types_ = d["options"] or {}, d.get("option_types") or {}
+        table.add_row(
+            "options",
+            Text("\n".join(f"{k} = {v!r}  ({types_.get(k, 'any')})" for k, v in options.items()) or "(none)"),
+        )
         if d.get("accepts"):
-            table.add_row("detects", ", ".join(d["accepts"]))
+            table.add_row("detects", Text(", ".join(d["accepts"])))
         for key, value in d.get("built_for_teacher", {}).items():
-            table.add_row(key, str(value))
+            table.add_row(key, Text(str(value)))
         console.print(table)
         console.print()
 
@@ -166,17 +167,34 @@ def info_cmd(
 def plugins_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Installed plugins, their versions, what each registers, and broken ones with their error."""
+    """Installed plugins, their versions, load times, what each registers, and broken ones with their error."""
+    from dkdm_zoo.registry.registry import SLOW_PLUGIN_SECONDS
+
     plugins = get_registry().plugins
     if as_json:
         print_json([p.to_dict() for p in plugins])
         return
     table = Table()
-    for column in ("plugin", "version", "status", "registers"):
+    for column in ("plugin", "version", "status", "load", "registers"):
         table.add_column(column, overflow="fold")
     for p in plugins:
         registers = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in p.registered.items())
-        status = "[green]ok[/]" if p.ok else f"[red]broken[/] {p.error}"
+        # plugin text is data: Text() shows brackets as they are (no markup)
+        status = Text("ok", style="green") if p.ok else Text.assemble(("broken ", "red"), p.error or "")
+        load = Text(f"{p.load_seconds * 1000:,.0f} ms")
+        if p.slow:
+            load.append(" slow", style="yellow")
         label = f"{p.name} (built-in)" if p.builtin else p.name
-        table.add_row(label, p.version or "?", status, registers)
+        table.add_row(Text(label), Text(p.version or "?"), status, load, Text(registers))
     console.print(table)
+    slow = [p for p in plugins if p.slow]
+    if slow:
+        names = ", ".join(f"'{p.name}' ({p.load_seconds:.1f} s)" for p in slow)
+        console.print(
+            Text(
+                f"slow to load (>= {SLOW_PLUGIN_SECONDS} s, paid by every dkdm-zoo command): {names}; "
+                "keep the plugin's hook module light (lazy 'module:attr' factories), or disable it with "
+                "DKDM_ZOO_LOAD_PLUGINS / DKDM_ZOO_DISABLE_PLUGIN_AUTOLOAD"
+            ),
+            soft_wrap=True,
+        )

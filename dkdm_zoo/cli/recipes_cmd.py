@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from dkdm_zoo.cli.common import ZooGroup, console, get_registry, print_json
 
@@ -35,7 +36,7 @@ def list_recipes(
         table.add_row(r.name, r.teacher, r.student, r.method, r.description, r.plugin)
     console.print(table)
     for problem in problems:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(Text.assemble(("warning: ", "yellow"), problem))  # file text: never markup
 
 
 @app.command("show")
@@ -48,5 +49,5 @@ def show(name: Annotated[str, typer.Argument(help="recipe name")]) -> None:
     if name not in recipes:
         raise registry.unknown_name("recipes", name, recipes)
     recipe = resolve_recipe(str(recipes[name].path), registry)
-    console.print(f"# {recipes[name].path} (plugin: {recipes[name].plugin})")
+    console.print(Text(f"# {recipes[name].path} (plugin: {recipes[name].plugin})"))
     console.print(Syntax(recipe.dumps(), "toml", theme="ansi_dark", background_color="default"))

@@ -74,11 +74,15 @@ def sample(
     ] = None,
 ) -> None:
     """Generate images from a teacher or a trained run and save them as a PNG grid."""
-    from dkdm_zoo.cli.common import announce, console, get_registry
+    from dkdm_zoo.cli.common import announce, check_output_file, check_output_folder, console, get_registry
     from dkdm_zoo.evaluation.report import timed_generate
     from dkdm_zoo.generation import load_source
     from dkdm_zoo.images import save_grid, save_individual
 
+    if out is not None:
+        check_output_file(out, "--out", image=True)
+    if individual is not None:
+        check_output_folder(individual, "--individual")
     parsed = parse_labels(labels)
     src = load_source(
         source, get_registry(), teacher_options=teacher_options(teacher_path), announce=announce

@@ -8,6 +8,7 @@ is read back with ``weights_only=True``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -17,6 +18,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from dkdm_zoo.errors import UserError
 
 LATEST = "latest"
 TEMP_PREFIX = ".tmp-"
@@ -69,8 +72,8 @@ def save_mixed(state: dict[str, Any], folder: Path, stem: str) -> None:
 
 
 def load_mixed(folder: Path, stem: str) -> dict[str, Any]:
-    state: dict[str, Any] = json.loads((folder / f"{stem}.json").read_text())
-    state.update(load_file(str(folder / f"{stem}.safetensors")))
+    state: dict[str, Any] = _read(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
+    state.update(_read(folder / f"{stem}.safetensors", lambda p: load_file(str(p))))
     return state
 
 
@@ -157,7 +160,9 @@ def save_training_state(
     """Write checkpoint ``step`` atomically (collective: every process calls it).
 
     ``trained`` maps network names to objects with ``module``, ``optimizer`` and ``lr_schedule``.
-    Each process writes its method state and RNG; the main process writes the shared rest.
+    Each process writes its method state and RNG; the main process writes the shared rest. A write
+    that fails on any process (a full disk) fails on all of them together, after the half-written
+    folder is removed: the previous checkpoint stays the latest.
     """
     from safetensors.torch import save_model
 
@@ -167,11 +172,11 @@ def save_training_state(
         clean_temp(checkpoints)
         temp.mkdir(parents=True)
     acc.wait_for_everyone()
-    save_mixed(method.state_dict(), temp, f"method-rank{rank}")
-    save_mixed(rng_state(generator), temp, f"rng-rank{rank}")
-    acc.wait_for_everyone()
-    final = None
-    if acc.is_main_process:
+    error = _attempt(lambda: save_mixed(method.state_dict(), temp, f"method-rank{rank}"))
+    error = error or _attempt(lambda: save_mixed(rng_state(generator), temp, f"rng-rank{rank}"))
+    _raise_together(acc, error, checkpoints, step, trained, ema, method)
+
+    def shared_files() -> None:
         for name, net in trained.items():
             weights, optimizer, schedule = _files(name)
             save_model(net.module, str(temp / weights))
@@ -187,22 +192,93 @@ def save_training_state(
             }
             save_mixed({**state, **shadow}, temp, "ema")
         write_json(temp / "state.json", {"step": step, "world_size": acc.num_processes})  # last: complete
+
+    final = None
+    error = _attempt(shared_files) if acc.is_main_process else None
+    _raise_together(acc, error, checkpoints, step, trained, ema, method)
+    if acc.is_main_process:
         final = publish(temp, checkpoints, step, keep)
     acc.wait_for_everyone()
     return final
 
 
+class DiskFullError(UserError):
+    """A checkpoint did not fit on the disk: the run stopped, the previous checkpoint is kept."""
+
+
+def _attempt(write: Any) -> OSError | None:
+    try:
+        write()
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _raise_together(
+    acc: Any, error: OSError | None, checkpoints: Path, step: int, trained, ema, method
+) -> None:
+    """Every process learns whether any write failed (one collective), then all raise the same way."""
+    failed = error is not None
+    if acc.num_processes > 1:
+        flag = torch.tensor([float(failed)], device=acc.device)
+        failed = float(acc.reduce(flag, "sum").item()) > 0
+    if not failed:
+        return
+    if acc.is_main_process:
+        clean_temp(checkpoints)  # frees what the half-written checkpoint took
+    last = find_latest(checkpoints)
+    kept = (
+        f"the last checkpoint ({last.name}) is kept" if last is not None else "no checkpoint was written yet"
+    )
+    if error is None or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        reason = f"{error.strerror or error}" if error is not None else "another process failed to write it"
+        raise UserError(f"cannot write checkpoint {step} in {checkpoints}: {reason}; {kept}")
+    need = checkpoint_bytes(trained, ema, method, acc.num_processes)
+    free = shutil.disk_usage(checkpoints).free
+    raise DiskFullError(
+        f"no space left on the disk of {checkpoints} for checkpoint {step}: it needs about {_mib(need)} "
+        f"({_mib(free)} free); {kept}: free some space, then run the same command with --resume"
+    )
+
+
+def checkpoint_bytes(trained: Any, ema: Any, method: Any, world_size: int = 1) -> int:
+    """About what one checkpoint takes on disk: weights and AdamW moments of every network, the EMA
+    copy, and each process's method state."""
+
+    def tensor_bytes(values: Any) -> int:
+        return sum(v.numel() * v.element_size() for v in values if isinstance(v, torch.Tensor))
+
+    total = 0
+    for net in trained.values():
+        params = tensor_bytes(net.module.parameters())
+        total += 3 * params  # weights, exp_avg, exp_avg_sq
+    if ema is not None:
+        total += tensor_bytes(trained["student"].module.parameters())
+    total += world_size * tensor_bytes(method.state_dict().values())
+    return total
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
 def load_training_state(
     folder: Path, rank: int, trained: Any, ema: Any, generator, device
 ) -> tuple[int, dict[str, Any]]:
-    """Restore networks, optimisers, schedules, EMA and RNG; return (step, this process's method state)."""
+    """Restore networks, optimisers, schedules, EMA and RNG; return (step, this process's method state).
+
+    The lr schedules continue from the checkpoint's step but with this run's settings: the learning
+    rate, warm-up, schedule and total steps of the (possibly changed) recipe take effect.
+    """
     from safetensors.torch import load_model
 
     for name, net in trained.items():
         weights, optimizer, schedule = _files(name)
-        load_model(net.module, str(folder / weights), device=str(device))
-        net.optimizer.load_state_dict(load_torch(folder / optimizer, device))
-        net.lr_schedule.load_state_dict(json.loads((folder / schedule).read_text()))
+        base_lrs = list(net.lr_schedule.base_lrs)  # this run's lr (the optimiser state holds the old one)
+        _read(folder / weights, lambda p, net=net: load_model(net.module, str(p), device=str(device)))
+        net.optimizer.load_state_dict(_read(folder / optimizer, lambda p: load_torch(p, device)))
+        net.lr_schedule.load_state_dict(_read(folder / schedule, lambda p: json.loads(p.read_text())))
+        _continue_schedule(net.lr_schedule, base_lrs)
     if ema is not None and (folder / "ema.json").exists():
         state = load_mixed(folder, "ema")
         names = [name for name, _ in trained["student"].module.named_parameters()]
@@ -213,5 +289,97 @@ def load_training_state(
     generator.set_state(rng["method"].to(torch.uint8))
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
-    step = int(json.loads((folder / "state.json").read_text())["step"])
+    step = int(_read(folder / "state.json", lambda p: json.loads(p.read_text()))["step"])
     return step, load_mixed(folder, f"method-rank{rank}")
+
+
+class UnreadableFile(Exception):
+    """A checkpoint file that cannot be read back (truncated, corrupt): resuming falls back."""
+
+
+def _read(path: Path, load: Any) -> Any:
+    try:
+        return load(path)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader raises, name the file
+        raise UnreadableFile(f"{path.name}: {_first_line(exc)}") from exc
+
+
+def _continue_schedule(schedule: Any, base_lrs: list[float]) -> None:
+    """The restored schedule's step with this run's base lr and lr function (a LambdaLR, as diffusers'
+    ``get_scheduler`` builds): unchanged settings give exactly the saved learning rate."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    if not isinstance(schedule, LambdaLR):
+        return
+    schedule.base_lrs = list(base_lrs)
+    for group, base, lr_lambda in zip(
+        schedule.optimizer.param_groups, base_lrs, schedule.lr_lambdas, strict=True
+    ):
+        group["initial_lr"] = base
+        group["lr"] = base * lr_lambda(schedule.last_epoch)
+    schedule._last_lr = [group["lr"] for group in schedule.optimizer.param_groups]
+
+
+def resume_from(
+    checkpoints: Path, acc: Any, trained: Any, ema: Any, generator, device, announce: Any
+) -> tuple[int, dict[str, Any] | None]:
+    """Load the newest checkpoint every process can read: ``latest``, else older ones, newest first,
+    saying in one line which one (and which were skipped, and why). No checkpoint: (0, None). Checkpoints that all
+    fail to load, or were written by another number of processes: a ``UserError``."""
+    candidates = _candidates(checkpoints)
+    skipped: list[str] = []
+    for folder in candidates:
+        saved_world = _saved_world_size(folder)
+        if saved_world is not None and saved_world != acc.num_processes:
+            raise UserError(
+                f"--resume: {folder} was written by {saved_world} processes, this run has {acc.num_processes}; "
+                f"resume with {saved_world}"
+            )
+        try:
+            if saved_world is None:
+                raise ValueError("state.json: unreadable")
+            loaded: tuple[int, dict[str, Any]] | None = load_training_state(
+                folder, acc.process_index, trained, ema, generator, device
+            )
+            reason = ""
+        except UnreadableFile as exc:  # truncated safetensors, bad JSON, a torch.load error: fall back
+            loaded, reason = None, str(exc)
+        except ValueError as exc:
+            loaded, reason = None, str(exc)
+        ok = torch.tensor([float(loaded is not None)], device=device)
+        if acc.num_processes > 1:
+            ok = acc.reduce(ok, "sum") / acc.num_processes
+        if float(ok.item()) == 1.0 and loaded is not None:
+            announce(
+                f"--resume: {''.join(s + '; ' for s in skipped)}resuming from {folder.name} (step {loaded[0]})"
+            )
+            return loaded
+        skipped.append(f"{folder.name} is unreadable ({reason or 'on another process'})")
+    if skipped:
+        raise UserError(
+            f"--resume: no readable checkpoint in {checkpoints}: {'; '.join(skipped)}; start a new run "
+            "(--overwrite) or restore a checkpoint"
+        )
+    return 0, None
+
+
+def _candidates(checkpoints: Path) -> list[Path]:
+    """Complete checkpoints, the ``latest`` pointer's first, then the others newest first."""
+    found = [folder for _, folder in reversed(list_checkpoints(checkpoints))]
+    latest = find_latest(checkpoints)
+    if latest is not None and latest in found:
+        found.remove(latest)
+        found.insert(0, latest)
+    return found
+
+
+def _saved_world_size(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "state.json").read_text())["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

@@ -12,10 +12,10 @@ is checkpointed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -70,11 +70,13 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     stop_at: int | None = None,
+    announce: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Run (or continue, with ``resume``) ``recipe.train.steps`` optimiser steps into ``out``.
 
     ``student`` is ``method.student`` (the exported network). ``stop_at`` ends the run early after
-    that step (checkpointing it), as an interruption would.
+    that step (checkpointing it), as an interruption would. ``announce`` gets one-line notes for the
+    user (default: stderr), e.g. that resuming skipped an unreadable checkpoint.
     """
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -109,13 +111,6 @@ def train(
             network.module.to(memory_format=torch.channels_last)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
 
-    latest = ckpt.find_latest(checkpoints) if resume else None
-    if latest is not None:
-        saved_world = json.loads((latest / "state.json").read_text())["world_size"]
-        if saved_world != world:
-            raise UserError(
-                f"--resume: {latest} was written by {saved_world} processes, this run has {world}; resume with {saved_world}"
-            )
     if main:
         ckpt.clean_temp(checkpoints)
         run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step))
@@ -142,8 +137,11 @@ def train(
         ema.to(device)
 
     step, method_state = 0, None
-    if latest is not None:
-        step, method_state = ckpt.load_training_state(latest, rank, trained, ema, generator, device)
+    if resume:  # the newest readable checkpoint (an unreadable latest one falls back, said in one line)
+        say = announce if announce is not None else _stderr_line
+        step, method_state = ckpt.resume_from(
+            checkpoints, acc, trained, ema, generator, device, say if main else lambda line: None
+        )
 
     setup_clock = {"last": time.monotonic()}
 
@@ -246,10 +244,11 @@ def train(
                 reading = window.read(acc, method.counters())  # the window's one host read
                 if reading.first_nonfinite_step is not None:
                     last = ckpt.find_latest(checkpoints)
+                    then = "the same command with --resume" if last is not None else "the command again"
                     raise NonFiniteLossError(
                         f"non-finite loss at step {reading.first_nonfinite_step}; the run stopped, last good "
                         f"checkpoint: {last if last is not None else 'none'} (lower train.lr, raise "
-                        "train.grad_clip or use train.mixed_precision='no', then --resume)"
+                        f"train.grad_clip or use train.mixed_precision='no', then run {then})"
                     )
                 record = {
                     "step": step,
@@ -352,3 +351,9 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )
     acc.wait_for_everyone()
+
+
+def _stderr_line(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Logs, Passes, Plan
 from dkdm_zoo.methods.one_step import OneStepMethod
-from dkdm_zoo.students.one_step import OneStepGenerator, init_from_teacher_weights
+from dkdm_zoo.students.one_step import InitFromTeacher, OneStepGenerator, init_from_teacher_weights
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 Weighting = Literal["none", "inverse-step", "min-snr"]
@@ -51,7 +51,7 @@ class BOOT(OneStepMethod):
         boundary_every: int = 1,
         guidance_scale: float | None = None,
         clip: bool | None = None,
-        init_from_teacher: str | bool = "auto",
+        init_from_teacher: InitFromTeacher = "auto",
     ):
         super().__init__(teacher, self.wrap_student(student, teacher, init_from_teacher))
         T = teacher.spec.num_train_timesteps
@@ -112,7 +112,7 @@ class BOOT(OneStepMethod):
     # -- the generator ----------------------------------------------------------------------------------
     @staticmethod
     def wrap_student(
-        student: nn.Module, teacher: Teacher, init_from_teacher: str | bool = "auto"
+        student: nn.Module, teacher: Teacher, init_from_teacher: InitFromTeacher = "auto"
     ) -> nn.Module:
         """The backbone as a OneStepGenerator, initialised from the teacher's weights if asked."""
         if isinstance(student, OneStepGenerator):

@@ -32,7 +32,12 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Logs, Network, Passes, Plan, Update
 from dkdm_zoo.methods.one_step import OneStepMethod
-from dkdm_zoo.students.one_step import OneStepGenerator, init_from_teacher_weights, output_to_x0
+from dkdm_zoo.students.one_step import (
+    InitFromTeacher,
+    OneStepGenerator,
+    init_from_teacher_weights,
+    output_to_x0,
+)
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 FAKE_SCORE = "fake_score"
@@ -71,7 +76,7 @@ class ScoreDistillation(OneStepMethod):
         sigma_data: float,
         guidance_scale: float | None,
         fake_guidance_scale: float | None,
-        init_from_teacher: str | bool,
+        init_from_teacher: InitFromTeacher,
     ):
         if init_sigma <= 0 or not math.isfinite(init_sigma):
             raise UserError(f"method.init_sigma must be a positive number, got {init_sigma}")
@@ -244,7 +249,7 @@ class SiD(ScoreDistillation):
         sigma_data: float = 0.5,
         guidance_scale: float | None = None,
         fake_guidance_scale: float | None = 1.0,
-        init_from_teacher: str | bool = "auto",
+        init_from_teacher: InitFromTeacher = "auto",
     ):
         if not math.isfinite(alpha):
             raise UserError(f"method.alpha must be a finite number, got {alpha}")
@@ -288,7 +293,7 @@ class DiffInstruct(ScoreDistillation):
         sigma_data: float = 0.5,
         guidance_scale: float | None = None,
         fake_guidance_scale: float | None = 1.0,
-        init_from_teacher: str | bool = "auto",
+        init_from_teacher: InitFromTeacher = "auto",
     ):
         super().__init__(teacher, student, **_settings(locals()))
 

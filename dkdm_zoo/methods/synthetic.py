@@ -6,7 +6,7 @@ is checkpointed and never regenerated on resume; its cost is counted in ``teache
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ class Synthetic(DenoisingTraining):
         student: nn.Module,
         *,
         num_samples: int = 1024,
-        sampler: str = "ddpm",
+        sampler: Literal["ddim", "ddpm"] = "ddpm",
         sampler_steps: int = 1000,
         sample_batch: int = 256,
         cond_drop_prob: float = 0.0,

@@ -1,7 +1,9 @@
 """Plugin loading: a fresh plugin manager per registry, entry points loaded one at a time.
 
-A plugin that fails to import, registers a duplicate name or implements a misspelled hook is
-reported (name, version, error) and skipped; everything else keeps working. Environment:
+A plugin that fails to import (whatever it raises, ``SystemExit`` included; only Ctrl-C goes
+through), registers a duplicate name or implements a misspelled hook is reported (name, version,
+error) and skipped; everything else keeps working. Each plugin's load time is recorded
+(``PluginInfo.load_seconds``): `dkdm-zoo plugins` shows it and flags slow ones. Environment:
 
 - ``DKDM_ZOO_STRICT_PLUGINS=1``: raise ``PluginError`` instead of skipping a broken plugin.
 - ``DKDM_ZOO_LOAD_PLUGINS=a,b``: load only these third-party plugins (empty: none).
@@ -14,6 +16,7 @@ import difflib
 import importlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -137,6 +140,7 @@ def _load_one(pm: pluggy.PluginManager, registry: Registry, source: PluginSource
     registry.plugins.append(info)
     registered = False
     staged: dict[str, list[Any]] = {kind: [] for kind in hookspecs.KIND_OF_HOOK.values()}
+    started = time.perf_counter()
     try:
         plugin = source.load()
         if pm.is_registered(plugin) or pm.has_plugin(source.name):
@@ -146,7 +150,9 @@ def _load_one(pm: pluggy.PluginManager, registry: Registry, source: PluginSource
         registered = True
         pm.check_pending()  # a misspelled hook name is an error, not a silent no-op
         _call_hooks(pm, registry, info, plugin, staged)
-    except Exception as exc:  # noqa: BLE001 - any failure of one plugin must not take down the rest
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, anything: one plugin must not take down the rest
         if registered:
             pm.unregister(name=source.name)
         info.error = _describe_error(exc)
@@ -157,6 +163,8 @@ def _load_one(pm: pluggy.PluginManager, registry: Registry, source: PluginSource
             raise PluginError(
                 f"plugin '{source.name}' ({source.version or 'unknown version'}) failed: {info.error}"
             ) from exc
+    finally:
+        info.load_seconds = time.perf_counter() - started
 
 
 def _check_hook_names(pm: pluggy.PluginManager, plugin: object) -> None:
@@ -250,7 +258,6 @@ def _make_register(
         name: str,
         factory: Callable[..., Any] | str,
         summary: str,
-        options: dict[str, Any] | None,
         requires: Sequence[str],
         extra: str | None,
         accepts: Sequence[str] = (),
@@ -266,7 +273,6 @@ def _make_register(
                 factory=factory,
                 plugin=info.name,
                 summary=summary,
-                options=dict(options) if options is not None else None,
                 requires=tuple(requires),
                 extra=extra,
                 accepts=tuple(accepts),
@@ -280,12 +286,11 @@ def _make_register(
             factory: Callable[..., Any] | str,
             *,
             summary: str = "",
-            options: dict[str, Any] | None = None,
             requires: Sequence[str] = (),
             extra: str | None = None,
             accepts: Sequence[str] = (),
         ) -> None:
-            add_entry(name, factory, summary, options, requires, extra, accepts)
+            add_entry(name, factory, summary, requires, extra, accepts)
 
         return register_teacher
 
@@ -294,10 +299,9 @@ def _make_register(
         factory: Callable[..., Any] | str,
         *,
         summary: str = "",
-        options: dict[str, Any] | None = None,
         requires: Sequence[str] = (),
         extra: str | None = None,
     ) -> None:
-        add_entry(name, factory, summary, options, requires, extra)
+        add_entry(name, factory, summary, requires, extra)
 
     return register_entry

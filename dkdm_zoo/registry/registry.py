@@ -5,18 +5,22 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.util
-import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.registry.hookspecs import ENTRY_KINDS
 
+if TYPE_CHECKING:
+    from dkdm_zoo.options import Schema
+
 #: Factory parameters that are not user options: the built object's inputs, and ``registry``, which
 #: ``Registry.create`` passes itself as (a factory that builds other entries, e.g. the `run` teacher).
 NOT_OPTIONS = ("spec", "teacher", "student", "registry")
+#: a plugin whose import and registration take this long is flagged by `dkdm-zoo plugins`
+SLOW_PLUGIN_SECONDS = 0.5
 
 
 @dataclass
@@ -28,12 +32,12 @@ class Entry:
     factory: Callable[..., Any] | str
     plugin: str
     summary: str = ""
-    options: dict[str, Any] | None = None
     requires: tuple[str, ...] = ()
     extra: str | None = None
     #: teachers only: the class names this family loads, as ``_class_name`` in a folder's
     #: model_index.json or config.json (or "run.json" for a dkdm-zoo run folder); auto-detection reads them
     accepts: tuple[str, ...] = ()
+    _schema: Schema | None = field(default=None, repr=False, compare=False)
 
     def missing_requirements(self) -> list[str]:
         """Optional modules this entry needs that are not installed (checked without importing)."""
@@ -62,19 +66,27 @@ class Entry:
             self.factory = obj
         return self.factory
 
-    def resolved_options(self) -> dict[str, Any]:
-        """Declared options, or the factory's keyword defaults when none were declared (imports)."""
-        if self.options is not None:
-            return dict(self.options)
-        try:
-            signature = inspect.signature(self.load())
-        except (TypeError, ValueError):
-            return {}
-        return {
-            p.name: (None if p.default is inspect.Parameter.empty else p.default)
-            for p in signature.parameters.values()
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in NOT_OPTIONS
-        }
+    def schema(self) -> Schema:
+        """The options, read off the factory's annotated signature (imports the factory): the one
+        declaration that recipes, ``--set``, flags and run.json values are checked against."""
+        if self._schema is None:
+            from dkdm_zoo.options import schema_of
+
+            self._schema = schema_of(self.load(), skip=NOT_OPTIONS)
+        return self._schema
+
+    def check_options(
+        self, values: Mapping[str, Any], *, where: str = "", require: bool = False
+    ) -> dict[str, Any]:
+        """``values`` checked and converted against ``schema()``; one-line ``UserError`` otherwise."""
+        kind = self.kind[:-1]
+        return self.schema().check(
+            values, section=kind, owner=f"{kind} '{self.name}'", where=where, require=require
+        )
+
+    def option_defaults(self) -> dict[str, Any]:
+        """Each option's default (None when it has none); imports the factory."""
+        return self.schema().defaults()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -85,7 +97,10 @@ class Entry:
             "factory": self.factory
             if isinstance(self.factory, str)
             else f"{self.factory.__module__}:{self.factory.__qualname__}",
-            "options": self.resolved_options() if self.available else (self.options or {}),
+            "options": self.option_defaults() if self.available else {},
+            "option_types": (
+                {n: o.type_text for n, o in self.schema().options.items()} if self.available else {}
+            ),
             "available": self.available,
             "unavailable_reason": self.unavailable_reason(),
             **({"accepts": list(self.accepts)} if self.kind == "teachers" else {}),
@@ -104,10 +119,16 @@ class PluginInfo:
     registered: dict[str, list[str]] = field(default_factory=dict)
     #: for a broken plugin: the names it registered before failing (none of them were kept)
     attempted: dict[str, list[str]] = field(default_factory=dict)
+    #: seconds spent importing it and calling its hooks: every command, `--help` included, pays it
+    load_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def slow(self) -> bool:
+        return self.load_seconds >= SLOW_PLUGIN_SECONDS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,6 +140,8 @@ class PluginInfo:
             "error": self.error,
             "registered": self.registered,
             "attempted": self.attempted,
+            "load_seconds": round(self.load_seconds, 4),
+            "slow": self.slow,
         }
 
 
@@ -203,13 +226,15 @@ class Registry:
         return self.get(kind, name).describe()
 
     def create(self, kind: str, name: str, *args: Any, **overrides: Any) -> Any:
-        """Build an entry: ``factory(*args, **overrides)``; unknown option names are user errors.
+        """Build an entry: ``factory(*args, **overrides)``, every option checked and converted against
+        the factory's signature first (unknown names, wrong types, missing required options are
+        user errors).
 
         A factory with a ``registry`` parameter gets this registry (one registry per command, passed
         down explicitly, never rebuilt inside)."""
         entry = self.get(kind, name)
         factory = entry.load()
-        _check_overrides(entry, factory, overrides)
+        overrides = entry.check_options(overrides, require=True)
         if _takes_registry(factory):
             overrides = {**overrides, "registry": self}
         return factory(*args, **overrides)
@@ -220,6 +245,8 @@ class Registry:
 
 
 def _takes_registry(factory: Callable[..., Any]) -> bool:
+    import inspect
+
     try:
         return "registry" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -233,20 +260,3 @@ def _failed(plugin: PluginInfo) -> str:
 def _normal(name: str) -> str:
     """A plugin or entry name without case, '_' vs '-' or a 'dkdm-zoo-' prefix (my_net == dkdm-zoo-my-net)."""
     return name.lower().replace("_", "-").removeprefix("dkdm-zoo-")
-
-
-def _check_overrides(entry: Entry, factory: Callable[..., Any], overrides: dict[str, Any]) -> None:
-    """Refuse option names the factory cannot take (factories with ``**kwargs`` validate their own)."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = sorted(k for k in overrides if k not in params or k == "registry")
-    if unknown:
-        options = sorted(set(params) - set(NOT_OPTIONS))
-        raise UserError(
-            f"{entry.kind[:-1]} '{entry.name}' has no option {', '.join(repr(u) for u in unknown)}; "
-            f"options: {', '.join(options) or 'none'}"
-        )

@@ -15,7 +15,9 @@ tests a model against the contract. The student contract (every registered stude
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import IncompatibleError, UserError
+from dkdm_zoo.options import Option
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 from dkdm_zoo.spec import TeacherSpec
 
@@ -31,21 +34,67 @@ from dkdm_zoo.spec import TeacherSpec
 
 
 def resolve_preset(
-    arch: str, presets: Mapping[str, Mapping[str, Any]], preset: str, overrides: Mapping[str, Any]
+    arch: str, presets: Mapping[str, Any], preset: str, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The preset's fields with ``overrides`` applied; unknown names are user errors listing valid ones."""
+    """The preset's fields with ``overrides`` checked, converted and applied; an unknown preset or
+    field, or a value of the wrong type, is a one-line ``UserError``.
+
+    Presets are dataclass instances (their annotated fields are the types, ``Annotated`` ranges
+    included) or dicts (each field's type is read off its values across presets: ints, floats,
+    strings, bools, tuples of them, None); either way the types are declared once, by the presets.
+    """
     if preset not in presets:
         raise UserError(f"student '{arch}' has no preset '{preset}': choose one of {', '.join(presets)}")
-    config = dict(presets[preset])
+    config = _preset_values(presets[preset])
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise UserError(
             f"student '{arch}' has no option {', '.join(repr(u) for u in unknown)}; "
             f"options: preset, {', '.join(sorted(config))}"
         )
+    types = preset_types(presets)
     for key, value in overrides.items():
+        option = Option(key, types.get(key, Any), config[key])
+        value = option.check(value, f"student '{arch}': student.{key}")
         config[key] = tuple(value) if isinstance(value, list) else value  # TOML/JSON give lists
     return config
+
+
+def preset_types(presets: Mapping[str, Any]) -> dict[str, Any]:
+    """Each preset field's type: a dataclass's annotations, or inferred from the values of every preset."""
+    first = next(iter(presets.values()), None)
+    if dataclasses.is_dataclass(first):
+        return typing.get_type_hints(type(first), include_extras=True)
+    values: dict[str, list[Any]] = {}
+    for fields in presets.values():
+        for key, value in _preset_values(fields).items():
+            values.setdefault(key, []).append(value)
+    return {key: _inferred_type(seen) for key, seen in values.items()}
+
+
+def _preset_values(preset: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(preset):
+        return {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)}
+    return dict(preset)
+
+
+def _inferred_type(values: list[Any]) -> Any:
+    present = [v for v in values if v is not None]
+    numbers = [v for v in present if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not present:
+        inferred: Any = Any
+    elif all(isinstance(v, bool) for v in present):
+        inferred = bool
+    elif len(numbers) == len(present):
+        inferred = int if all(isinstance(v, int) for v in numbers) else float
+    elif all(isinstance(v, str) for v in present):
+        inferred = str
+    elif all(isinstance(v, tuple | list) for v in present):
+        items = [item for v in present for item in v]
+        inferred = tuple[_inferred_type(items) if items else Any, ...]
+    else:
+        inferred = Any
+    return inferred | None if inferred is not Any and len(present) < len(values) else inferred
 
 
 # -- compatibility checks (cheap: run before any weights exist) ---------------------------------------

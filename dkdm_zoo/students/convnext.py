@@ -9,6 +9,7 @@ Text conditioning is refused (no cross-attention): use the `unet` or `dit` stude
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
+from dkdm_zoo.options import PositiveFloat, PositiveInt, Widths
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     ConditionEmbedding,
@@ -30,23 +32,23 @@ from dkdm_zoo.students.base import (
 
 ARCH = "convnext"
 
+
 # widths are cut to the levels a resolution allows (see base.fit_levels)
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"widths": (16, 32, 32), "depth": 1, "mlp_ratio": 2.0, "kernel_size": 7, "min_resolution": 4},
-    "small": {
-        "widths": (32, 64, 128, 128),
-        "depth": 2,
-        "mlp_ratio": 4.0,
-        "kernel_size": 7,
-        "min_resolution": 4,
-    },
-    "base": {
-        "widths": (64, 128, 256, 256),
-        "depth": 3,
-        "mlp_ratio": 4.0,
-        "kernel_size": 7,
-        "min_resolution": 4,
-    },
+@dataclass(frozen=True)
+class ConvNeXtPreset:
+    """A size of the ConvNeXt student; every field can be overridden (``--set student.FIELD=VALUE``)."""
+
+    widths: Widths
+    depth: PositiveInt
+    mlp_ratio: PositiveFloat
+    kernel_size: PositiveInt
+    min_resolution: PositiveInt
+
+
+PRESETS: dict[str, ConvNeXtPreset] = {
+    "tiny": ConvNeXtPreset((16, 32, 32), depth=1, mlp_ratio=2.0, kernel_size=7, min_resolution=4),
+    "small": ConvNeXtPreset((32, 64, 128, 128), depth=2, mlp_ratio=4.0, kernel_size=7, min_resolution=4),
+    "base": ConvNeXtPreset((64, 128, 256, 256), depth=3, mlp_ratio=4.0, kernel_size=7, min_resolution=4),
 }
 
 

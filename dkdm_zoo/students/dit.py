@@ -8,6 +8,7 @@ encoder hidden states, plus their mean pooled into the adaLN conditioning vector
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,6 +21,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.options import PositiveFloat, PositiveInt
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     ConditionEmbedding,
@@ -32,10 +34,22 @@ from dkdm_zoo.students.base import (
 
 ARCH = "dit"
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0},
-    "small": {"patch_size": 2, "hidden_size": 192, "depth": 6, "num_heads": 3, "mlp_ratio": 4.0},
-    "base": {"patch_size": 2, "hidden_size": 256, "depth": 12, "num_heads": 4, "mlp_ratio": 4.0},
+
+@dataclass(frozen=True)
+class DiTPreset:
+    """A size of the DiT student; every field can be overridden (``--set student.FIELD=VALUE``)."""
+
+    patch_size: PositiveInt
+    hidden_size: PositiveInt
+    depth: PositiveInt
+    num_heads: PositiveInt
+    mlp_ratio: PositiveFloat
+
+
+PRESETS: dict[str, DiTPreset] = {
+    "tiny": DiTPreset(patch_size=2, hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0),
+    "small": DiTPreset(patch_size=2, hidden_size=192, depth=6, num_heads=3, mlp_ratio=4.0),
+    "base": DiTPreset(patch_size=2, hidden_size=256, depth=12, num_heads=4, mlp_ratio=4.0),
 }
 
 _GELU_TANH = partial(nn.GELU, approximate="tanh")

@@ -7,7 +7,7 @@ only from diffusers, dkdm_zoo or an installed plugin (``dkdm_zoo.model_classes``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
@@ -125,7 +125,12 @@ def load_matching_weights(target: nn.Module, source: nn.Module) -> float:
     return fraction
 
 
-def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: str | bool = "auto") -> float:
+#: the ``init_from_teacher`` option of one-step methods: "auto" (copy when the architecture matches),
+#: true (require it) or false
+InitFromTeacher = Literal["auto"] | bool
+
+
+def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: InitFromTeacher = "auto") -> float:
     """Copy the teacher network's weights into ``student`` when every tensor matches.
 
     ``mode`` True requires the match (a user error otherwise), "auto" copies when it can and leaves

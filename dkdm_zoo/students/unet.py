@@ -9,11 +9,13 @@ students; class-conditional ones need class labels, which DDPMPipeline does not 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import Tensor, nn
 
+from dkdm_zoo.options import PositiveInt, UnitInterval, Widths
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     broadcast_timesteps,
@@ -27,36 +29,26 @@ from dkdm_zoo.students.base import (
 
 ARCH = "unet"
 
+
 # block_out_channels are cut to the levels a resolution allows (see base.fit_levels).
 # base follows the DKDM CIFAR-10 student: the IDDPM CIFAR UNet at 64 channels (~14M parameters).
-PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "block_out_channels": (16, 24, 24),
-        "layers_per_block": 1,
-        "attention_resolutions": (),
-        "attention_head_dim": 8,
-        "norm_num_groups": 8,
-        "min_resolution": 4,
-        "dropout": 0.0,
-    },
-    "small": {
-        "block_out_channels": (32, 64, 64, 64),
-        "layers_per_block": 2,
-        "attention_resolutions": (16,),
-        "attention_head_dim": 32,
-        "norm_num_groups": 16,
-        "min_resolution": 4,
-        "dropout": 0.1,
-    },
-    "base": {
-        "block_out_channels": (64, 128, 128, 128),
-        "layers_per_block": 3,
-        "attention_resolutions": (16, 8),
-        "attention_head_dim": 32,
-        "norm_num_groups": 32,
-        "min_resolution": 4,
-        "dropout": 0.1,
-    },
+@dataclass(frozen=True)
+class UNetPreset:
+    """A size of the UNet student; every field can be overridden (``--set student.FIELD=VALUE``)."""
+
+    block_out_channels: Widths
+    layers_per_block: PositiveInt
+    attention_resolutions: tuple[PositiveInt, ...]  # feature-map sizes that get self-attention
+    attention_head_dim: PositiveInt
+    norm_num_groups: PositiveInt
+    min_resolution: PositiveInt
+    dropout: UnitInterval
+
+
+PRESETS: dict[str, UNetPreset] = {
+    "tiny": UNetPreset((16, 24, 24), 1, (), 8, 8, 4, 0.0),
+    "small": UNetPreset((32, 64, 64, 64), 2, (16,), 32, 16, 4, 0.1),
+    "base": UNetPreset((64, 128, 128, 128), 3, (16, 8), 32, 32, 4, 0.1),
 }
 
 

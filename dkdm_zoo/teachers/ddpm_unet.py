@@ -11,6 +11,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
 from dkdm_zoo.teachers.loading import (
+    DType,
     find_model_folder,
     load_pretrained,
     load_scheduler_config,
@@ -69,7 +70,7 @@ def load(
     subfolder: str | None = None,
     guidance_scale: float | None = None,
     allow_pickle: bool = False,
-    dtype: str = "float32",
+    dtype: DType = "float32",
     local_files_only: bool | None = None,
 ) -> DDPMUNetTeacher:
     """A UNet2DModel teacher from a hub id, a cached snapshot, or a local pipeline / flat repository /

@@ -18,6 +18,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import (
+    DType,
     find_model_folder,
     load_pretrained,
     load_scheduler_config,
@@ -110,7 +111,7 @@ def load(
     path: str | os.PathLike[str] | None = None,
     guidance_scale: float | None = 4.0,
     allow_pickle: bool = False,
-    dtype: str = "float32",
+    dtype: DType = "float32",
     local_files_only: bool | None = None,
 ) -> DiTTeacher:
     """A DiT teacher from a DiTPipeline folder (transformer/, vae/, scheduler/), hub id or cached snapshot.

@@ -23,6 +23,7 @@ from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.dit import vae_downsampling
 from dkdm_zoo.teachers.loading import (
+    DType,
     find_model_folder,
     load_pretrained,
     load_scheduler_config,
@@ -240,7 +241,7 @@ def load(
     prompts: str | os.PathLike[str] | Sequence[str] | None = None,
     guidance_scale: float | None = 7.5,
     allow_pickle: bool = False,
-    dtype: str = "float32",
+    dtype: DType = "float32",
     local_files_only: bool | None = None,
 ) -> LatentSDTeacher:
     """A teacher from a StableDiffusionPipeline folder, hub id or cached snapshot (unet/, vae/,

@@ -15,7 +15,7 @@ never read. Weights load with ``from_pretrained`` and safetensors only unless ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -23,6 +23,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.teachers.sources import Source, read_json, resolve_source
 
 __all__ = [
+    "DType",
     "Source",
     "check_weights",
     "find_model_folder",
@@ -34,6 +35,8 @@ __all__ = [
     "schedule_spec_fields",
 ]
 
+#: a teacher's ``dtype`` option: the type annotation every family's factory uses
+DType = Literal["float32", "float16", "bfloat16"]
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SAFE_WEIGHTS = (".safetensors", ".safetensors.index.json")
 _PICKLE_WEIGHTS = (".bin", ".ckpt", ".pt", ".pth", ".bin.index.json")

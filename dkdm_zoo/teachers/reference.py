@@ -17,6 +17,7 @@ from torch import Tensor
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.students.base import broadcast_timesteps, labels_or_null
+from dkdm_zoo.teachers.loading import DType
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -32,14 +33,14 @@ def asset_folder(name: str) -> Path:
     return folder
 
 
-def digits_ddpm(guidance_scale: float | None = None, dtype: str = "float32") -> Any:
+def digits_ddpm(guidance_scale: float | None = None, dtype: DType = "float32") -> Any:
     """The unconditional digits UNet (DDPMPipeline folder) through the `ddpm-unet` loader."""
     from dkdm_zoo.teachers import ddpm_unet
 
     return ddpm_unet.load(path=asset_folder("digits-ddpm"), guidance_scale=guidance_scale, dtype=dtype)
 
 
-def digits_dit(guidance_scale: float | None = 3.0, dtype: str = "float32") -> Any:
+def digits_dit(guidance_scale: float | None = 3.0, dtype: DType = "float32") -> Any:
     """The class-conditional pixel-space digits DiT (DiTPipeline folder without vae/) through the `dit` loader."""
     from dkdm_zoo.teachers import dit
 

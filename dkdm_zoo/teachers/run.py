@@ -20,7 +20,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.run import Run
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
-from dkdm_zoo.teachers.loading import parse_dtype
+from dkdm_zoo.teachers.loading import DType, parse_dtype
 
 
 class RunTeacher(Teacher):
@@ -123,7 +123,7 @@ def from_run(
 def load(
     path: str | os.PathLike[str] | None = None,
     guidance_scale: float | None = None,
-    dtype: str = "float32",
+    dtype: DType = "float32",
     *,
     registry: Any,
 ) -> RunTeacher:

@@ -6,12 +6,10 @@ shape, schedule and conditioning through the same recipe keys as any distillatio
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.spec import Conditioning, PredictionType, TeacherSpec, VarianceType
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 NO_NETWORK = "the 'spec' teacher has no network: use it only with method 'data' (training on real data)"
@@ -31,20 +29,17 @@ class SpecTeacher(Teacher):
 
 
 def load(
-    sample_shape: list[int] | tuple[int, ...] = (1, 8, 8),
-    conditioning: str = "none",
+    sample_shape: tuple[int, int, int] = (1, 8, 8),
+    conditioning: Conditioning = "none",
     num_classes: int | None = None,
     num_train_timesteps: int = 1000,
     beta_schedule: str = "linear",
     beta_start: float = 1e-4,
     beta_end: float = 0.02,
-    prediction_type: str = "epsilon",
-    variance_type: str = "fixed_small",
+    prediction_type: PredictionType = "epsilon",
+    variance_type: VarianceType = "fixed_small",
     clip_sample: bool = True,
-    **extra: Any,
 ) -> SpecTeacher:
-    if extra:
-        raise UserError(f"teacher 'spec' has no option {', '.join(map(repr, sorted(extra)))}")
     try:
         spec = TeacherSpec(
             sample_shape=tuple(int(v) for v in sample_shape),  # type: ignore[arg-type]

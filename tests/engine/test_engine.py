@@ -127,7 +127,7 @@ def test_cli_user_errors(tmp_path):
     code, out = distill(*base_args(tmp_path / "full", 2), "--overwrite")
     assert code == 2 and "does not look like a run folder" in out
     code, out = distill(*base_args(tmp_path / "z", 0))
-    assert code == 2 and "positive" in out
+    assert code == 2 and "--steps: train.steps = 0 is not an integer > 0" in out
     code, out = distill(*base_args(tmp_path / "z", 2), "--method", "dkdn")
     assert code == 2 and "dkdm" in out
     code, out = distill(*base_args(tmp_path / "z", 2), "--set", "method.rhoo=1")

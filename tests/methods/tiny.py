@@ -58,14 +58,8 @@ def teacher_factory(seed: int = 0, learned: bool = False, num_classes: int | Non
 def tiny_registry():
     """The real registry plus a test plugin with the tiny teacher and student."""
     plugin = types.SimpleNamespace(
-        register_teachers=hookimpl(
-            lambda register: register(
-                "tiny", teacher_factory, options={"seed": 0, "learned": False, "num_classes": None}
-            )
-        ),
-        register_students=hookimpl(
-            lambda register: register("tiny-unet", tiny_student, options={"preset": "tiny"})
-        ),
+        register_teachers=hookimpl(lambda register: register("tiny", teacher_factory)),
+        register_students=hookimpl(lambda register: register("tiny-unet", tiny_student)),
     )
     return build_registry(extra=[("tiny-test-plugin", plugin)], entry_points=False)
 

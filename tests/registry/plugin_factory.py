@@ -29,7 +29,7 @@ def register_students(register):
 
 @hookimpl
 def register_methods(register):
-    register("toy-method", "toy_good_plugin:build", summary="lazy factory", options={"alpha": 1.0})
+    register("toy-method", "toy_good_plugin:build", summary="lazy factory")
 """
 
 IMPORT_ERROR = """
@@ -50,4 +50,31 @@ from dkdm_zoo.registry import hookimpl
 @hookimpl
 def register_student(register):  # typo: the spec is register_students
     register("never", "x:y")
+"""
+
+EXITS_AT_IMPORT = """
+import sys
+
+sys.exit("this plugin calls sys.exit at import")
+"""
+
+EXITS_WHILE_REGISTERING = """
+from dkdm_zoo.registry import hookimpl
+
+@hookimpl
+def register_students(register):
+    register("exit-student", "x:y")
+    raise SystemExit(3)
+"""
+
+SLOW = """
+import time
+
+from dkdm_zoo.registry import hookimpl
+
+time.sleep(0.6)  # a heavy import at module level: every command pays it
+
+@hookimpl
+def register_methods(register):
+    register("slow-method", "x:y", summary="slow to import")
 """

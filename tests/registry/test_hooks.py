@@ -52,7 +52,7 @@ def plugin_with_all_hooks(recipe_dir: Path) -> types.ModuleType:
 
     @hookimpl
     def register_methods(register):
-        register("toy-method", "dkdm_zoo.methods.dkdm:DKDM", summary="m", options={"rho": 0.1})
+        register("toy-method", "dkdm_zoo.methods.dkdm:DKDM", summary="m")
 
     @hookimpl
     def register_recipes(register):
@@ -81,7 +81,7 @@ def test_hook_register_students(tmp_path):
 
 
 def test_hook_register_methods(tmp_path):
-    assert _registry(tmp_path).describe("methods", "toy-method")["options"] == {"rho": 0.1}
+    assert _registry(tmp_path).describe("methods", "toy-method")["options"]["rho"] == 0.4  # off the signature
 
 
 def test_hook_register_recipes(tmp_path):

@@ -107,3 +107,55 @@ def test_allowlist_and_autoload_switch(plugin_path):
     assert all(p["builtin"] for p in json.loads(off.stdout))
     none = run_cli("plugins", "--json", env=_env(plugin_path, DKDM_ZOO_LOAD_PLUGINS=""))
     assert all(p["builtin"] for p in json.loads(none.stdout))
+
+
+def test_a_plugin_that_exits_is_isolated_like_any_broken_plugin(tmp_path):
+    pf.make_plugin_dist(tmp_path, "toy-good-plugin", "toy_good_plugin", pf.GOOD)
+    pf.make_plugin_dist(tmp_path, "toy-exit-import", "toy_exit_import", pf.EXITS_AT_IMPORT)
+    pf.make_plugin_dist(tmp_path, "toy-exit-hook", "toy_exit_hook", pf.EXITS_WHILE_REGISTERING)
+    listed = run_cli("list", "students", "--json", env=_env(tmp_path))
+    assert listed.returncode == 0, listed.stderr
+    assert "toy-mixer" in {row["name"] for row in json.loads(listed.stdout)}  # others still load
+    plugins = {p["name"]: p for p in json.loads(run_cli("plugins", "--json", env=_env(tmp_path)).stdout)}
+    assert plugins["toy-exit-import"]["error"] == "SystemExit: this plugin calls sys.exit at import"
+    assert plugins["toy-exit-hook"]["error"] == "SystemExit: 3"
+    assert plugins["toy-exit-hook"]["attempted"]["students"] == ["exit-student"] and not any(
+        "exit-student" == row["name"] for row in json.loads(listed.stdout)
+    )
+
+
+def test_plugins_shows_load_times_and_flags_slow_ones(tmp_path):
+    pf.make_plugin_dist(tmp_path, "toy-slow", "toy_slow", pf.SLOW)
+    result = run_cli("plugins", "--json", env=_env(tmp_path))
+    plugins = {p["name"]: p for p in json.loads(result.stdout)}
+    assert plugins["toy-slow"]["load_seconds"] >= 0.6 and plugins["toy-slow"]["slow"]
+    assert all(not p["slow"] for p in plugins.values() if p["builtin"])
+    table = run_cli("plugins", env=_env(tmp_path)).stdout
+    row = next(line for line in table.splitlines() if "toy-slow" in line)
+    assert " ms slow " in row
+    assert "slow to load (>= 0.5 s, paid by every dkdm-zoo command): 'toy-slow'" in " ".join(table.split())
+
+
+def test_errors_in_plugin_commands_and_their_parameters_are_one_literal_line():
+    import typer
+    from typer.testing import CliRunner
+
+    from dkdm_zoo.cli.app import create_app
+    from dkdm_zoo.errors import UserError
+
+    sub = typer.Typer()
+
+    @sub.command("check")
+    def check(count: int = 1) -> None:
+        raise UserError("missing section [teacher] in [bold]recipe.toml[/bold]")
+
+    module = types.ModuleType("cmd_plugin")
+    module.register_commands = hookimpl(lambda register: register("toy", sub))
+    app = create_app(build_registry(entry_points=False, extra=[("cmd", module)]))
+    result = CliRunner().invoke(app, ["toy", "check"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: missing section [teacher] in [bold]recipe.toml[/bold]\n"
+    result = CliRunner().invoke(app, ["toy", "check", "--count", "x"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "'--count'" in result.stderr
+    result = CliRunner().invoke(app, ["toy", "check", "--[red]flag"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: No such option: --[red]flag")

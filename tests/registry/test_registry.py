@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import types
+from typing import Annotated, Any, Literal
 
 import pytest
+from annotated_types import Gt
 
 from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.registry import build_registry, hookimpl
@@ -21,7 +23,7 @@ def make_plugin(name: str = "toy"):
     def register_students(register):
         register("toy-small", build, summary="toy")
         register("toy-large", build, summary="toy large")
-        register("other", "collections:OrderedDict", summary="lazy", options={"x": 1})
+        register("other", "collections:OrderedDict", summary="lazy")
 
     module.register_students = register_students
     return module
@@ -49,7 +51,7 @@ def test_wildcards_describe_and_create():
     assert described["options"] == {"preset": "small", "width": 8}  # read off the factory signature
     built = registry.create("students", "toy-small", "SPEC", width=32)
     assert built == {"spec": "SPEC", "preset": "small", "width": 32}
-    with pytest.raises(UserError, match="no option 'depth'"):
+    with pytest.raises(UserError, match=r"unknown key 'student.depth' for student 'toy-small'"):
         registry.create("students", "toy-small", "SPEC", depth=3)
 
 
@@ -57,7 +59,6 @@ def test_lazy_factory_is_not_imported_until_created():
     registry = build_registry(builtins=False, entry_points=False, extra=[("toy", make_plugin())])
     entry = registry.get("students", "other")
     assert entry.factory == "collections:OrderedDict"  # still a string: listing imports nothing
-    assert registry.describe("students", "other")["options"] == {"x": 1}
     assert registry.create("students", "other") == {}
     assert not isinstance(entry.factory, str)
 
@@ -93,23 +94,77 @@ def test_optional_requirements_are_reported_without_import():
         registry.create("teachers", "needs-missing")
 
 
-def test_declared_options_of_builtins_match_their_factory_defaults():
-    """Built-ins declare options so that `info` imports nothing; the declaration must not drift."""
+def test_options_are_the_factory_signature_typed_and_converted():
+    """One declaration: every built-in's options are its factory's annotated keyword parameters, and
+    values are converted or refused against them (no hand-written option dicts to drift)."""
     import inspect
-    import json
 
     registry = build_registry(entry_points=False)
-    checked = 0
     for kind in ("teachers", "students", "methods"):
         for entry in registry.list(kind):
-            if entry.options is None:
+            if not entry.available:
                 continue
-            params = inspect.signature(entry.load()).parameters.values()
-            defaults = {p.name: p.default for p in params if p.name not in NOT_OPTIONS and (
-                p.kind is p.KEYWORD_ONLY or (p.default is not p.empty and p.kind is p.POSITIONAL_OR_KEYWORD))}  # fmt: skip
-            # tuples in signatures are lists in the (TOML-like) declarations
-            assert json.loads(json.dumps(entry.options)) == json.loads(json.dumps(defaults)), (
-                f"{kind} {entry.name}: declared options differ from the factory's"
-            )
-            checked += 1
-    assert checked >= 3
+            params = inspect.signature(entry.load()).parameters
+            schema = entry.schema()
+            assert set(schema.options) <= set(params) - set(NOT_OPTIONS), (kind, entry.name)
+            for name, option in schema.options.items():
+                assert option.default == params[name].default, (kind, entry.name, name)
+                assert option.annotation is not Any, f"{kind} {entry.name}: option {name} has no type"
+    dkdm = registry.get("methods", "dkdm")
+    assert dkdm.check_options({"rho": 1, "variant": "iterative"}) == {"rho": 1.0, "variant": "iterative"}
+    for bad, needle in (
+        ({"rho": "abc"}, "method.rho = 'abc' is not a finite number"),
+        ({"kl_weight": "abc"}, "method.kl_weight = 'abc' is not a finite number"),
+        ({"rho": float("nan")}, "method.rho = nan is not a finite number"),
+        ({"variant": "static"}, "one of 'dynamic', 'iterative', 'shuffled'"),
+        ({"pool_init_steps": True}, "method.pool_init_steps = True is not an integer"),
+        ({"rhoo": 1}, "unknown key 'method.rhoo' for method 'dkdm' (did you mean 'rho'?)"),
+    ):
+        with pytest.raises(UserError) as info:
+            dkdm.check_options(bad, where="--set")
+        assert str(info.value).startswith("--set: ") and needle in str(info.value), info.value
+    teacher = registry.get("teachers", "ddpm-unet")
+    # a string is never a truthy boolean: "False" is false, anything but true/false is refused
+    assert teacher.check_options({"allow_pickle": "False"}) == {"allow_pickle": False}
+    with pytest.raises(UserError, match=r"teacher.allow_pickle = 'nope' is not true or false"):
+        teacher.check_options({"allow_pickle": "nope"})
+    with pytest.raises(UserError, match=r"teacher.guidance_scale = 'abc' is not a finite number, or unset"):
+        teacher.check_options({"guidance_scale": "abc"})
+    boot = registry.get("methods", "boot")
+    assert boot.check_options({"init_from_teacher": "false"}) == {"init_from_teacher": False}
+    assert boot.check_options({"init_from_teacher": "auto"}) == {"init_from_teacher": "auto"}
+
+
+def test_a_typed_plugin_factory_is_checked_and_registry_is_injected():
+    seen = {}
+
+    def load(
+        path: str | None = None,
+        scale: Annotated[float, Gt(0)] = 1.0,
+        mode: Literal["a", "b"] = "a",
+        sizes: tuple[int, ...] = (1,),
+        *,
+        registry,
+    ):
+        seen.update(path=path, scale=scale, mode=mode, sizes=sizes, registry=registry)
+        return seen
+
+    assert isinstance(load.__annotations__["scale"], str)  # postponed: resolved in this module
+    module = types.ModuleType("typed")
+    module.register_teachers = hookimpl(lambda register: register("typed", load))
+    registry = build_registry(builtins=False, entry_points=False, extra=[("typed", module)])
+    registry.create("teachers", "typed", scale=2, sizes=[3, 4])
+    assert seen == {"path": None, "scale": 2.0, "mode": "a", "sizes": (3, 4), "registry": registry}
+    described = registry.describe("teachers", "typed")
+    assert described["options"] == {"path": None, "scale": 1.0, "mode": "a", "sizes": (1,)}
+    assert described["option_types"]["scale"] == "float > 0"
+    for bad, needle in (
+        ({"scale": 0}, "teacher.scale = 0 is not a finite number > 0"),
+        ({"scale": float("inf")}, "teacher.scale = inf is not a finite number > 0"),
+        ({"mode": "c"}, "teacher.mode = 'c' is not one of 'a', 'b'"),
+        ({"sizes": "abc"}, "teacher.sizes = 'abc' is not a list of integers"),
+        ({"registry": registry}, "unknown key 'teacher.registry'"),
+    ):
+        with pytest.raises(UserError) as info:
+            registry.create("teachers", "typed", **bad)
+        assert needle in str(info.value) and "\n" not in str(info.value)

@@ -7,6 +7,8 @@ base 10M-20M (the DKDM paper's 14M CIFAR-10 student scale).
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from dkdm_zoo.spec import TeacherSpec
@@ -33,9 +35,24 @@ def test_preset_parameter_counts(arch: str, uvit_registry):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_architecture_has_the_three_presets(arch: str, uvit_registry):
-    import importlib
-
     factory = uvit_registry.get("students", arch).load()
     presets = importlib.import_module(factory.__module__).PRESETS
     assert {"tiny", "small", "base"} <= set(presets)
-    assert uvit_registry.get("students", arch).options == {"preset": "small"}
+    assert uvit_registry.get("students", arch).option_defaults() == {"preset": "small"}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_preset_field_is_typed(arch: str, uvit_registry):
+    """A wrong type for any field of any preset is one line naming it (dataclass presets declare
+    their types and ranges; the U-ViT plugin's dict presets have them read off their values)."""
+    from dkdm_zoo.errors import UserError
+    from dkdm_zoo.students.base import preset_types
+
+    factory = uvit_registry.get("students", arch).load()
+    presets = importlib.import_module(factory.__module__).PRESETS
+    spec = TeacherSpec(sample_shape=(1, 8, 8))
+    for name in preset_types(presets):
+        with pytest.raises(UserError) as info:
+            uvit_registry.create("students", arch, spec, preset="tiny", **{name: "abc"})
+        message = str(info.value)
+        assert f"student.{name} = 'abc' is not " in message and "\n" not in message, message

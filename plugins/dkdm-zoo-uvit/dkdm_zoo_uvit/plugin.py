@@ -9,5 +9,4 @@ def register_students(register):
         "uvit",
         "dkdm_zoo_uvit.model:build",
         summary="U-ViT (Bao et al. 2023): time, condition and patches as tokens, long skips (timm blocks)",
-        options={"preset": "small"},
     )
