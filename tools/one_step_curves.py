@@ -10,6 +10,7 @@ steps, equal teacher forwards and equal wall time.
 
     python tools/one_step_curves.py run sid-ddpm --seeds 0 1 --steps 1200 --eval-every 200
     python tools/one_step_curves.py table            # JSON -> docs/results/one-step-curves.md
+    python tools/one_step_curves.py figure boot-ddpm sid-ddpm di-ddpm --teacher digits-ddpm   # same-noise PNG
 
 Runs: runs/one-step/<setting>-s<seed>/; curves: runs/one-step/<setting>-s<seed>.json.
 """
@@ -131,6 +132,26 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     return {"setting": name, "seed": seed, "curve": curve}
 
 
+def figure(teacher: str, names: list[str], seed: int = 0, n: int = 16) -> Path:
+    """One picture: the teacher's DDIM at 1, 4, 10 and 50 steps, then each setting's final generator
+    (seed-``seed`` run), all from the SAME starting noise and classes, so rows compare image by image."""
+    import torch
+
+    from dkdm_zoo.generation import load_source
+    from dkdm_zoo.images import save_grid
+    from dkdm_zoo.registry import build_registry
+
+    registry = build_registry()
+    source = load_source(teacher, registry)
+    labels = [i % 10 for i in range(n)] if source.spec.conditioning == "class" else None
+    rows = [source.generate(n, steps=k, labels=labels, seed=seed, progress=False)[0] for k in (1, 4, 10, 50)]
+    for name in names:
+        run = load_source(str(run_dir(name, seed)), registry)
+        rows.append(run.generate(n, labels=labels, seed=seed, progress=False)[0])
+    grid = torch.nn.functional.interpolate(torch.cat(rows), scale_factor=4, mode="nearest")  # 8x8 is tiny
+    return save_grid(grid, RESULTS / f"one-step-{teacher}.png", nrow=n)
+
+
 def table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s*.json"))]
     lines = [
@@ -155,7 +176,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["run", "table"])
+    parser.add_argument("what", choices=["run", "table", "figure"])
+    parser.add_argument(
+        "--teacher", default="digits-ddpm", help="figure: the teacher (rows: its DDIM 1/4/10/50)"
+    )
     parser.add_argument(
         "names", nargs="*", help="settings; NAME@TAG runs NAME with --set extras as its own run"
     )
@@ -164,6 +188,9 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for distill")
     args = parser.parse_args()
+    if args.what == "figure":
+        print(f"wrote {figure(args.teacher, args.names, seed=args.seeds[0])}")
+        return
     if args.what == "table":
         RESULTS.mkdir(parents=True, exist_ok=True)
         text = table()
