@@ -18,6 +18,9 @@ def register_methods(register):
             "pool_placement": "auto",
             "kl_weight": 1.0,
             "cond_drop_prob": 0.0,
+            "target": "eps",
+            "weighting": "none",
+            "snr_gamma": 5.0,
         },
     )
     register(
