@@ -49,7 +49,8 @@ PINNED = {"train.warmup_steps": "50", "train.ema_decay": "0.995"}
 SHORT = {"train.lr": "lr", "train.warmup_steps": "wu", "train.ema_decay": "ema", "train.weight_decay": "wd",
          "train.lr_schedule": "sched", "student.patch_size": "p", "student.depth": "d",
          "student.hidden_size": "w", "student.num_heads": "h", "method.target": "tgt",
-         "method.weighting": "wt", "method.snr_gamma": "g"}  # fmt: skip
+         "method.weighting": "wt", "method.snr_gamma": "g", "student.ls_init_value": "ls",
+         "student.kernel_size": "k", "student.widths": "widths"}  # fmt: skip
 
 
 def point_name(teacher: str, student: str, values: dict[str, str]) -> str:
