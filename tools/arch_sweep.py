@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from results_digits import teacher_reference  # tools/ is on sys.path when a tool runs
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "runs" / "arch-sweep"
 RESULTS = REPO / "docs" / "results"
@@ -89,25 +91,6 @@ def train(name: str, args: list[str], seed: int, steps: int, eval_every: int) ->
     return cmd
 
 
-def teacher_reference(teacher: str, seed: int, registry: Any) -> Any:
-    """500 samples of the teacher's 50-step DDIM (balanced labels), cached per teacher and seed."""
-    import torch
-
-    from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.generation import load_source
-
-    path = OUT / "reference" / f"{teacher}-s{seed}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    source = load_source(f"digits-{teacher}", registry, device="cpu")
-    labels = "all" if source.spec.conditioning == "class" else None
-    images, _, _ = timed_generate(source, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(images, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return images
-
-
 def train_wall(out: Path) -> dict[int, float]:
     """Cumulative training seconds at each logged step (from the logged samples/s)."""
     from dkdm_zoo.run import Run
@@ -134,7 +117,7 @@ def evaluate_curve(teacher: str, name: str, seed: int) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     registry = build_registry()
     out = OUT / f"{name}-s{seed}"
-    reference = teacher_reference(teacher, seed, registry)
+    reference, _ = teacher_reference(teacher, seed, registry)
     source = load_source(str(out), registry, device="cpu")
     student = source.teacher.student  # a multi-step run samples its student through the `run` teacher
     labels = "all" if source.spec.conditioning == "class" else None
@@ -172,9 +155,15 @@ def parse_assignments(items: list[str], *, grid: bool) -> dict[str, list[str]]:
     return out
 
 
+def finished_runs() -> list[dict[str, Any]]:
+    """Every finished point's JSON (curve and command)."""
+    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s*.json"))]
+    return [r for r in rows if r.get("curve")]
+
+
 def table() -> str:
     """One row per run: the FD curve, the end point's metrics, wall time; grouped by teacher and student."""
-    rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s*.json"))]
+    rows = finished_runs()
     rows.sort(key=lambda r: (TEACHERS.index(r["teacher"]), STUDENTS.index(r["student"]), r["steps"], r["name"],
                              r["seed"]))  # fmt: skip
     lines = []
@@ -221,7 +210,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     args = parser.parse_args()
     if args.what == "table":
-        rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s*.json"))]
+        rows = finished_runs()
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "arch-sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
         text = table()
