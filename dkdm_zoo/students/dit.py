@@ -26,16 +26,32 @@ from dkdm_zoo.students.base import (
     broadcast_timesteps,
     check_conditioning,
     check_heads,
-    check_patch,
+    fit_patch,
     resolve_preset,
 )
 
 ARCH = "dit"
 
+# patch_size shrinks until the token grid is at least min_grid per side (base.fit_patch): 8x8 digits
+# get 1x1 patches (64 tokens; 2x2 patches left 16 and trained to a far worse FD), 32x32 keep 2x2.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0},
-    "small": {"patch_size": 2, "hidden_size": 192, "depth": 6, "num_heads": 3, "mlp_ratio": 4.0},
-    "base": {"patch_size": 2, "hidden_size": 256, "depth": 12, "num_heads": 4, "mlp_ratio": 4.0},
+    "tiny": {"patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "min_grid": 8},
+    "small": {
+        "patch_size": 2,
+        "hidden_size": 192,
+        "depth": 6,
+        "num_heads": 3,
+        "mlp_ratio": 4.0,
+        "min_grid": 8,
+    },
+    "base": {
+        "patch_size": 2,
+        "hidden_size": 256,
+        "depth": 12,
+        "num_heads": 4,
+        "mlp_ratio": 4.0,
+        "min_grid": 8,
+    },
 }
 
 _GELU_TANH = partial(nn.GELU, approximate="tanh")
@@ -153,7 +169,8 @@ def build(spec: TeacherSpec, preset: str = "small", **overrides: Any) -> DiTStud
     """A DiT student fitting ``spec`` (see ``PRESETS``; any preset field can be overridden)."""
     cfg = resolve_preset(ARCH, PRESETS, preset, overrides)
     check_conditioning(spec, ARCH, text=True)
-    check_patch(spec, ARCH, cfg["patch_size"])
+    min_grid = cfg.pop("min_grid")
+    cfg["patch_size"] = fit_patch(ARCH, spec, cfg["patch_size"], min_grid, explicit="patch_size" in overrides)
     check_heads(ARCH, cfg["hidden_size"], cfg["num_heads"])
     if cfg["hidden_size"] % 4:
         raise UserError(
