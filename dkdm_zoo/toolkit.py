@@ -34,6 +34,7 @@ from dkdm_zoo.students.base import (
     describe_student,
     example_inputs,
     fit_levels,
+    fit_patch,
     labels_or_null,
     resolve_preset,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "resolve_preset",
     "check_square",
     "check_patch",
+    "fit_patch",
     "check_conditioning",
     "fit_levels",
     "check_groups",

@@ -71,55 +71,32 @@ def init_rows() -> dict[str, list[str]]:
     return rows
 
 
+# Every student of the cross-architecture tables, built-in and plugin (row label -> registry name).
+STUDENTS = {"unet": "unet", "dit": "dit", "convnext": "convnext", "uvit (plugin)": "uvit"}
+
+
 def rows_for(table: str) -> dict[str, list[str]]:
-    """Row name -> distill arguments (without budget, seed, output)."""
+    """Row name -> distill arguments (without budget, seed, output).
+
+    The ddpm and dit tables use each student's defaults only (its preset and its declared training
+    settings: no learning rate, warmup or EMA given here), so they show what a user gets.
+    """
     if table == "init":
         return init_rows()
     teacher = f"digits-{table}"
-    common = ["--set", "train.lr=4e-4", "--set", "train.warmup_steps=50", "--set", "train.ema_decay=0.995"]
     # CPU budget: a pool of 0.05*T*b slots (each visited ~16 times in 800 steps) initialised by a 4-step
     # DDIM jump; the synthetic set is as large as the real one, drawn with the teacher's 50-step DDIM.
     dkdm = ["--method", "dkdm", "--set", "method.rho=0.05", "--set", 'method.pool_init="ddim"',
             "--set", "method.pool_init_steps=4"]  # fmt: skip
     synthetic = ["--method", "synthetic", "--set", "method.num_samples=1797", "--set", 'method.sampler="ddim"',
                  "--set", "method.sampler_steps=50"]  # fmt: skip
-    data = [*SPEC[table], "--method", "data", "--set", 'method.dataset="digits"']
-    rows = {
-        "data (unet)": [*data, "--student", "unet", "--preset", "small", *common],
-        "synthetic (unet)": [
-            "--teacher",
-            teacher,
-            "--student",
-            "unet",
-            "--preset",
-            "small",
-            *synthetic,
-            *common,
-        ],
-        "DKDM unet": ["--teacher", teacher, "--student", "unet", "--preset", "small", *dkdm, *common],
-        "DKDM dit": ["--teacher", teacher, "--student", "dit", "--preset", "small", *dkdm, *common],
-    }
+    rows = {}
     if table == "ddpm":
-        rows["DKDM convnext"] = [
-            "--teacher",
-            teacher,
-            "--student",
-            "convnext",
-            "--preset",
-            "small",
-            *dkdm,
-            *common,
-        ]
-        rows["DKDM uvit (plugin)"] = [
-            "--teacher",
-            teacher,
-            "--student",
-            "uvit",
-            "--preset",
-            "small",
-            *dkdm,
-            *common,
-        ]
+        rows["data unet"] = [*SPEC[table], "--method", "data", "--set", 'method.dataset="digits"',
+                               "--student", "unet"]  # fmt: skip
+    for label, student in STUDENTS.items():
+        rows[f"DKDM {label}"] = ["--teacher", teacher, "--student", student, *dkdm]
+        rows[f"synthetic {label}"] = ["--teacher", teacher, "--student", student, *synthetic]
     return rows
 
 
@@ -153,9 +130,15 @@ def train_and_eval(table: str, name: str, args: list[str], seed: int) -> dict:
         start = time.perf_counter()
         run([*distill, "--overwrite"], log)
         (out / "train_wall_s.txt").write_text(f"{time.perf_counter() - start:.1f}\n")
-    for against, cmd in evaluations.items():
-        if not (out / f"eval-{against}.json").exists():
-            run(cmd, log)
+    if table in SHARED_SAMPLES:  # one sampling scores both (the command that does it, recorded)
+        evaluations = {"data, teacher": ["python", "tools/results_digits.py", "score", str(out.relative_to(REPO)),
+                                         "--seeds", str(seed)]}  # fmt: skip
+        if not all((out / f"eval-{a}.json").exists() for a in AGAINST[table]):
+            score_once(out, TEACHER[table], seed)
+    else:
+        for against, cmd in evaluations.items():
+            if not (out / f"eval-{against}.json").exists():
+                run(cmd, log)
     result = json.loads((out / "eval-data.json").read_text())
     row = {
         "row": name,
@@ -169,9 +152,61 @@ def train_and_eval(table: str, name: str, args: list[str], seed: int) -> dict:
         "s_per_image": result.get("s_per_image"),
         "nfe_per_image": result.get("nfe_per_image"),
     }
-    if "teacher" in evaluations:
+    if (out / "eval-teacher.json").exists():
         row["fd_teacher"] = json.loads((out / "eval-teacher.json").read_text())["metrics"]["fd"]
     return row
+
+
+# Tables whose runs are scored from ONE set of student samples against the data and against the
+# teacher's 50-step DDIM (cached per seed): `dkdm-zoo eval RUN --against data|teacher` would sample
+# the student twice and the teacher once per run, which the slow transformer students cannot afford here.
+SHARED_SAMPLES = ("ddpm", "dit")
+
+
+def teacher_reference(teacher: str, seed: int, registry) -> tuple:
+    """The teacher's EVAL_N samples with 50-step DDIM (balanced labels), as `eval --against teacher`
+    draws them for this seed, and their generation facts; cached under runs/results/reference/."""
+    import torch
+
+    from dkdm_zoo.evaluation.report import timed_generate
+    from dkdm_zoo.generation import load_source
+
+    path = RUNS / "reference" / f"{teacher}-n{EVAL_N}-s{seed}.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        return saved["images"], saved["info"]
+    source = load_source(f"digits-{teacher}", registry, device="cpu")
+    labels = "all" if source.spec.conditioning == "class" else None
+    images, _, info = timed_generate(source, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": images, "info": info}, path.with_suffix(".tmp"))
+    path.with_suffix(".tmp").replace(path)
+    return images, info
+
+
+def score_once(out: Path, teacher: str, seed: int) -> None:
+    """eval-data.json and eval-teacher.json of a run, as `dkdm-zoo eval` writes them, from one sampling."""
+    import torch
+
+    from dkdm_zoo.evaluation.metrics import evaluate
+    from dkdm_zoo.evaluation.report import timed_generate
+    from dkdm_zoo.generation import load_source
+    from dkdm_zoo.registry import build_registry
+
+    torch.set_num_threads(1)
+    registry = build_registry()
+    reference, reference_info = teacher_reference(teacher, seed, registry)
+    source = load_source(str(out), registry, device="cpu")
+    labels = "all" if source.spec.conditioning == "class" else None
+    images, used, info = timed_generate(source, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
+    common = {"source": source.name, "seed": seed, **info}
+    results = {
+        "data": {**common, "against": "data", "metrics": evaluate(images, "data", labels=used)},
+        "teacher": {**common, "against": "teacher", "teacher": {"name": f"digits-{teacher}", **reference_info},
+                    "metrics": evaluate(images, reference, labels=used)},
+    }  # fmt: skip
+    for against, result in results.items():
+        (out / f"eval-{against}.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _teacher_forwards(out: Path) -> int | None:
@@ -224,7 +259,7 @@ BOOT_ROWS = {
     },
 }  # fmt: skip
 TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm"}
-AGAINST = {"ddpm": ("data",), "dit": ("data",), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher"),
+AGAINST = {"ddpm": ("data", "teacher"), "dit": ("data", "teacher"), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher"),
            "init": ("data", "teacher")}  # fmt: skip
 
 
@@ -260,8 +295,8 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
 
 
 TITLES = {
-    "ddpm": "digits-ddpm: teacher, data-trained, synthetic-dataset and DKDM students",
-    "dit": "digits-dit: teacher and DKDM students (class-conditional)",
+    "ddpm": "digits-ddpm: every student with DKDM and the synthetic baseline, each at its defaults",
+    "dit": "digits-dit (guidance 3, class-conditional): every student with DKDM and the synthetic baseline, each at its defaults",
     "boot": "BOOT on digits-ddpm: one step vs the teacher's DDIM",
     "boot-dit": "BOOT on digits-dit (guidance 3): one step vs the teacher's DDIM",
     "init": "DKDM pool initialisations on digits-ddpm (UNet student, rho 0.05)",
@@ -327,6 +362,8 @@ def markdown(table: str, data: dict) -> str:
     head += ["precision", "recall"]
     head += ["class accuracy"] if has_acc else []
     head += ["NFE", "ms/image"] if has_time else []
+    has_train = any("train_wall_s" in r for r in data["summary"])
+    head += ["train s"] if has_train else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(entry: dict, key: str) -> str:
@@ -340,6 +377,8 @@ def markdown(table: str, data: dict) -> str:
         if has_time:
             nfe, spi = r.get("nfe_per_image"), r.get("s_per_image")
             cells += ["" if nfe is None else f"{nfe:.0f}", "" if spi is None else f"{1000 * spi:.2f}"]
+        if has_train:
+            cells += [f"{r['train_wall_s']:.0f}" if "train_wall_s" in r else ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -349,8 +388,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "what", choices=["ddpm", "dit", "boot", "boot-dit", "init", "collect", "table", "figure"]
+        "what", choices=["ddpm", "dit", "boot", "boot-dit", "init", "collect", "table", "figure", "score"]
     )
+    parser.add_argument("run", nargs="?", help="score: the run folder to evaluate (its table from its path)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=BUDGET["steps"])
@@ -358,6 +398,10 @@ def main() -> None:
     parser.add_argument("--rows", nargs="*", help="only these rows (names as in the table)")
     args = parser.parse_args()
     BUDGET.update(steps=args.steps, batch_size=args.batch_size)
+    if args.what == "score":  # eval-data.json and eval-teacher.json of one run folder, one sampling
+        out = (REPO / args.run).resolve()
+        score_once(out, TEACHER[out.parent.name], args.seeds[0])
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "figure":  # the BOOT tables' picture (their seed-0 runs must have finished)
         for table in BOOT_ROWS:

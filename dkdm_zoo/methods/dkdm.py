@@ -16,13 +16,19 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, drop_refs, student_eps
 from dkdm_zoo.methods.data import progress_bar
-from dkdm_zoo.methods.losses import teacher_student_kl
+from dkdm_zoo.methods.losses import (
+    LOSS_TARGETS,
+    LOSS_WEIGHTINGS,
+    LossTarget,
+    LossWeighting,
+    eps_loss_weights,
+    teacher_student_kl,
+)
 from dkdm_zoo.methods.pool import PLACEMENTS, Placement, Pool, choose_placement, slot_bytes
 from dkdm_zoo.methods.pool_init import POOL_INITS, PoolInit, PoolInitKind, expected_forwards_per_slot
 from dkdm_zoo.teachers.base import Teacher, host_to_device
@@ -46,6 +52,9 @@ class DKDM(Method):
         pool_placement: Placement = "auto",
         kl_weight: float = 1.0,
         cond_drop_prob: float = 0.0,
+        target: LossTarget = "eps",
+        weighting: LossWeighting = "none",
+        snr_gamma: float = 5.0,
     ):
         if variant not in VARIANTS:
             raise UserError(f"method.variant={variant!r}: expected one of {', '.join(VARIANTS)}")
@@ -61,12 +70,25 @@ class DKDM(Method):
             raise UserError("method.pool_init_steps must be >= 1 and method.pool_init_batch >= 0")
         if not 0.0 <= cond_drop_prob < 1.0:
             raise UserError(f"method.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+        if target not in LOSS_TARGETS:
+            raise UserError(f"method.target={target!r}: expected one of {', '.join(LOSS_TARGETS)}")
+        if weighting not in LOSS_WEIGHTINGS:
+            raise UserError(f"method.weighting={weighting!r}: expected one of {', '.join(LOSS_WEIGHTINGS)}")
+        if not snr_gamma > 0:
+            raise UserError(f"method.snr_gamma must be > 0, got {snr_gamma}")
         super().__init__(teacher, student)
         self.rho, self.variant, self.pool_init = rho, variant, pool_init
         self.pool_init_steps, self.pool_init_batch = pool_init_steps, pool_init_batch
         self.pool_placement = pool_placement
         self.kl_weight, self.cond_drop_prob = kl_weight, cond_drop_prob
+        self.target, self.weighting, self.snr_gamma = target, weighting, snr_gamma
         self.T = teacher.spec.num_train_timesteps
+        # Per-timestep weights of the eps MSE (host table: a step indexes it without reading the device);
+        # None for the paper's plain eps MSE.
+        self.loss_weights: np.ndarray | None = None
+        if (target, weighting) != ("eps", "none"):
+            acp = teacher.schedule.alphas_cumprod.numpy()
+            self.loss_weights = eps_loss_weights(acp, target, weighting, snr_gamma).astype(np.float32)
         self.init_forwards = 0  # of teacher_forwards, those spent initialising the pool
         self.pool: Pool | None = None
         self.init: PoolInit | None = None  # an initialisation not finished yet (resumable)
@@ -223,13 +245,16 @@ class DKDM(Method):
             student, x, k, cond.to(self.device) if cond is not None else None, spec.channels
         )
         target = pred.eps.to(eps.device)
-        mse = F.mse_loss(eps.float(), target)
+        per_sample = (eps.float() - target).pow(2).flatten(1).mean(dim=1)
+        mse = per_sample.mean()
         logs: Logs = {
             "mse": mse.detach(),
             "t_mean": float(k_host.mean()),
             "pool_resets": float(finished.sum()),
         }
         loss = mse
+        if self.loss_weights is not None:  # the MSE in method.target space, method.weighting-weighted
+            loss = (host_to_device(self.loss_weights[k_host], eps.device) * per_sample).mean()
         if spec.learned_variance and self.kl_weight > 0:
             if var is None or pred.var_values is None:
                 raise UserError("the teacher has a learned variance but the student outputs eps only")

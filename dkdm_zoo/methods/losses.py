@@ -8,7 +8,10 @@ All terms are computed in float32 and averaged over dimensions in bits (divided 
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -86,3 +89,38 @@ def vlb_term(
     nll = -mean_flat(discretized_gaussian_log_likelihood(x0, mean, 0.5 * logvar)) / math.log(2.0)
     vb = torch.where(t.to(x_t.device) == 0, nll, kl)
     return vb * (schedule.num_train_timesteps / 1000.0)
+
+
+# -- where and how the student's eps is compared with its target ---------------------------------------
+
+LossTarget = Literal["eps", "x0", "v"]
+LossWeighting = Literal["none", "min-snr"]
+LOSS_TARGETS: tuple[str, ...] = typing.get_args(LossTarget)
+LOSS_WEIGHTINGS: tuple[str, ...] = typing.get_args(LossWeighting)
+
+
+def eps_loss_weights(
+    alphas_cumprod: np.ndarray,
+    target: LossTarget = "eps",
+    weighting: LossWeighting = "none",
+    gamma: float = 5.0,
+) -> np.ndarray:
+    """Per-timestep weights w_t of the eps MSE that equal an MSE in ``target`` space, ``weighting``-weighted.
+
+    With x0 = (x_t - sigma eps) / alpha and v = alpha eps - sigma x0 (SNR = alpha^2 / sigma^2), a
+    difference of eps predictions at the same x_t is a difference of x0 predictions times
+    sigma / alpha and of v predictions times 1 / alpha, so the MSE in x0 space is (1 / SNR) times
+    the eps MSE and in v space (1 + SNR) / SNR times. ``min-snr`` is min-SNR-gamma (Hang et al.,
+    ICCV 2023) in the target's own space: min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0,
+    min(SNR, gamma) / (SNR + 1) for v; in eps terms always min(SNR, gamma) / SNR, whatever the target.
+    Host-side (float64 numpy, indexed by timestep): a training step never reads the device for it.
+    """
+    acp = np.asarray(alphas_cumprod, dtype=np.float64)
+    snr = acp / (1.0 - acp)
+    to_eps = {"eps": np.ones_like(snr), "x0": 1.0 / snr, "v": (1.0 + snr) / snr}[target]
+    if weighting == "none":
+        in_target = np.ones_like(snr)
+    else:
+        clipped = np.minimum(snr, gamma)
+        in_target = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1.0)}[target]
+    return to_eps * in_target

@@ -129,6 +129,22 @@ def check_patch(spec: TeacherSpec, arch: str, patch_size: int) -> int:
     return resolution // patch_size
 
 
+def fit_patch(arch: str, spec: TeacherSpec, patch_size: int, min_grid: int, *, explicit: bool) -> int:
+    """The patch size of a patch-based student: a preset's patch size shrinks for small samples.
+
+    A preset's ``patch_size`` is halved (while it still divides the resolution exactly) until the
+    token grid has at least ``min_grid`` patches per side or the patch is 1: 2x2 patches leave an 8x8
+    digit 16 tokens, 1x1 patches 64. A patch size the user chose explicitly is kept as it is
+    (it only has to divide the resolution).
+    """
+    resolution = check_square(spec, arch)
+    if not explicit:
+        while patch_size > 1 and resolution // patch_size < min_grid and patch_size % 2 == 0:
+            patch_size //= 2
+    check_patch(spec, arch, patch_size)
+    return patch_size
+
+
 def fit_levels(
     arch: str, resolution: int, widths: tuple[int, ...], min_resolution: int, *, explicit: bool
 ) -> tuple[int, ...]:

@@ -43,6 +43,7 @@ class ConvNeXtPreset:
     mlp_ratio: PositiveFloat
     kernel_size: PositiveInt
     min_resolution: PositiveInt
+    ls_init_value: PositiveFloat = 1e-6  # timm's layer-scale start: blocks begin near identity
 
 
 PRESETS: dict[str, ConvNeXtPreset] = {
@@ -55,10 +56,21 @@ PRESETS: dict[str, ConvNeXtPreset] = {
 class ConditionedStage(nn.Module):
     """``depth`` ConvNeXt blocks, each followed by a FiLM (scale, shift) from the conditioning vector."""
 
-    def __init__(self, dim: int, depth: int, cond_dim: int, mlp_ratio: float, kernel_size: int):
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        cond_dim: int,
+        mlp_ratio: float,
+        kernel_size: int,
+        ls_init_value: float = 1e-6,
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(
-            [ConvNeXtBlock(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio) for _ in range(depth)]
+            [
+                ConvNeXtBlock(dim, kernel_size=kernel_size, mlp_ratio=mlp_ratio, ls_init_value=ls_init_value)
+                for _ in range(depth)
+            ]
         )
         self.films = nn.ModuleList(
             [nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim)) for _ in range(depth)]
@@ -88,6 +100,7 @@ class ConvNeXtStudent(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
         kernel_size: int = 7,
         num_classes: int | None = None,
+        ls_init_value: float = 1e-6,
     ):
         super().__init__()
         widths = tuple(widths)
@@ -95,7 +108,7 @@ class ConvNeXtStudent(ModelMixin, ConfigMixin):
         pairs = list(zip(widths[:-1], widths[1:], strict=True))  # (level width, next level width)
 
         def stage(dim: int) -> ConditionedStage:
-            return ConditionedStage(dim, depth, cond_dim, mlp_ratio, kernel_size)
+            return ConditionedStage(dim, depth, cond_dim, mlp_ratio, kernel_size, ls_init_value)
 
         self.cond_embedder = ConditionEmbedding(cond_dim, num_classes, freq_dim=max(32, widths[0]))
         self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)

@@ -61,10 +61,13 @@ def make_method(kind: str, teacher):
     student = tiny_student(teacher.spec)
     if kind == "dkdm":  # small pool: slots finish and are reset within the run
         return DKDM(teacher, student, rho=0.1, pool_init="ddim", pool_init_steps=2, cond_drop_prob=0.3)
+    if kind == "dkdm-weighted":  # per-timestep loss weights come from a host table
+        return DKDM(teacher, student, rho=0.1, pool_init="ddim", pool_init_steps=2, cond_drop_prob=0.3,
+                    target="v", weighting="min-snr")  # fmt: skip
     return SiD(teacher, student)
 
 
-@pytest.mark.parametrize("kind", ["dkdm", "sid"])
+@pytest.mark.parametrize("kind", ["dkdm", "dkdm-weighted", "sid"])
 def test_a_log_window_reads_the_device_once(kind, tmp_path):
     """Two more log windows cost exactly two more host reads: steps themselves read nothing."""
     reads = {}
@@ -76,7 +79,7 @@ def test_a_log_window_reads_the_device_once(kind, tmp_path):
         reads[steps] = calls
     extra = len(reads[8]) - len(reads[4])
     assert extra == 2, f"{extra} reads per two windows: {reads[8][len(reads[4]) :]}"
-    if kind == "dkdm":  # finished slots were reset during these runs (with no read)
+    if kind.startswith("dkdm"):  # finished slots were reset during these runs (with no read)
         assert (method.pool.k >= 0).all()
 
 

@@ -11,8 +11,8 @@ import torch
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.dkdm import DKDM
-from dkdm_zoo.methods.losses import teacher_student_kl
-from tests.methods.tiny import T, UNetContract, tiny_student, tiny_teacher
+from dkdm_zoo.methods.losses import eps_loss_weights, teacher_student_kl
+from tests.methods.tiny import T, UNetContract, scheduler_config, tiny_student, tiny_teacher
 
 
 class Spy:
@@ -174,8 +174,92 @@ def test_state_roundtrip_restores_the_pool_without_reinitialising():
     assert other.teacher_forwards == method.teacher_forwards
 
 
+def _predictions(sched, t):
+    """x_t and two eps predictions at timesteps t, with their x0 and v through the schedule."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(len(t), 1, 8, 8, generator=gen, dtype=torch.float64)
+    eps_a, eps_b = (torch.randn(x.shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    x0_a, x0_b = sched.eps_to_x0(x, eps_a, t), sched.eps_to_x0(x, eps_b, t)
+    v_a, v_b = sched.velocity(x0_a, eps_a, t), sched.velocity(x0_b, eps_b, t)
+    return eps_a - eps_b, x0_a - x0_b, v_a - v_b
+
+
+def _per_sample(diff):
+    return diff.pow(2).flatten(1).mean(dim=1)
+
+
+def test_loss_weights_equal_the_mse_in_x0_and_v_space():
+    """An eps MSE weighted by w_t is the MSE of the x0 (v) predictions the schedule converts them to."""
+    sched = tiny_teacher().schedule
+    t = torch.arange(T)
+    d_eps, d_x0, d_v = _predictions(sched, t)
+    acp = sched.alphas_cumprod.numpy()
+    assert np.allclose(eps_loss_weights(acp, "eps"), 1.0)
+    for target, diff in (("x0", d_x0), ("v", d_v)):
+        weights = torch.from_numpy(eps_loss_weights(acp, target))
+        torch.testing.assert_close(weights * _per_sample(d_eps), _per_sample(diff), rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("gamma", [0.5, 5.0])
+def test_min_snr_weights_follow_hang_et_al_in_every_target_space(gamma):
+    """min-SNR-gamma: min(SNR, gamma) on the x0 MSE, / SNR on eps, / (SNR + 1) on v (diffusers' SNR)."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import compute_snr
+
+    sched = tiny_teacher().schedule
+    t = torch.arange(T)
+    snr = compute_snr(DDPMScheduler.from_config(scheduler_config()), t).double()
+    assert bool((snr > gamma).any() and (snr < gamma).any())  # both sides of the clip are tested
+    clipped = snr.clamp(max=gamma)
+    d_eps, d_x0, d_v = _predictions(sched, t)
+    acp = sched.alphas_cumprod.numpy()
+    expected = {"eps": clipped / snr * _per_sample(d_eps), "x0": clipped * _per_sample(d_x0),
+                "v": clipped / (snr + 1) * _per_sample(d_v)}  # fmt: skip
+    for target, value in expected.items():
+        weights = torch.from_numpy(eps_loss_weights(acp, target, "min-snr", gamma))
+        torch.testing.assert_close(weights * _per_sample(d_eps), value, rtol=1e-4, atol=0)  # float32 SNR
+        torch.testing.assert_close(weights, clipped / snr, rtol=1e-4, atol=0)  # the same in eps terms
+
+
+class Offset(torch.nn.Module):
+    """The teacher's own network plus a constant: its eps error is known exactly."""
+
+    def __init__(self, teacher, offset: float):
+        super().__init__()
+        self.net = UNetContract.from_config(teacher.unet.config)
+        self.net.load_state_dict(teacher.unet.state_dict())
+        self.offset = offset
+
+    def forward(self, sample, timestep, **kwargs):
+        return self.net(sample, timestep, **kwargs) + self.offset
+
+
+@pytest.mark.parametrize(("target", "weighting"), [("eps", "none"), ("x0", "none"), ("v", "min-snr")])
+def test_the_loss_is_the_weighted_mse_and_logs_the_plain_eps_mse(target, weighting):
+    teacher, _, method = make(variant="shuffled", b=6, target=target, weighting=weighting, snr_gamma=2.0)
+    k = torch.from_numpy(method.pool.k.copy()).long()  # shuffled: every slot, at its own timestep
+    loss, logs = method.loss(Offset(teacher, 0.1), 6, 0)
+    sched = teacher.schedule
+    d_eps = torch.full((6, 1, 8, 8), 0.1, dtype=torch.float64)
+    x = torch.zeros_like(d_eps)
+    d_x0 = sched.eps_to_x0(x, d_eps, k) - sched.eps_to_x0(x, torch.zeros_like(d_eps), k)
+    d_v = sched.velocity(d_x0, d_eps, k)  # v is linear in (x0, eps)
+    acp = sched.alphas_cumprod[k]
+    snr = acp / (1 - acp)
+    w = snr.clamp(max=2.0) / {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[target]
+    w = w if weighting == "min-snr" else torch.ones_like(snr)
+    expected = (w * _per_sample({"eps": d_eps, "x0": d_x0, "v": d_v}[target])).mean()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(
+        logs["mse"].double(), torch.tensor(0.01, dtype=torch.float64), rtol=1e-4, atol=0
+    )
+
+
 def test_bad_options_are_user_errors():
     teacher = tiny_teacher()
+    for option, value in (("target", "x1"), ("weighting", "snr"), ("snr_gamma", 0.0)):
+        with pytest.raises(UserError, match=option):
+            DKDM(teacher, tiny_student(teacher.spec), **{option: value})
     with pytest.raises(UserError, match="variant"):
         DKDM(teacher, tiny_student(teacher.spec), variant="nope")
     with pytest.raises(UserError, match="rho"):

@@ -56,3 +56,18 @@ def test_every_preset_field_is_typed(arch: str, uvit_registry):
             uvit_registry.create("students", arch, spec, preset="tiny", **{name: "abc"})
         message = str(info.value)
         assert f"student.{name} = 'abc' is not " in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("arch", ["dit", "uvit"])
+def test_patch_students_keep_a_token_grid_of_at_least_min_grid(arch: str, uvit_registry):
+    """A preset's 2x2 patches shrink to 1x1 on 8x8 digits (64 tokens, not 16), not on 16x16 or 32x32;
+    a patch size the user chose is kept."""
+
+    def patch(shape, **overrides):
+        model = uvit_registry.create("students", arch, TeacherSpec(sample_shape=shape), preset="tiny", **overrides)
+        return model.config.patch_size
+
+    assert patch((1, 8, 8)) == 1
+    assert patch((1, 16, 16)) == 2 and patch((3, 32, 32)) == 2
+    assert patch((1, 8, 8), patch_size=2) == 2  # explicit: kept
+    assert patch((1, 16, 16), min_grid=16) == 1 and patch((1, 8, 8), min_grid=1) == 2

@@ -26,17 +26,33 @@ from dkdm_zoo.toolkit import (
     UserError,
     broadcast_timesteps,
     check_heads,
-    check_patch,
+    fit_patch,
     labels_or_null,
     resolve_preset,
 )
 
 ARCH = "uvit"
 
+# patch_size shrinks until the token grid is at least min_grid per side (toolkit.fit_patch):
+# 8x8 digits get 1x1 patches (64 tokens instead of 16), 32x32 keep 2x2.
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {"patch_size": 2, "hidden_size": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0},
-    "small": {"patch_size": 2, "hidden_size": 192, "depth": 9, "num_heads": 3, "mlp_ratio": 4.0},
-    "base": {"patch_size": 2, "hidden_size": 320, "depth": 11, "num_heads": 5, "mlp_ratio": 4.0},
+    "tiny": {"patch_size": 2, "hidden_size": 32, "depth": 3, "num_heads": 2, "mlp_ratio": 2.0, "min_grid": 8},
+    "small": {
+        "patch_size": 2,
+        "hidden_size": 192,
+        "depth": 9,
+        "num_heads": 3,
+        "mlp_ratio": 4.0,
+        "min_grid": 8,
+    },
+    "base": {
+        "patch_size": 2,
+        "hidden_size": 320,
+        "depth": 11,
+        "num_heads": 5,
+        "mlp_ratio": 4.0,
+        "min_grid": 8,
+    },
 }
 
 
@@ -140,7 +156,8 @@ def _init_weights(module: nn.Module) -> None:
 def build(spec: TeacherSpec, preset: str = "small", **overrides: Any) -> UViTStudent:
     """A U-ViT student fitting ``spec`` (presets in ``PRESETS``; any preset field can be overridden)."""
     cfg = resolve_preset(ARCH, PRESETS, preset, overrides)
-    check_patch(spec, ARCH, cfg["patch_size"])
+    min_grid = cfg.pop("min_grid")
+    cfg["patch_size"] = fit_patch(ARCH, spec, cfg["patch_size"], min_grid, explicit="patch_size" in overrides)
     check_heads(ARCH, cfg["hidden_size"], cfg["num_heads"])
     if cfg["depth"] % 2 == 0:
         raise UserError(
