@@ -24,7 +24,7 @@ from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 
 SECTIONS = ("recipe", "teacher", "student", "method", "train")
-RECIPE_KEYS = {"name": str, "description": str, "tags": list}
+RECIPE_KEYS = {"name": str, "description": str, "tags": list, "train_defaults": dict}
 
 
 @dataclass
@@ -102,11 +102,17 @@ class Recipe:
     #: the train keys a recipe, a flag or ``--set`` gave; every other field of ``train`` holds
     #: TrainConfig's default (defaults from elsewhere, a student's say, may fill only those)
     train_set: frozenset[str] = frozenset()
+    #: the train keys filled from a student's or method's declared defaults -> who declared them
+    #: (``apply_train_defaults``); written to recipe.toml as ``[recipe] train_defaults``
+    train_defaults: dict[str, str] = field(default_factory=dict)
 
     def set_train(self, values: Mapping[str, Any], *, where: str) -> Recipe:
         """This recipe with ``values`` (checked) in its train section, recorded as set."""
         train = train_config(values, where=where, base=self.train)
-        return dataclasses.replace(self, train=train, train_set=self.train_set | set(values))
+        declared = {k: v for k, v in self.train_defaults.items() if k not in values}
+        return dataclasses.replace(
+            self, train=train, train_set=self.train_set | set(values), train_defaults=declared
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def comp(c: Component) -> dict[str, Any]:
@@ -115,6 +121,8 @@ class Recipe:
         recipe = {"name": self.name}
         if self.description:
             recipe["description"] = self.description
+        if self.train_defaults:
+            recipe["train_defaults"] = dict(self.train_defaults)
         return {
             "recipe": recipe,
             "teacher": comp(self.teacher),
@@ -215,6 +223,7 @@ def recipe_from_dict(
         train=_train_config(data.get("train", {}), where),
         source=source,
         train_set=frozenset(data.get("train", {})),
+        train_defaults={str(k): str(v) for k, v in meta.get("train_defaults", {}).items()},
     )
 
 
@@ -279,9 +288,40 @@ def validate_against_registry(
             origin = origins.get(f"{kind[:-1]}.{key}", where)
             options.update(entry.check_options({key: value}, where=origin or ""))
         checked[kind] = Component(comp.name, options)
-    return dataclasses.replace(
+    recipe = dataclasses.replace(
         recipe, teacher=checked["teachers"], student=checked["students"], method=checked["methods"]
     )
+    return apply_train_defaults(recipe, registry)
+
+
+def apply_train_defaults(recipe: Recipe, registry: Any) -> Recipe:
+    """The recipe with the train settings its student and method declare (``register(...,
+    train_defaults=...)``) filled in where nothing set them.
+
+    Order, last wins: TrainConfig's defaults, the student's (for its preset), the method's, then
+    whatever the recipe, a flag or ``--set`` gave. A method's settings beat the student's because
+    they describe the training objective (a one-step method wants another learning rate than
+    denoising training does); the student's describe how its architecture learns a denoiser.
+    """
+    # Start again from what was set: applying twice (a recipe resolved, then --student changed) must
+    # not keep the first student's values. A record read from recipe.toml (keys set there) is kept.
+    set_values = {key: getattr(recipe.train, key) for key in recipe.train_set}
+    train = dataclasses.replace(TrainConfig(), **set_values)
+    declared_by = {k: v for k, v in recipe.train_defaults.items() if k in recipe.train_set}
+    for kind, comp in (("students", recipe.student), ("methods", recipe.method)):
+        entry = registry.get(kind, comp.name)
+        if not entry.train_defaults:
+            continue
+        preset = None
+        if kind == "students":
+            preset = comp.options.get("preset")
+            if preset is None and entry.available:
+                preset = entry.option_defaults().get("preset")
+        who = f"{kind[:-1]} '{comp.name}'" + (f" (preset {preset})" if preset else "")
+        values = {k: v for k, v in entry.train_defaults_for(preset).items() if k not in recipe.train_set}
+        train = train_config(values, where=f"train defaults of {who}, plugin {entry.plugin}", base=train)
+        declared_by.update(dict.fromkeys(values, who))
+    return dataclasses.replace(recipe, train=train, train_defaults=declared_by)
 
 
 @dataclass

@@ -173,6 +173,11 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
     console.print(
         f"train    {train.steps:,} steps x batch {train.batch_size} x accum {train.grad_accum}  -> {out}"
     )
+    console.print(f"         lr {train.lr:g}, warmup {train.warmup_steps}, EMA decay {train.ema_decay:g}")
+    for who in sorted(set(recipe.train_defaults.values())):
+        keys = [k for k, w in recipe.train_defaults.items() if w == who]
+        values = ", ".join(f"{k}={getattr(train, k)!r}" for k in keys)
+        console.print(f"         from the defaults of {who}: {values}")
     for key, value in budget.details.items():
         console.print(
             f"         {key} = {value:,}" if isinstance(value, int) else f"         {key} = {value}"

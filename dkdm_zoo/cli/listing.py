@@ -158,6 +158,13 @@ def info_cmd(
         )
         if d.get("accepts"):
             table.add_row("detects", Text(", ".join(d["accepts"])))
+        if d.get("train_defaults"):
+            lines = [
+                f"{'every preset' if preset == '*' else preset}: "
+                + ", ".join(f"train.{k} = {v!r}" for k, v in values.items())
+                for preset, values in d["train_defaults"].items()
+            ]
+            table.add_row("train defaults", Text("\n".join(lines)))
         for key, value in d.get("built_for_teacher", {}).items():
             table.add_row(key, Text(str(value)))
         console.print(table)

@@ -1,7 +1,9 @@
 """Built-in distillation methods, registered through the public hook (lazy factories).
 
 Each method's options are its class's keyword parameters (annotations and defaults): the one
-declaration `dkdm-zoo info`, recipes and `--set` are checked against.
+declaration `dkdm-zoo info`, recipes and `--set` are checked against. One-step methods declare the
+learning rate their objective trains at (measured on the digits teachers: tools/one_step_curves.py,
+tools/boot_sweep.py); it beats the student's own (a denoiser's) rate where neither recipe nor flag sets one.
 """
 
 from dkdm_zoo.registry.hookspecs import hookimpl
@@ -28,14 +30,17 @@ def register_methods(register):
         "boot",
         "dkdm_zoo.methods.boot:BOOT",
         summary="BOOT: data-free bootstrapping into a one-step generator (Signal-ODE, y-space DDIM targets)",
+        train_defaults={"lr": 2e-3},
     )
     register(
         "sid",
         "dkdm_zoo.methods.score_distill:SiD",
         summary="SiD: Score identity Distillation into a one-step generator (fake score + generator, data-free)",
+        train_defaults={"lr": 3e-5},
     )
     register(
         "diff-instruct",
         "dkdm_zoo.methods.score_distill:DiffInstruct",
         summary="Diff-Instruct: integral-KL distillation into a one-step generator (fake score + generator)",
+        train_defaults={"lr": 1e-4},
     )

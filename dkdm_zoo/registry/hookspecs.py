@@ -28,7 +28,7 @@ TINY_STUDENT_PRESET = "tiny"
 def register_teachers(register: RegisterFn) -> None:
     """Register teacher families.
 
-    ``register(name, factory, *, summary="", options=None, requires=(), extra=None, accepts=())``
+    ``register(name, factory, *, summary="", requires=(), extra=None, accepts=())``
     where ``factory`` is a callable or a lazy ``"module:attr"`` string; calling it with keyword
     options returns a ``dkdm_zoo.teachers.Teacher``. ``accepts`` names the classes the family
     loads (``_class_name`` of a folder's model_index.json or config.json, e.g. "DDPMPipeline"):
@@ -40,9 +40,10 @@ def register_teachers(register: RegisterFn) -> None:
 def register_students(register: RegisterFn) -> None:
     """Register student architectures.
 
-    ``register(name, factory, *, summary="", options=None, requires=(), extra=None)``; the factory
-    is called as ``factory(spec, preset="small", **overrides)`` and returns a network that fits
-    the ``TeacherSpec`` or raises ``dkdm_zoo.errors.IncompatibleError``.
+    ``register(name, factory, *, summary="", requires=(), extra=None, train_defaults=None)``; the
+    factory is called as ``factory(spec, preset="small", **overrides)`` and returns a network that
+    fits the ``TeacherSpec`` or raises ``dkdm_zoo.errors.IncompatibleError``. ``train_defaults``
+    maps a preset name ("*": every preset) to the ``[train]`` settings the student trains well at.
     """
 
 
@@ -50,8 +51,9 @@ def register_students(register: RegisterFn) -> None:
 def register_methods(register: RegisterFn) -> None:
     """Register distillation methods.
 
-    ``register(name, factory, *, summary="", options=None, requires=(), extra=None)``; the factory
-    is called as ``factory(teacher, student, **options)`` and returns a ``dkdm_zoo.methods.Method``.
+    ``register(name, factory, *, summary="", requires=(), extra=None, train_defaults=None)``; the
+    factory is called as ``factory(teacher, student, **options)`` and returns a
+    ``dkdm_zoo.methods.Method``. ``train_defaults`` (``{"lr": 1e-4}``) beat a student's own.
     """
 
 

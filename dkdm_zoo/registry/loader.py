@@ -17,7 +17,7 @@ import importlib
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -261,11 +261,18 @@ def _make_register(
         requires: Sequence[str],
         extra: str | None,
         accepts: Sequence[str] = (),
+        train_defaults: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         if not (callable(factory) or (isinstance(factory, str) and ":" in factory)):
             raise PluginError(f"{kind[:-1]} '{name}': factory must be a callable or a 'module:attr' string")
         if isinstance(accepts, str) or not all(isinstance(a, str) and a for a in accepts):
             raise PluginError(f"teacher '{name}': accepts must be a sequence of class names, got {accepts!r}")
+        defaults = dict(train_defaults or {})
+        if not all(isinstance(k, str) and isinstance(v, Mapping) for k, v in defaults.items()):
+            raise PluginError(
+                f"{kind[:-1]} '{name}': train_defaults must map a preset name (or '*') to train values, "
+                f"e.g. {{'*': {{'lr': 1e-3}}}}; got {train_defaults!r}"
+            )
         staged[kind].append(
             Entry(
                 kind=kind,
@@ -276,6 +283,7 @@ def _make_register(
                 requires=tuple(requires),
                 extra=extra,
                 accepts=tuple(accepts),
+                train_defaults={k: dict(v) for k, v in defaults.items()},
             )
         )
 
@@ -293,6 +301,39 @@ def _make_register(
             add_entry(name, factory, summary, requires, extra, accepts)
 
         return register_teacher
+
+    if kind == "students":
+
+        def register_student(
+            name: str,
+            factory: Callable[..., Any] | str,
+            *,
+            summary: str = "",
+            requires: Sequence[str] = (),
+            extra: str | None = None,
+            train_defaults: Mapping[str, Mapping[str, Any]] | None = None,
+        ) -> None:
+            add_entry(name, factory, summary, requires, extra, train_defaults=train_defaults)
+
+        return register_student
+
+    if kind == "methods":
+
+        def register_method(
+            name: str,
+            factory: Callable[..., Any] | str,
+            *,
+            summary: str = "",
+            requires: Sequence[str] = (),
+            extra: str | None = None,
+            train_defaults: Mapping[str, Any] | None = None,
+        ) -> None:
+            if train_defaults is not None and not isinstance(train_defaults, Mapping):
+                raise PluginError(f"method '{name}': train_defaults must map train keys to values")
+            defaults = {"*": train_defaults} if train_defaults else None
+            add_entry(name, factory, summary, requires, extra, train_defaults=defaults)
+
+        return register_method
 
     def register_entry(
         name: str,

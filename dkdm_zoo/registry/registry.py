@@ -37,6 +37,10 @@ class Entry:
     #: teachers only: the class names this family loads, as ``_class_name`` in a folder's
     #: model_index.json or config.json (or "run.json" for a dkdm-zoo run folder); auto-detection reads them
     accepts: tuple[str, ...] = ()
+    #: students and methods: recommended train settings (``[train]`` keys), used where the recipe and
+    #: the command line set none; keyed by the student's preset name, "*" for every preset (a method's
+    #: are all under "*"). See ``dkdm_zoo.recipes.apply_train_defaults`` for the order.
+    train_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     _schema: Schema | None = field(default=None, repr=False, compare=False)
 
     def missing_requirements(self) -> list[str]:
@@ -88,6 +92,10 @@ class Entry:
         """Each option's default (None when it has none); imports the factory."""
         return self.schema().defaults()
 
+    def train_defaults_for(self, preset: str | None = None) -> dict[str, Any]:
+        """The declared train settings for ``preset`` ("*" values, then the preset's own on top)."""
+        return {**self.train_defaults.get("*", {}), **(self.train_defaults.get(preset, {}) if preset else {})}
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind[:-1],
@@ -104,6 +112,7 @@ class Entry:
             "available": self.available,
             "unavailable_reason": self.unavailable_reason(),
             **({"accepts": list(self.accepts)} if self.kind == "teachers" else {}),
+            **({"train_defaults": self.train_defaults} if self.kind in ("students", "methods") else {}),
         }
 
 
