@@ -30,6 +30,7 @@ from diffusers import (
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.pipelines import Denoiser, DKDMZooPipeline
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import plain_copy
 from dkdm_zoo.students.one_step import OneStepGenerator
 from dkdm_zoo.teachers.base import PipelineComponents
 
@@ -53,10 +54,7 @@ def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any)
 
 
 def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
-    """The stock diffusers class with the same config and weights (a subclass's forward is not saved)."""
-    plain = cls.from_config(model.config)
-    plain.load_state_dict(model.state_dict(), strict=True)
-    return plain.to(device=model.device, dtype=model.dtype).eval()
+    return plain_copy(model, cls).eval()
 
 
 def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineComponents) -> str:

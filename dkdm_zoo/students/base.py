@@ -299,3 +299,13 @@ def human_count(n: int) -> str:
         return str(n)
     exp = min(int(math.log10(n) // 3), 3)
     return f"{n / 1000**exp:.3g}{' kMG'[exp]}"
+
+
+def plain_copy(model: nn.Module, cls: type) -> Any:
+    """The stock diffusers class ``cls`` with ``model``'s config and weights, on its device and dtype
+    (a subclass's forward is not saved). Cast only when the dtype differs: diffusers' ModelMixin.to
+    warns about float32 modules on every dtype argument, also a no-op one."""
+    plain = cls.from_config(model.config)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain = plain.to(model.device)
+    return plain if plain.dtype == model.dtype else plain.to(dtype=model.dtype)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusers import UNet2DConditionModel, UNet2DModel
-from torch import Tensor, nn
+from torch import Tensor
 
 from dkdm_zoo.options import PositiveInt, UnitInterval, Widths
 from dkdm_zoo.spec import TeacherSpec
@@ -24,6 +24,7 @@ from dkdm_zoo.students.base import (
     check_square,
     fit_levels,
     labels_or_null,
+    plain_copy,
     resolve_preset,
 )
 
@@ -75,7 +76,7 @@ class UNetStudent(UNet2DModel):
 
     def to_diffusers_unet(self) -> UNet2DModel:
         """A plain ``UNet2DModel`` with the same config and weights (for a ``DDPMPipeline`` folder)."""
-        return _convert(self, UNet2DModel)
+        return plain_copy(self, UNet2DModel)
 
 
 class UNetConditionStudent(UNet2DConditionModel):
@@ -97,13 +98,7 @@ class UNetConditionStudent(UNet2DConditionModel):
 
     def to_diffusers_unet(self) -> UNet2DConditionModel:
         """A plain ``UNet2DConditionModel`` with the same config and weights (Stable Diffusion-style)."""
-        return _convert(self, UNet2DConditionModel)
-
-
-def _convert(student: nn.Module, cls: type) -> nn.Module:
-    plain = cls.from_config(student.config)
-    plain.load_state_dict(student.state_dict(), strict=True)
-    return plain.to(device=student.device, dtype=student.dtype)
+        return plain_copy(self, UNet2DConditionModel)
 
 
 def build(spec: TeacherSpec, preset: str = "small", **overrides: Any) -> UNetStudent | UNetConditionStudent:

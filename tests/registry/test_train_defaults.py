@@ -44,7 +44,10 @@ def test_a_students_declared_settings_fill_what_nothing_set(registry):
     recipe = recipe_for(registry)
     assert recipe.train.lr == 3e-4 and recipe.train.weight_decay == 0.01
     assert recipe.train.warmup_steps == TrainConfig().warmup_steps  # not declared: TrainConfig's
-    assert recipe.train_defaults == {"lr": "student 'wide' (preset small)", "weight_decay": "student 'wide' (preset small)"}
+    assert recipe.train_defaults == {
+        "lr": "student 'wide' (preset small)",
+        "weight_decay": "student 'wide' (preset small)",
+    }
     tiny = recipe_for(registry, preset="tiny")  # the preset's own value beats "*"
     assert tiny.train.lr == 5e-3 and tiny.train.weight_decay == 0.01
 
@@ -101,12 +104,18 @@ def test_info_dry_run_and_the_run_show_them(registry, tmp_path):
     info = CliRunner().invoke(app, ["info", "wide"])
     assert info.exit_code == 0, info.output
     text = strip_ansi(info.output)
-    assert "train defaults" in text and "every preset: train.lr = 0.0003" in text and "tiny: train.lr = 0.005" in text
+    assert (
+        "train defaults" in text
+        and "every preset: train.lr = 0.0003" in text
+        and "tiny: train.lr = 0.005" in text
+    )
 
     dry = CliRunner().invoke(app, ["distill", "--teacher", "digits-ddpm", "--student", "wide", "--steps", "2",
                                    "--batch-size", "2", "--dry-run", "--out", str(tmp_path / "dry")])  # fmt: skip
     assert dry.exit_code == 0, dry.output
-    assert "from the defaults of student 'wide' (preset small): lr=0.0003" in " ".join(strip_ansi(dry.output).split())
+    assert "from the defaults of student 'wide' (preset small): lr=0.0003" in " ".join(
+        strip_ansi(dry.output).split()
+    )
 
     out = tmp_path / "run"
     args = ["distill", "--teacher", "digits-ddpm", "--student", "wide", "--preset", "tiny", "--steps", "1",

@@ -64,7 +64,9 @@ def test_patch_students_keep_a_token_grid_of_at_least_min_grid(arch: str, uvit_r
     a patch size the user chose is kept."""
 
     def patch(shape, **overrides):
-        model = uvit_registry.create("students", arch, TeacherSpec(sample_shape=shape), preset="tiny", **overrides)
+        model = uvit_registry.create(
+            "students", arch, TeacherSpec(sample_shape=shape), preset="tiny", **overrides
+        )
         return model.config.patch_size
 
     assert patch((1, 8, 8)) == 1

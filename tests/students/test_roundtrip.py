@@ -74,3 +74,31 @@ def test_text_unet_student_converts_to_unet2dcondition():
             plain(inputs["sample"], inputs["timestep"], inputs["encoder_hidden_states"]).sample, ref
         )
     assert REGISTRY.get("students", "unet").plugin == "dkdm_zoo.students.plugin"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_plain_diffusers_copy_keeps_dtype_and_does_not_warn(dtype):
+    """Export hands diffusers a stock UNet2DModel in the student's dtype, and a float32 run prints no
+    "modules that should be kept in float32" warning (diffusers' ModelMixin.to warns on any dtype)."""
+    import logging
+
+    from dkdm_zoo.students.base import plain_copy
+
+    student = perturbed(make("unet", TINY_SPECS["pixel-uncond"])).to(dtype)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")
+    logger.addHandler(handler)
+    try:
+        plain = plain_copy(student, UNet2DModel)
+    finally:
+        logger.removeHandler(handler)
+    assert type(plain) is UNet2DModel and plain.dtype == dtype
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(plain.state_dict().values(), student.state_dict().values(), strict=True)
+    )
+    warned = [r.getMessage() for r in records if "kept in float32" in r.getMessage()]
+    if dtype == torch.float32:
+        assert not warned, warned
