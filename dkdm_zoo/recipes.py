@@ -298,17 +298,20 @@ def apply_train_defaults(recipe: Recipe, registry: Any) -> Recipe:
     """The recipe with the train settings its student and method declare (``register(...,
     train_defaults=...)``) filled in where nothing set them.
 
-    Order, last wins: TrainConfig's defaults, the student's (for its preset), the method's, then
-    whatever the recipe, a flag or ``--set`` gave. A method's settings beat the student's because
-    they describe the training objective (a one-step method wants another learning rate than
-    denoising training does); the student's describe how its architecture learns a denoiser.
+    Order, last wins: TrainConfig's defaults, the declared ones, then whatever the recipe, a flag
+    or ``--set`` gave. The declared ones are the method's when it declares any, else the student's
+    (for its preset): a student's describe how its architecture learns a denoiser (DKDM, synthetic,
+    data), a one-step method's how its objective trains (another learning rate, no warmup), and
+    the two do not mix.
     """
     # Start again from what was set: applying twice (a recipe resolved, then --student changed) must
     # not keep the first student's values. A record read from recipe.toml (keys set there) is kept.
     set_values = {key: getattr(recipe.train, key) for key in recipe.train_set}
     train = dataclasses.replace(TrainConfig(), **set_values)
     declared_by = {k: v for k, v in recipe.train_defaults.items() if k in recipe.train_set}
-    for kind, comp in (("students", recipe.student), ("methods", recipe.method)):
+    method = registry.get("methods", recipe.method.name)
+    declarers = [("methods", recipe.method)] if method.train_defaults else [("students", recipe.student)]
+    for kind, comp in declarers:
         entry = registry.get(kind, comp.name)
         if not entry.train_defaults:
             continue

@@ -3,7 +3,7 @@
 Each method's options are its class's keyword parameters (annotations and defaults): the one
 declaration `dkdm-zoo info`, recipes and `--set` are checked against. One-step methods declare the
 learning rate their objective trains at (measured on the digits teachers: tools/one_step_curves.py,
-tools/boot_sweep.py); it beats the student's own (a denoiser's) rate where neither recipe nor flag sets one.
+tools/boot_sweep.py); declared, they replace the student's own (a denoiser's) where neither recipe nor flag sets them.
 """
 
 from dkdm_zoo.registry.hookspecs import hookimpl

@@ -53,7 +53,7 @@ def register_methods(register: RegisterFn) -> None:
 
     ``register(name, factory, *, summary="", requires=(), extra=None, train_defaults=None)``; the
     factory is called as ``factory(teacher, student, **options)`` and returns a
-    ``dkdm_zoo.methods.Method``. ``train_defaults`` (``{"lr": 1e-4}``) beat a student's own.
+    ``dkdm_zoo.methods.Method``. ``train_defaults`` (``{"lr": 1e-4}``) replace a student's own.
     """
 
 

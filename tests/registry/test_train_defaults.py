@@ -52,13 +52,13 @@ def test_a_students_declared_settings_fill_what_nothing_set(registry):
     assert tiny.train.lr == 5e-3 and tiny.train.weight_decay == 0.01
 
 
-def test_the_command_line_and_the_method_win_over_the_student(registry):
+def test_the_command_line_wins_and_a_methods_defaults_replace_the_students(registry):
     flagged = recipe_for(registry, "train.lr=1e-3")
     assert flagged.train.lr == 1e-3 and flagged.train.weight_decay == 0.01
     assert "lr" not in flagged.train_defaults
-    by_method = recipe_for(registry, method="slow-dkdm")
-    assert by_method.train.lr == 7e-5 and by_method.train.weight_decay == 0.01
-    assert by_method.train_defaults["lr"] == "method 'slow-dkdm'"
+    by_method = recipe_for(registry, method="slow-dkdm")  # a method's defaults replace the student's
+    assert by_method.train.lr == 7e-5 and by_method.train.weight_decay == TrainConfig().weight_decay
+    assert by_method.train_defaults == {"lr": "method 'slow-dkdm'"}
 
 
 def test_changing_the_student_leaves_nothing_of_the_first_ones_defaults(registry):
