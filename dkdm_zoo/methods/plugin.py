@@ -42,5 +42,5 @@ def register_methods(register):
         "diff-instruct",
         "dkdm_zoo.methods.score_distill:DiffInstruct",
         summary="Diff-Instruct: integral-KL distillation into a one-step generator (fake score + generator)",
-        train_defaults={"lr": 1e-4},
+        train_defaults={"lr": 3e-5},
     )
