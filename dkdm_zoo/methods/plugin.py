@@ -36,7 +36,7 @@ def register_methods(register):
         "sid",
         "dkdm_zoo.methods.score_distill:SiD",
         summary="SiD: Score identity Distillation into a one-step generator (fake score + generator, data-free)",
-        train_defaults={"lr": 3e-5},
+        train_defaults={"lr": 1e-4},
     )
     register(
         "diff-instruct",

@@ -242,7 +242,7 @@ class SiD(ScoreDistillation):
         adam_beta1: float = 0.0,
         adam_beta2: float = 0.999,
         fake_time: TimeDistribution = "lognormal",
-        generator_time: TimeDistribution = "edm-schedule",
+        generator_time: TimeDistribution = "lognormal",
         p_mean: float = -1.2,
         p_std: float = 1.2,
         t_max_fraction: float = 0.8,

@@ -125,10 +125,13 @@ def test_fake_score_loss_replayed_by_hand():
     torch.testing.assert_close(loss, manual, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["sid", "diff-instruct"])
-def test_generator_loss_and_gradients_replayed_by_hand(name):
+@pytest.mark.parametrize(
+    ("name", "generator_time"),
+    [("sid", "lognormal"), ("sid", "edm-schedule"), ("diff-instruct", "lognormal")],
+)
+def test_generator_loss_and_gradients_replayed_by_hand(name, generator_time):
     teacher = tiny_teacher()
-    method = make(METHODS[name], teacher, seed=5)
+    method = make(METHODS[name], teacher, seed=5, generator_time=generator_time)
     perturb(method.fake_net)
     method.generator = torch.Generator().manual_seed(13)
     loss, _ = method.update_loss("student", nets(method), 4, 0)
@@ -140,10 +143,10 @@ def test_generator_loss_and_gradients_replayed_by_hand(name):
     cfg = method.student.config
     x_in = cfg.input_scale * z
     x_g = (x_in - cfg.sigma * method.student(x_in, torch.full((4,), cfg.timestep))) / cfg.alpha
-    if name == "sid":  # EDM sampling schedule, its first 80%, from sigma_max down
+    if generator_time == "edm-schedule":  # EDM sampling schedule, its first 80%, from sigma_max down
         u = torch.rand((4,), generator=g, dtype=torch.float64) * 0.8
         sigma = (SIGMA_MAX ** (1 / RHO) + u * (SIGMA_MIN ** (1 / RHO) - SIGMA_MAX ** (1 / RHO))) ** RHO
-    else:
+    else:  # EDM's training distribution: ln sigma ~ N(-1.2, 1.2^2)
         sigma = torch.exp(-1.2 + 1.2 * torch.randn((4,), generator=g, dtype=torch.float64))
     t = teacher.schedule.timesteps_for_sigmas(sigma)
     x_t = teacher.schedule.add_noise(x_g, torch.randn(x_g.shape, generator=g), t)
