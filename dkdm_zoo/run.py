@@ -53,6 +53,9 @@ class Manifest:
     student_options: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, Any] = field(default_factory=dict)
     one_step: bool = False
+    #: the train settings filled from the student's or method's declared defaults: key -> value and
+    #: who declared it (``recipes.apply_train_defaults``); everything else came from the recipe or flags
+    train_defaults: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, recipe: Recipe, spec: TeacherSpec, student: Any, one_step: bool) -> Manifest:
@@ -72,6 +75,10 @@ class Manifest:
             student_options=options,
             method_options=dict(recipe.method.options),
             one_step=bool(one_step),
+            train_defaults={
+                key: {"value": getattr(recipe.train, key), "from": who}
+                for key, who in sorted(recipe.train_defaults.items())
+            },
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +94,7 @@ class Manifest:
             },
             "method": {"name": self.method, "options": self.method_options},
             "one_step": self.one_step,
+            "train_defaults": self.train_defaults,
         }
         return json.loads(json.dumps(data))  # JSON types only (tuples -> lists), as read back
 
@@ -124,6 +132,7 @@ class Manifest:
             student_options=dict(student.get("options") or {}),
             method_options=dict(method.get("options") or {}),
             one_step=data.get("one_step") is True,
+            train_defaults=dict(data.get("train_defaults") or {}),
         )
 
 

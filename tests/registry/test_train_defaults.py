@@ -3,6 +3,8 @@ where neither a recipe nor a flag sets them, shown by `info` and `--dry-run`, re
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -123,6 +125,8 @@ def test_info_dry_run_and_the_run_show_them(registry, tmp_path):
             "--quiet"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["train_defaults"]["lr"] == {"value": 5e-3, "from": "student 'wide' (preset tiny)"}
     recorded = load_recipe_file(out / "recipe.toml")
     assert recorded.train.lr == 5e-3 and recorded.train_defaults["lr"] == "student 'wide' (preset tiny)"
     # resuming keeps what the run recorded, also where the declaration would now say otherwise
