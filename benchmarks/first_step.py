@@ -54,7 +54,7 @@ def planned_init_forwards(folder: Path) -> dict[str, int]:
 
     teacher = load(path=str(folder))
     plans = {}
-    for init, k in (("ancestral", 1), ("ddim", 4), ("trajectory", 4)):
+    for init, k in (("ancestral", 1), ("ddim", 10), ("ddim", 4), ("trajectory", 10)):
         plans[f"{init}" + ("" if init == "ancestral" else f" K={k}")] = (
             DKDM(teacher, torch.nn.Linear(1, 1), pool_init=init, pool_init_steps=k).plan(4, 3).init_forwards
         )

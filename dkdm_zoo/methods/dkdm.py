@@ -47,7 +47,7 @@ class DKDM(Method):
         rho: float = 0.4,
         variant: Literal["dynamic", "iterative", "shuffled"] = "dynamic",
         pool_init: PoolInitKind = "ddim",
-        pool_init_steps: int = 4,
+        pool_init_steps: int = 10,
         pool_init_batch: int = 0,
         pool_placement: Placement = "auto",
         kl_weight: float = 1.0,
