@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 SECTIONS = ("recipe", "teacher", "student", "method", "train")
 RECIPE_KEYS = {"name": str, "description": str, "tags": list, "train_defaults": dict}
@@ -310,20 +311,17 @@ def apply_train_defaults(recipe: Recipe, registry: Any) -> Recipe:
     train = dataclasses.replace(TrainConfig(), **set_values)
     declared_by = {k: v for k, v in recipe.train_defaults.items() if k in recipe.train_set}
     method = registry.get("methods", recipe.method.name)
-    declarers = [("methods", recipe.method)] if method.train_defaults else [("students", recipe.student)]
-    for kind, comp in declarers:
-        entry = registry.get(kind, comp.name)
-        if not entry.train_defaults:
-            continue
-        preset = None
-        if kind == "students":
-            preset = comp.options.get("preset")
-            if preset is None and entry.available:
-                preset = entry.option_defaults().get("preset")
-        who = f"{kind[:-1]} '{comp.name}'" + (f" (preset {preset})" if preset else "")
-        values = {k: v for k, v in entry.train_defaults_for(preset).items() if k not in recipe.train_set}
-        train = train_config(values, where=f"train defaults of {who}, plugin {entry.plugin}", base=train)
-        declared_by.update(dict.fromkeys(values, who))
+    if method.train_defaults:
+        entry, preset = method, None
+        who = f"method '{recipe.method.name}'"
+    else:
+        # every student factory takes preset=DEFAULT_STUDENT_PRESET (the hook's contract): no import
+        entry = registry.get("students", recipe.student.name)
+        preset = str(recipe.student.options.get("preset", DEFAULT_STUDENT_PRESET))
+        who = f"student '{recipe.student.name}' (preset {preset})"
+    values = {k: v for k, v in entry.train_defaults_for(preset).items() if k not in recipe.train_set}
+    train = train_config(values, where=f"train defaults of {who}, plugin {entry.plugin}", base=train)
+    declared_by.update(dict.fromkeys(values, who))
     return dataclasses.replace(recipe, train=train, train_defaults=declared_by)
 
 

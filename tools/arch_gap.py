@@ -33,6 +33,7 @@ def eps_gaps(runs: list[Path], n: int = 512, seed: int = 0) -> list[dict]:
     registry = build_registry()
     results = []
     teachers: dict[str, object] = {}
+    digits: dict[int, tuple] = {}  # resolution -> (images, labels), read once
     for path in runs:
         run = Run(path)
         teacher_name = run.manifest.teacher
@@ -40,7 +41,9 @@ def eps_gaps(runs: list[Path], n: int = 512, seed: int = 0) -> list[dict]:
             teachers[teacher_name] = registry.create("teachers", teacher_name, **run.manifest.teacher_options)
         teacher = teachers[teacher_name]
         student = registry.create("teachers", "run", path=str(path))
-        images, labels = load_digits_images(teacher.spec.resolution)
+        if teacher.spec.resolution not in digits:
+            digits[teacher.spec.resolution] = load_digits_images(teacher.spec.resolution)
+        images, labels = digits[teacher.spec.resolution]
         generator = torch.Generator().manual_seed(seed)
         pick = torch.randperm(len(images), generator=generator)[:n]
         x0, y = images[pick], labels[pick]

@@ -159,9 +159,9 @@ def info_cmd(
         if d.get("accepts"):
             table.add_row("detects", Text(", ".join(d["accepts"])))
         if d.get("train_defaults"):
+            label = {"*": "every preset: "} if d["kind"] == "student" else {"*": ""}  # a method's: no presets
             lines = [
-                f"{'every preset' if preset == '*' else preset}: "
-                + ", ".join(f"train.{k} = {v!r}" for k, v in values.items())
+                label.get(preset, f"{preset}: ") + ", ".join(f"train.{k} = {v!r}" for k, v in values.items())
                 for preset, values in d["train_defaults"].items()
             ]
             table.add_row("train defaults", Text("\n".join(lines)))
