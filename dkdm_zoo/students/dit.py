@@ -21,7 +21,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.options import PositiveFloat, PositiveInt
+from dkdm_zoo.options import NonNegativeInt, PositiveFloat, PositiveInt
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     ConditionEmbedding,
@@ -47,6 +47,9 @@ class DiTPreset:
     # patch_size shrinks until the token grid has at least min_grid patches a side (base.fit_patch):
     # 8x8 digits get 1x1 patches (64 tokens; 2x2 left 16 and trained to a far worse FD), 32x32 keep 2x2
     min_grid: PositiveInt = 8
+    # extra pixels each patch embedding sees on every side (a (patch + 2 overlap)^2 kernel at the
+    # patch stride): with 1x1 patches of a 1-channel image a token would otherwise hold one scalar
+    overlap: NonNegativeInt = 0
 
 
 PRESETS: dict[str, DiTPreset] = {
@@ -107,10 +110,14 @@ class DiTStudent(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
         num_classes: int | None = None,
         cross_attention_dim: int | None = None,
+        overlap: int = 0,
     ):
         super().__init__()
         grid = sample_size // patch_size
         self.x_embedder = PatchEmbed(sample_size, patch_size, in_channels, hidden_size, bias=True)
+        if overlap:  # same grid, wider receptive field per token
+            kernel = patch_size + 2 * overlap
+            self.x_embedder.proj = nn.Conv2d(in_channels, hidden_size, kernel, patch_size, padding=overlap)
         # fixed positions, recomputed on load (not saved): identical on every rebuild
         pos = get_2d_sincos_pos_embed(hidden_size, grid, base_size=grid, output_type="pt").float()
         self.register_buffer("pos_embed", pos[None], persistent=False)

@@ -26,6 +26,22 @@ def test_dit_is_adaln_zero_at_init():
             assert torch.equal(block(x, c), x)
 
 
+def test_dit_overlapping_patch_embedding_sees_the_neighbours_and_keeps_the_grid():
+    """overlap=1 widens each token's window by a pixel a side at the same stride: a token changes when
+    its neighbour pixel does, which a plain 1x1 patch cannot."""
+    spec = TINY_SPECS["pixel-uncond"]
+    plain, wide = make("dit", spec, patch_size=1), make("dit", spec, patch_size=1, overlap=1)
+    assert wide.x_embedder.proj.kernel_size == (3, 3) and wide.x_embedder.proj.padding == (1, 1)
+    x = torch.randn(1, spec.channels, *spec.sample_shape[1:])
+    nudged = x.clone()
+    nudged[..., 5, 6] += 1.0
+    with torch.no_grad():
+        for model, moved in ((plain, 1), (wide, 9)):  # tokens whose window holds pixel (5, 6)
+            before, after = model.x_embedder(x), model.x_embedder(nudged)
+            assert before.shape == (1, 8 * 8, 32)
+            assert int((after - before).abs().amax(-1).gt(0).sum()) == moved
+
+
 def test_dit_unconditional_mode_has_no_class_table():
     model = make("dit", TINY_SPECS["pixel-uncond"])
     assert model.cond_embedder.class_embed is None and model.config.num_classes is None

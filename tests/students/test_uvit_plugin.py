@@ -40,6 +40,15 @@ def test_uvit_round_trip_and_skips(uvit_registry, tmp_path):
         uvit_registry.create("students", "uvit", spec, preset="tiny", depth=4)
 
 
+def test_uvit_smoothing_conv_starts_as_the_identity(uvit_registry):
+    """At PyTorch's default init the 3x3 conv mixed every output pixel with its neighbours and DKDM sat at
+    the loss of predicting zero for hundreds of steps; it starts as the identity instead."""
+    model = uvit_registry.create("students", "uvit", TINY_SPECS["pixel-uncond"], preset="tiny")
+    z = torch.randn(2, model.config.out_channels, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.final_layer(z), z)
+
+
 def test_core_package_knows_nothing_of_the_plugin():
     core = [p for p in (REPO / "dkdm_zoo").rglob("*") if p.suffix in (".py", ".toml", ".cfg")]
     assert core and not [p for p in core if "dkdm_zoo_uvit" in p.read_text()]
