@@ -53,8 +53,10 @@ class DiTPreset:
 
 
 PRESETS: dict[str, DiTPreset] = {
-    "tiny": DiTPreset(patch_size=2, hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0),
-    "small": DiTPreset(patch_size=2, hidden_size=192, depth=6, num_heads=3, mlp_ratio=4.0),
+    # tiny/small: overlapping patch embedding, measured with DKDM on digits-ddpm (300 steps, 1x1 patches:
+    # FD 20.3 against 31.1); base keeps the paper's non-overlapping patches (unmeasured at that size)
+    "tiny": DiTPreset(patch_size=2, hidden_size=32, depth=2, num_heads=2, mlp_ratio=2.0, overlap=1),
+    "small": DiTPreset(patch_size=2, hidden_size=192, depth=6, num_heads=3, mlp_ratio=4.0, overlap=1),
     "base": DiTPreset(patch_size=2, hidden_size=256, depth=12, num_heads=4, mlp_ratio=4.0),
 }
 

@@ -30,7 +30,7 @@ def test_dit_overlapping_patch_embedding_sees_the_neighbours_and_keeps_the_grid(
     """overlap=1 widens each token's window by a pixel a side at the same stride: a token changes when
     its neighbour pixel does, which a plain 1x1 patch cannot."""
     spec = TINY_SPECS["pixel-uncond"]
-    plain, wide = make("dit", spec, patch_size=1), make("dit", spec, patch_size=1, overlap=1)
+    plain, wide = make("dit", spec, patch_size=1, overlap=0), make("dit", spec, patch_size=1, overlap=1)
     assert wide.x_embedder.proj.kernel_size == (3, 3) and wide.x_embedder.proj.padding == (1, 1)
     x = torch.randn(1, spec.channels, *spec.sample_shape[1:])
     nudged = x.clone()
