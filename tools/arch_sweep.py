@@ -188,7 +188,8 @@ def table() -> str:
         f"{EVAL_N} samples, 50-step DDIM; pinned unless the point says otherwise: "
         f"{', '.join(f'{k}={v}' for k, v in PINNED.items())}, DKDM rho 0.05 with a 4-step DDIM pool init, "
         "preset small. Every run's exact command is in its JSON under runs/arch-sweep/ (kept in "
-        "docs/results/arch-sweep.json).\n"
+        "docs/results/arch-sweep.json). DiT points that do not name `student.overlap` ran before that option "
+        "existed, with plain (non-overlapping) patches; `overlap=1` is the tiny/small default since.\n"
     )
     return head + "\n".join(lines) + "\n"
 
