@@ -134,6 +134,6 @@ def test_installed_plugin_is_listed_and_builds(tmp_path):
     assert result["shape"] == [2, 1, 8, 8]
     assert result["module"] == "dkdm_zoo_uvit.model"
     plugin = result["plugin"]
-    assert plugin["ok"] and not plugin["builtin"] and plugin["version"] == "0.1.0"
+    assert plugin["ok"] and not plugin["builtin"] and plugin["version"] == "0.1.1"
     assert plugin["registered"] == {"students": ["uvit"]}
     assert result["images"] == [2, 8, 8, 1] and result["loaded"] == "dkdm_zoo_uvit.model"
