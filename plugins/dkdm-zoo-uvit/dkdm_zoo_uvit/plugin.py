@@ -9,7 +9,8 @@ def register_students(register):
         "uvit",
         "dkdm_zoo_uvit.model:build",
         summary="U-ViT (Bao et al. 2023): time, condition and patches as tokens, long skips (timm blocks)",
-        # measured with DKDM on the 8x8 digits teachers (dkdm-zoo's tools/arch_sweep.py); base: the paper's rate
+        # tiny/small: from dkdm-zoo's tools/arch_sweep.py on the 8x8 digits, run before 0.1.1's start-up
+        # fix (identity-init output conv) and not re-swept since; base: the paper's rate
         train_defaults={
             "tiny": {"lr": 2e-3, "warmup_steps": 50},
             "small": {"lr": 2e-3, "warmup_steps": 50},
