@@ -9,6 +9,7 @@ several seeds; the table reports the mean and the spread (min..max) over seeds.
     python tools/results_digits.py boot --seeds 0 1            # BOOT one-step vs teacher DDIM steps
     python tools/results_digits.py boot-dit --seeds 0 1        # the same on the class-conditional teacher
     python tools/results_digits.py init --seeds 0 1            # DKDM pool initialisations, equal budget
+    python tools/results_digits.py arch                        # finished ddpm/dit runs -> digits-arch-*.json
     python tools/results_digits.py table                       # JSON -> docs/results/digits.md
     python tools/results_digits.py figure                      # BOOT vs teacher DDIM, same noise -> PNG
 
@@ -22,13 +23,15 @@ import argparse
 import json
 import os
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from results_rows import AGAINST, BOOT_ROWS, TEACHER, TITLES, rows_for, slug  # tools/ is on sys.path
+from results_table import markdown, summarise
 
 REPO = Path(__file__).resolve().parent.parent
 RUNS = REPO / "runs" / "results"
@@ -38,70 +41,6 @@ CLI = ["dkdm-zoo"]
 # Equal training budget for every trained row of a table.
 BUDGET = {"steps": 800, "batch_size": 64}
 EVAL_N = 500
-
-SPEC = {
-    "ddpm": ["--teacher", "spec", "--set", "teacher.sample_shape=[1,8,8]"],
-    "dit": [
-        "--teacher", "spec", "--set", "teacher.sample_shape=[1,8,8]", "--set", 'teacher.conditioning="class"',
-        "--set", "teacher.num_classes=10", "--set", 'teacher.variance_type="learned_range"',
-    ],
-}  # fmt: skip
-
-
-def init_rows() -> dict[str, list[str]]:
-    """DKDM's pool initialisations at an equal training budget (the UNet student of the ddpm table)."""
-    base = ["--teacher", "digits-ddpm", "--student", "unet", "--preset", "small", "--method", "dkdm",
-            "--set", "method.rho=0.05", "--set", "train.lr=4e-4", "--set", "train.warmup_steps=50",
-            "--set", "train.ema_decay=0.995"]  # fmt: skip
-    rows = {"ancestral (paper)": [*base, "--set", 'method.pool_init="ancestral"']}
-    for kind, steps in (
-        ("ddim", 1),
-        ("ddim", 2),
-        ("ddim", 4),
-        ("ddim", 10),
-        ("trajectory", 10),
-        ("trajectory", 100),
-    ):
-        rows[f"{kind} {steps}"] = [
-            *base,
-            "--set",
-            f'method.pool_init="{kind}"',
-            "--set",
-            f"method.pool_init_steps={steps}",
-        ]
-    return rows
-
-
-# Every student of the cross-architecture tables, built-in and plugin (row label -> registry name).
-STUDENTS = {"unet": "unet", "dit": "dit", "convnext": "convnext", "uvit (plugin)": "uvit"}
-
-
-def rows_for(table: str) -> dict[str, list[str]]:
-    """Row name -> distill arguments (without budget, seed, output).
-
-    The ddpm and dit tables use each student's defaults only (its preset and its declared training
-    settings: no learning rate, warmup or EMA given here), so they show what a user gets.
-    """
-    if table == "init":
-        return init_rows()
-    teacher = f"digits-{table}"
-    # DKDM at its defaults (pool of rho*T*b slots, 10-step DDIM init); the synthetic set is as large as
-    # the real one, drawn with the teacher's 50-step DDIM.
-    dkdm = ["--method", "dkdm"]
-    synthetic = ["--method", "synthetic", "--set", "method.num_samples=1797", "--set", 'method.sampler="ddim"',
-                 "--set", "method.sampler_steps=50"]  # fmt: skip
-    rows = {}
-    if table == "ddpm":
-        rows["data unet"] = [*SPEC[table], "--method", "data", "--set", 'method.dataset="digits"',
-                               "--student", "unet"]  # fmt: skip
-    for label, student in STUDENTS.items():
-        rows[f"DKDM {label}"] = ["--teacher", teacher, "--student", student, *dkdm]
-        rows[f"synthetic {label}"] = ["--teacher", teacher, "--student", student, *synthetic]
-    return rows
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -253,27 +192,6 @@ def teacher_rows(table: str, seeds: list[int], steps_list: list[int]) -> list[di
     return results
 
 
-# The BOOT generators: digits-ddpm's own architecture as a `unet` (initialised from the teacher, as
-# in the paper); for digits-dit (a diffusers DiT, which no built-in student matches) a `dit` from scratch.
-BOOT_ROWS = {
-    "boot": {
-        "BOOT unet (1 step)": ["--teacher", "digits-ddpm", "--student", "unet", "--preset", "small",
-                               "--set", "student.block_out_channels=[32,64,64]", "--set", "student.layers_per_block=1",
-                               "--set", "student.attention_resolutions=[4]", "--set", "student.min_resolution=2",
-                               "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-3",
-                               "--set", "train.ema_decay=0.995"],
-    },
-    "boot-dit": {
-        "BOOT dit (1 step)": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "boot",
-                              "--set", "train.lr=1e-3", "--set", "train.warmup_steps=50",
-                              "--set", "train.ema_decay=0.995"],
-    },
-}  # fmt: skip
-TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm"}
-AGAINST = {"ddpm": ("data", "teacher"), "dit": ("data", "teacher"), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher"),
-           "init": ("data", "teacher")}  # fmt: skip
-
-
 def boot_rows(table: str, seeds: list[int], workers: int) -> list[dict]:
     jobs = [(name, a, seed) for name, a in BOOT_ROWS[table].items() for seed in seeds]
     with ThreadPoolExecutor(workers) as pool:
@@ -305,15 +223,6 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
     return save_grid(grid, RESULTS / f"{table}-samples.png", nrow=n)
 
 
-TITLES = {
-    "ddpm": "digits-ddpm: every student with DKDM and the synthetic baseline, each at its defaults",
-    "dit": "digits-dit (guidance 3, class-conditional): every student with DKDM and the synthetic baseline, each at its defaults",
-    "boot": "BOOT on digits-ddpm: one step vs the teacher's DDIM",
-    "boot-dit": "BOOT on digits-dit (guidance 3): one step vs the teacher's DDIM",
-    "init": "DKDM pool initialisations on digits-ddpm (UNet student, rho 0.05)",
-}
-
-
 def note_for(table: str, seeds: list[int]) -> str:
     return (
         f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "
@@ -342,56 +251,26 @@ def collect(table: str, seeds: list[int]) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    by_row: dict[str, list[dict]] = {}
-    for r in rows:
-        by_row.setdefault(r["row"], []).append(r)
-    summary = []
-    for name, items in by_row.items():
-        entry = {"row": name, "seeds": [i["seed"] for i in items], "commands": items[0]["commands"]}
-        for key in ("fd", "precision", "recall", "accuracy"):
-            values = [i["metrics"][key] for i in items if i["metrics"].get(key) is not None]
-            if values:
-                entry[key] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
-        values = [i["fd_teacher"] for i in items if i.get("fd_teacher") is not None]
-        if values:
-            entry["fd_teacher"] = {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
-        for key in ("s_per_image", "nfe_per_image", "train_wall_s", "teacher_forwards"):
-            values = [i[key] for i in items if i.get(key) is not None]
-            if values:
-                entry[key] = statistics.fmean(values)
-        summary.append(entry)
-    return summary
-
-
-def markdown(table: str, data: dict) -> str:
-    has_acc = any("accuracy" in r for r in data["summary"])
-    has_time = any("s_per_image" in r for r in data["summary"])
-    has_vs_teacher = any("fd_teacher" in r for r in data["summary"])
-    head = ["row", "FD vs data (lower better)"]
-    head += ["FD vs teacher DDIM 50"] if has_vs_teacher else []
-    head += ["precision", "recall"]
-    head += ["class accuracy"] if has_acc else []
-    head += ["NFE", "ms/image"] if has_time else []
-    has_train = any("train_wall_s" in r for r in data["summary"])
-    head += ["train s"] if has_train else []
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def fmt(entry: dict, key: str) -> str:
-        v = entry.get(key)
-        return "" if v is None else f"{v['mean']:.3f} ({v['min']:.3f}..{v['max']:.3f})"
-
-    for r in data["summary"]:
-        cells = [r["row"], fmt(r, "fd"), *([fmt(r, "fd_teacher")] if has_vs_teacher else []), fmt(r, "precision"),
-                 fmt(r, "recall")]  # fmt: skip
-        cells += [fmt(r, "accuracy")] if has_acc else []
-        if has_time:
-            nfe, spi = r.get("nfe_per_image"), r.get("s_per_image")
-            cells += ["" if nfe is None else f"{nfe:.0f}", "" if spi is None else f"{1000 * spi:.2f}"]
-        if has_train:
-            cells += [f"{r['train_wall_s']:.0f}" if "train_wall_s" in r else ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def write_arch(table: str, seeds: list[int]) -> dict:
+    """docs/results/digits-arch-TABLE.json: the finished runs of this table at every student's defaults
+    (DKDM and synthetic rows, beside the teacher's 50-step DDIM); the file's earlier "before" is kept."""
+    rows = [
+        r
+        for r in collect(table, seeds)
+        if not r["row"].startswith("teacher") or r["row"] == "teacher DDIM 50"
+    ]
+    path = RESULTS / f"digits-arch-{table}.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    data = {
+        "title": f"digits-{table}: every student at its own defaults",
+        "note": f"{BUDGET['steps']} steps x {BUDGET['batch_size']}; DKDM at its defaults (pool 0.4 T b, 10-step DDIM "
+        "init), each student's declared train defaults and nothing else; 500 samples, 50-step DDIM; per-row "
+        f"seeds in 'seeds', commands in each row. Command: `python tools/results_digits.py arch`.",
+        "budget": BUDGET, "eval_n": EVAL_N, "rows": rows, "summary": summarise(rows),
+        **({"before": old["before"]} if "before" in old else {}),
+    }  # fmt: skip
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return data
 
 
 def main() -> None:
@@ -399,7 +278,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "what", choices=["ddpm", "dit", "boot", "boot-dit", "init", "collect", "table", "figure", "score"]
+        "what",
+        choices=["ddpm", "dit", "boot", "boot-dit", "init", "collect", "arch", "table", "figure", "score"],
     )
     parser.add_argument("run", nargs="?", help="score: the run folder to evaluate (its table from its path)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -443,6 +323,10 @@ def main() -> None:
                 }
                 path.write_text(json.dumps(data, indent=2) + "\n")
                 print(markdown(table, data))
+        return
+    if args.what == "arch":  # the cross-architecture tables: every student at its defaults, nothing trained
+        for table in ("ddpm", "dit"):
+            print(markdown(table, write_arch(table, args.seeds)))
         return
     if args.what == "table":
         (RESULTS / "digits.md").write_text("\n".join(parts))
