@@ -263,9 +263,9 @@ def write_arch(table: str, seeds: list[int]) -> dict:
     old = json.loads(path.read_text()) if path.exists() else {}
     data = {
         "title": f"digits-{table}: every student at its own defaults",
-        "note": f"{BUDGET['steps']} steps x {BUDGET['batch_size']}; DKDM at its defaults (pool 0.4 T b, 10-step DDIM "
-        "init), each student's declared train defaults and nothing else; 500 samples, 50-step DDIM; per-row "
-        f"seeds in 'seeds', commands in each row. Command: `python tools/results_digits.py arch`.",
+        "note": f"{BUDGET['steps']} steps x {BUDGET['batch_size']}; the method's and each student's defaults and "
+        f"nothing else (each run's recipe.toml holds the values); {EVAL_N} samples, 50-step DDIM; per-row seeds "
+        "in 'seeds', commands in each row. Command: `python tools/results_digits.py arch`.",
         "budget": BUDGET, "eval_n": EVAL_N, "rows": rows, "summary": summarise(rows),
         **({"before": old["before"]} if "before" in old else {}),
     }  # fmt: skip
@@ -347,8 +347,13 @@ def main() -> None:
     note = note_for(args.what, args.seeds)
     data = {"title": title, "note": note, "budget": BUDGET, "eval_n": EVAL_N, "rows": rows, "summary": summarise(rows),
             "wall_s": time.perf_counter() - start, "python": sys.version.split()[0]}  # fmt: skip
-    (RESULTS / f"digits-{args.what}.json").write_text(json.dumps(data, indent=2) + "\n")
     print(markdown(args.what, data))
+    if args.rows:  # a subset: the table's JSON keeps its other rows (`collect` or `arch` tabulates them all)
+        print(
+            "--rows given: docs/results left as they were; `collect` or `arch` tabulates every finished run"
+        )
+        return
+    (RESULTS / f"digits-{args.what}.json").write_text(json.dumps(data, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ class DiTStudent(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
         num_classes: int | None = None,
         cross_attention_dim: int | None = None,
-        overlap: int = 0,
+        overlap: int = 0,  # 0 here (not the presets' 1): configs saved before the option rebuild as trained
     ):
         super().__init__()
         grid = sample_size // patch_size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
@@ -40,6 +42,22 @@ def test_dit_overlapping_patch_embedding_sees_the_neighbours_and_keeps_the_grid(
             before, after = model.x_embedder(x), model.x_embedder(nudged)
             assert before.shape == (1, 8 * 8, 32)
             assert int((after - before).abs().amax(-1).gt(0).sum()) == moved
+
+
+def test_dit_saved_before_the_overlap_option_loads_with_plain_patches(tmp_path):
+    """A finished run's config.json from before `overlap` existed has no such key: it must rebuild the
+    1x1-patch model it trained (same weights, same output), not the presets' overlapping one."""
+    spec = TINY_SPECS["pixel-uncond"]
+    old = make("dit", spec, patch_size=1, overlap=0).eval()
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["overlap"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = type(old).from_pretrained(tmp_path).eval()
+    assert loaded.x_embedder.proj.kernel_size == (1, 1)
+    inputs = example_inputs(spec, batch=2)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs), old(**inputs))
 
 
 def test_dit_unconditional_mode_has_no_class_table():
