@@ -60,8 +60,9 @@ class Setting:
 
 
 def engine_times(s: Setting, steps: int, warmup: int, minimal: bool) -> list[float]:
+    from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
     from dkdm_zoo.engine import train
-    from dkdm_zoo.recipes import Component, Recipe, TrainConfig
+    from dkdm_zoo.runs import Run
 
     cfg = TrainConfig(
         steps=warmup + steps + 1,
@@ -82,7 +83,7 @@ def engine_times(s: Setting, steps: int, warmup: int, minimal: bool) -> list[flo
 
     method.loss = timed_loss  # type: ignore[method-assign]
     with tempfile.TemporaryDirectory() as out:
-        train(recipe, s.teacher, s.student0, method, Path(out), quiet=True)
+        train(recipe, s.teacher, s.student0, method, Run(out), quiet=True)
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)][warmup:]
 
 

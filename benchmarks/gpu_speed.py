@@ -14,7 +14,7 @@ compilation dropped), with a CUDA synchronise in every step's timing hook; modes
 every repetition; samples/s from the median step. Peak memory: ``torch.cuda.max_memory_allocated``
 per mode. FLOPs of one step (teacher forward + student forward and backward, fp32, batch as run)
 with ``torch.utils.flop_counter.FlopCounterMode``; MFU = FLOPs/step / step time / the GPU's peak
-dense bf16 FLOP/s (``dkdm_zoo.budget.PEAK_BF16``, by device name: the dry run's table).
+dense bf16 FLOP/s (``dkdm_zoo.engine.budget.PEAK_BF16``, by device name: the dry run's table).
 
 Run (CUDA machine): python -m benchmarks.gpu_speed
 Smoke test on CPU:  python -m benchmarks.gpu_speed --batch 2 --steps 1 --warmup 1 --reps 1 --modes fp32 bf16
@@ -26,7 +26,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 
 from benchmarks import setups
 from benchmarks.common import write_result
-from dkdm_zoo.budget import peak_flops
+from dkdm_zoo.engine.budget import peak_flops
 
 MODES = {
     "fp32": {"mixed_precision": "no", "teacher_dtype": "float32"},
@@ -82,8 +81,9 @@ class Bench:
     def run(self, mode: str, steps: int, warmup: int) -> tuple[list[float], float]:
         from accelerate.state import AcceleratorState
 
+        from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
         from dkdm_zoo.engine import train
-        from dkdm_zoo.recipes import Component, Recipe, TrainConfig
+        from dkdm_zoo.runs import Run
 
         # accelerate keeps one process-wide state: a new precision needs it cleared (single process only)
         AcceleratorState._reset_state()
@@ -117,7 +117,7 @@ class Bench:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with tempfile.TemporaryDirectory() as out:
-            train(recipe, self.teacher, self.student, method, Path(out), quiet=True)
+            train(recipe, self.teacher, self.student, method, Run(out), quiet=True)
         peak = torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else float("nan")
         self.teacher.to(self.device, torch.float32)  # back to fp32 for the next mode
         return [b - a for a, b in zip(stamps, stamps[1:], strict=False)][warmup:], peak

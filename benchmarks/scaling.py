@@ -62,7 +62,7 @@ def grid(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def cli_run(nproc: int, teacher: Path, out: Path, args: argparse.Namespace) -> float:
     """Samples/s (all processes) of one CLI run, from metrics.jsonl after the first window."""
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
 
     distill = ["-m", "dkdm_zoo.cli.app", "distill", "--teacher", f"ddpm-unet@{teacher}", "--student", "unet"]
     distill += [

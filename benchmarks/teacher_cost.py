@@ -31,7 +31,6 @@ import argparse
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -157,11 +156,11 @@ def measured_runs(
     batch: int, rho: float, steps: int, ddim_steps: int, synth_samples: int
 ) -> list[dict[str, Any]]:
     """Short runs through the engine on the digits-sized teacher; counts read from metrics.jsonl."""
+    from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
     from dkdm_zoo.engine import train
     from dkdm_zoo.methods.dkdm import DKDM
     from dkdm_zoo.methods.synthetic import Synthetic
-    from dkdm_zoo.recipes import Component, Recipe, TrainConfig
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
 
     teacher = setups.teacher("digits")
     T = teacher.spec.num_train_timesteps
@@ -191,7 +190,7 @@ def measured_runs(
         recipe = Recipe("cost", Component("ddpm-unet"), Component("unet", {"preset": "tiny"}), train=cfg)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as out:
-            train(recipe, teacher, student, method, Path(out), quiet=True)
+            train(recipe, teacher, student, method, Run(out), quiet=True)
             records = Run(out).read_metrics()
         wall = time.perf_counter() - start
         last = [r for r in records if "teacher_calls" in r][-1]

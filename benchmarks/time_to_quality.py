@@ -63,10 +63,11 @@ def ema_student(student: torch.nn.Module, checkpoint: Path) -> torch.nn.Module:
 def run(
     label: str, method_name: str, method_options: dict[str, Any], args: argparse.Namespace, registry: Any
 ):
-    from dkdm_zoo import build as builder
+    from dkdm_zoo.config import build as builder
+    from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
     from dkdm_zoo.engine import train
     from dkdm_zoo.evaluation import evaluate
-    from dkdm_zoo.recipes import Component, Recipe, TrainConfig
+    from dkdm_zoo.runs import Run
 
     cfg = TrainConfig(
         steps=args.steps,
@@ -98,7 +99,7 @@ def run(
     curve = []
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train(recipe, built.teacher, built.student, built.method, Path(tmp), quiet=True)
+        train(recipe, built.teacher, built.student, built.method, Run(tmp), quiet=True)
         end = time.perf_counter()
         stamps.append(end)
         forwards = built.method.teacher_forwards

@@ -12,7 +12,7 @@ no module a folder names (beyond its own libraries and modules already imported)
 this module registers the class there; then ``DiffusionPipeline.from_pretrained(folder)`` works, as
 does ``DKDMZooPipeline.from_pretrained(folder)``. The student's own class is named in
 ``student/config.json`` and imported only from diffusers, dkdm_zoo or an installed dkdm-zoo plugin
-(``dkdm_zoo.model_classes``).
+(``dkdm_zoo.registry.classes``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from dkdm_zoo.model_classes import class_reference, resolve_model_class
+from dkdm_zoo.registry.classes import class_reference, resolve_model_class
 from dkdm_zoo.students.base import condition_kwargs
 from dkdm_zoo.students.one_step import OneStepGenerator
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.methods.base import STUDENT, Method, Network, Passes, Plan, SetupContext, Update, student_eps
-from dkdm_zoo.model_classes import resolve_model_class
+from dkdm_zoo.registry.classes import resolve_model_class
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET, TINY_STUDENT_PRESET
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (

@@ -15,11 +15,12 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
 
-from dkdm_zoo.recipes import Component, Recipe
+from dkdm_zoo.config.recipes import Component, Recipe
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.run import Manifest, Run
+from dkdm_zoo.runs import Manifest, Run
+from dkdm_zoo.runs.student import original_teacher, save_student
 from dkdm_zoo.students.one_step import OneStepGenerator
-from dkdm_zoo.teachers.tiny import ddpm_unet_teacher, scheduler_config, tiny_unet
+from dkdm_zoo.testing.tiny_teachers import ddpm_unet_teacher, scheduler_config, tiny_unet
 from tests.conftest import cli_env, run_cli
 from tests.registry import plugin_factory as pf
 
@@ -42,7 +43,7 @@ def make_run(folder: Path, *, one_step: bool = False, **teacher_options) -> Path
     run = Run(folder)
     recipe = Recipe("r", Component("ddpm-unet", teacher_options), Component("unet", {"preset": "tiny"}))
     run.write_manifest(Manifest.of(recipe, teacher.spec, student, one_step))
-    run.save_student(student)
+    save_student(run, student)
     return folder
 
 
@@ -149,7 +150,7 @@ def test_run_json_cannot_turn_on_pickle_for_sample(tmp_path):
     )
     run = make_run(tmp_path / "run", path=str(folder), allow_pickle=True)
     with pytest.raises(Exception, match="pickle"):
-        Run(run).original_teacher(build_registry(entry_points=False))
+        original_teacher(Run(run), build_registry(entry_points=False))
     shutil.rmtree(run)
 
 

@@ -25,13 +25,15 @@ from diffusers import (
 from huggingface_hub import ModelCard
 
 import dkdm_zoo.pipelines  # noqa: F401 - registers DKDMZooPipeline with diffusers, as the card says
-from dkdm_zoo import build as builder
+from dkdm_zoo.config import build as builder
+from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
 from dkdm_zoo.engine import train
-from dkdm_zoo.generation import load_source
-from dkdm_zoo.recipes import Component, Recipe, TrainConfig
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.run import Run
-from dkdm_zoo.teachers import tiny
+from dkdm_zoo.export.card import is_hub_id
+from dkdm_zoo.export.run import export_run
+from dkdm_zoo.runs import Run
+from dkdm_zoo.sampling.sources import load_source
+from dkdm_zoo.testing import tiny_teachers as tiny
 
 torch.set_num_threads(1)  # tiny models on a shared CPU
 
@@ -105,7 +107,9 @@ def runs(tmp_path_factory, registry, teachers):
             )
             built = builder.build(recipe, registry)
             out = root / "-".join(key)
-            train(recipe, built.teacher, built.student, built.method, out, quiet=True)
+            train(recipe, built.teacher, built.student, built.method, Run(out), quiet=True)
+            # what `distill` does after training: the pipeline and its card, written once
+            export_run(Run(out), registry, student=built.student.eval(), teacher=built.teacher)
             made[key] = out
         return made[key]
 
@@ -121,11 +125,13 @@ def check_card(run: Path, method: str) -> ModelCard:
     data = card.data
     assert data.library_name == "diffusers"
     assert {"dkdm-zoo", method} <= set(data.tags)
-    assert data.base_model == (Run(run).manifest.teacher_options.get("path") or Run(run).manifest.teacher)
+    path = Run(run).manifest.teacher_options.get("path")
+    assert data.base_model == (path if is_hub_id(path) else None)  # only a Hub id is a base model
     assert data.pipeline_tag in ("text-to-image", "unconditional-image-generation")
     assert "teacher forwards" in card.text
-    where = (run / "pipeline").resolve()  # where the folder lies, not the temp folder it was written in
-    assert f'from_pretrained("{where}")' in card.text
+    # outside the working folder the snippet names the folder, never this machine's absolute path
+    assert 'from_pretrained("pipeline")' in card.text
+    assert str(run.resolve().parent) not in card.text and "/tmp" not in card.text
     return card
 
 
@@ -217,7 +223,7 @@ class DiTContract(DiTTransformer2DModel):
 
 
 def test_a_diffusers_dit_student_is_exported_as_a_dit_pipeline(tmp_path, teachers, registry):
-    from dkdm_zoo.export import save_pipeline
+    from dkdm_zoo.export.folder import save_pipeline
 
     teacher = registry.create("teachers", "dit", **teachers["dit"])
     torch.manual_seed(0)

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.evaluation.report import evaluate_source, final_report, metrics_table, per_class_table
-from dkdm_zoo.generation import load_source
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
+from dkdm_zoo.sampling.sources import load_source
 from tests.methods.tiny import scheduler_config
 from tests.methods.tiny import tiny_unet as tiny_unet_1ch
 

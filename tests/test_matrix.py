@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from dkdm_zoo.compat import compatibility_matrix
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.teachers.tiny import TINY_TEACHERS
+from dkdm_zoo.testing.matrix import compatibility_matrix
+from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
 LATENT = {"dit", "latent-sd"}
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from dkdm_zoo.config.catalog import discover_recipes, resolve_recipe
+from dkdm_zoo.config.recipes import TrainConfig, load_recipe_file
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.recipes import TrainConfig, discover_recipes, load_recipe_file, resolve_recipe
 from dkdm_zoo.registry import build_registry
 
 GOOD = """
@@ -106,7 +107,7 @@ def test_every_shipped_recipe_is_valid():
 def test_which_train_values_were_set_is_known(tmp_path):
     """Values a recipe, a flag or --set gave are told apart from TrainConfig's defaults (so defaults
     from elsewhere, e.g. a student's, can fill only the rest)."""
-    from dkdm_zoo.build import resolve
+    from dkdm_zoo.config.resolve import resolve
 
     registry = build_registry(entry_points=False)
     recipe = load_recipe_file(write(tmp_path, GOOD.replace('path = "teacher-folder"', "")))

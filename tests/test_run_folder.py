@@ -1,4 +1,4 @@
-"""The run folder's one owner (dkdm_zoo.run): the manifest, and what a file in it may make us do.
+"""The run folder's one owner (dkdm_zoo.runs.run): the manifest, and what a file in it may make us do.
 
 A run.json or a saved config names the student's class; nothing outside diffusers, dkdm_zoo and
 the plugins that provide students is imported (checked before the import), and no file turns on pickle.
@@ -14,15 +14,16 @@ import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
+from dkdm_zoo.config.recipes import Component, Recipe
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.export import save_pipeline
-from dkdm_zoo.model_classes import class_reference
-from dkdm_zoo.recipes import Component, Recipe
+from dkdm_zoo.export.folder import save_pipeline
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.run import Manifest, Run
+from dkdm_zoo.registry.classes import class_reference
+from dkdm_zoo.runs import Manifest, Run
+from dkdm_zoo.runs.student import load_student, original_teacher, save_student
 from dkdm_zoo.students.one_step import OneStepGenerator
 from dkdm_zoo.teachers.base import PipelineComponents
-from dkdm_zoo.teachers.tiny import ddpm_unet_teacher, scheduler_config, tiny_unet
+from dkdm_zoo.testing.tiny_teachers import ddpm_unet_teacher, scheduler_config, tiny_unet
 
 EVIL = "dkdm_evil_student_module"
 
@@ -53,7 +54,7 @@ def make_run(folder: Path, registry, *, one_step: bool = False, **teacher_option
     run = Run(folder)
     recipe = Recipe("r", Component("ddpm-unet", teacher_options), Component("unet", {"preset": "tiny"}))
     run.write_manifest(Manifest.of(recipe, teacher.spec, student, one_step))
-    run.save_student(student)
+    save_student(run, student)
     return run
 
 
@@ -86,11 +87,11 @@ def test_manifest_round_trip_and_errors(registry, tmp_path):
 
 def test_load_student_round_trip(registry, tmp_path):
     run = make_run(tmp_path / "run", registry)
-    student = run.load_student(registry)
+    student = load_student(run, registry)
     assert class_reference(student) == run.manifest.student_class and not student.training
     (run.student_dir / "config.json").unlink()
     with pytest.raises(UserError, match="did not finish"):
-        Run(run.path).load_student(registry)
+        load_student(Run(run.path), registry)
 
 
 def test_run_json_cannot_import_an_arbitrary_module(registry, tmp_path, evil_module):
@@ -99,18 +100,18 @@ def test_run_json_cannot_import_an_arbitrary_module(registry, tmp_path, evil_mod
     data["student"]["class"] = f"{EVIL}:Net"
     run.manifest_path.write_text(json.dumps(data))
     with pytest.raises(UserError, match="refusing to import"):
-        Run(run.path).load_student(registry)
+        load_student(Run(run.path), registry)
     assert not evil_module.exists() and EVIL not in sys.modules
 
 
 def test_a_one_step_config_cannot_import_an_arbitrary_backbone(registry, tmp_path, evil_module):
     run = make_run(tmp_path / "run", registry, one_step=True)
-    assert isinstance(run.load_student(registry), OneStepGenerator)
+    assert isinstance(load_student(run, registry), OneStepGenerator)
     config = json.loads((run.student_dir / "config.json").read_text())
     config["backbone_class"] = f"{EVIL}:Net"
     (run.student_dir / "config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="refusing to import"):
-        Run(run.path).load_student(registry)
+        load_student(Run(run.path), registry)
     assert not evil_module.exists() and EVIL not in sys.modules
 
 
@@ -136,9 +137,9 @@ def test_run_json_cannot_turn_on_pickle(registry, tmp_path):
     )
     run = make_run(tmp_path / "run", registry, path=str(folder), allow_pickle=True)
     with pytest.raises(UserError, match="pickle"):
-        run.original_teacher(registry)
+        original_teacher(run, registry)
     # the person running the command may opt in; the file never does
-    assert run.original_teacher(registry, allow_pickle=True).spec.sample_shape == (1, 8, 8)
+    assert original_teacher(run, registry, allow_pickle=True).spec.sample_shape == (1, 8, 8)
 
 
 def test_registry_is_passed_not_chosen_by_options(registry, tmp_path):
@@ -151,7 +152,11 @@ def test_registry_is_passed_not_chosen_by_options(registry, tmp_path):
 
 
 def test_a_pipeline_that_cannot_be_built_does_not_lose_the_run(registry, tmp_path):
-    """A latent teacher that gives no VAE (a plugin family without pipeline_components): student/ stays."""
+    """A latent teacher that gives no VAE (a plugin family without pipeline_components): the export is
+    refused in one line, student/ stays, no half-written pipeline/; `distill` turns it into a warning."""
+    from dkdm_zoo.cli.distill import _export
+    from dkdm_zoo.config.build import Built
+    from dkdm_zoo.export.run import export_run
     from dkdm_zoo.spec import TeacherSpec
     from dkdm_zoo.teachers.spec_only import SpecTeacher
 
@@ -160,6 +165,11 @@ def test_a_pipeline_that_cannot_be_built_does_not_lose_the_run(registry, tmp_pat
     run = Run(tmp_path / "run")
     recipe = Recipe("r", Component("spec"), Component("unet", {"preset": "tiny"}))
     run.write_manifest(Manifest.of(recipe, teacher.spec, student, False))
+    save_student(run, student)
+    with pytest.raises(UserError, match="needs its teacher's VAE"):
+        export_run(run, registry, student=student, teacher=teacher)
+    assert run.finished and not run.pipeline_dir.exists()
+    assert [p.name for p in run.path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
     with pytest.warns(UserWarning, match="needs its teacher's VAE"):
-        assert run.finish(student, teacher) == ["student"]
+        assert _export(run, registry, Built(recipe, teacher, student, None)) == []
     assert run.finished and not run.pipeline_dir.exists()

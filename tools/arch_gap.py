@@ -27,7 +27,7 @@ def eps_gaps(runs: list[Path], n: int = 512, seed: int = 0) -> list[dict]:
 
     from dkdm_zoo.datasets import load_digits_images
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
     from dkdm_zoo.teachers.base import Condition
 
     registry = build_registry()

@@ -93,7 +93,7 @@ def train(name: str, args: list[str], seed: int, steps: int, eval_every: int) ->
 
 def train_wall(out: Path) -> dict[int, float]:
     """Cumulative training seconds at each logged step (from the logged samples/s)."""
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
 
     per_step = {r["step"]: r for r in Run(out).read_metrics() if "loss" in r}
     wall, clock, last = {}, 0.0, 0
@@ -111,8 +111,8 @@ def evaluate_curve(teacher: str, name: str, seed: int) -> list[dict[str, Any]]:
     from dkdm_zoo.engine import checkpoint as ckpt
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.generation import load_source
     from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.sampling.sources import load_source
 
     torch.set_num_threads(1)
     registry = build_registry()

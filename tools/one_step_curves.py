@@ -92,9 +92,9 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     from dkdm_zoo.engine import checkpoint as ckpt
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.generation import load_source
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
+    from dkdm_zoo.sampling.sources import load_source
 
     torch.set_num_threads(2)
     registry = build_registry()
@@ -139,9 +139,9 @@ def figure(teacher: str, names: list[str], seed: int = 0, n: int = 16) -> Path:
     (seed-``seed`` run), all from the SAME starting noise and classes, so rows compare image by image."""
     import torch
 
-    from dkdm_zoo.generation import load_source
-    from dkdm_zoo.images import save_grid
     from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.sampling.images import save_grid
+    from dkdm_zoo.sampling.sources import load_source
 
     registry = build_registry()
     source = load_source(teacher, registry)

@@ -108,7 +108,7 @@ def teacher_reference(teacher: str, seed: int, registry) -> tuple:
     import torch
 
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.generation import load_source
+    from dkdm_zoo.sampling.sources import load_source
 
     path = RUNS / "reference" / f"{teacher}-n{EVAL_N}-s{seed}.pt"
     if path.is_file():
@@ -140,8 +140,8 @@ def _score_once(out: Path, teacher: str, seed: int) -> None:
 
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.generation import load_source
     from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.sampling.sources import load_source
 
     torch.set_num_threads(1)
     registry = build_registry()
@@ -205,9 +205,9 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
     endpoints image by image."""
     import torch
 
-    from dkdm_zoo.generation import load_source
-    from dkdm_zoo.images import save_grid
     from dkdm_zoo.registry import build_registry
+    from dkdm_zoo.sampling.images import save_grid
+    from dkdm_zoo.sampling.sources import load_source
 
     registry = build_registry()
     labels = [i % 10 for i in range(n)] if TEACHER[table] == "dit" else None

@@ -167,11 +167,12 @@ def train_one(name: str, runs: Path, steps: int | None) -> None:
     import diffusers
     import torch
 
-    from dkdm_zoo import build as builder
+    from dkdm_zoo.config import build as builder
+    from dkdm_zoo.config.catalog import resolve_recipe
     from dkdm_zoo.engine import train
-    from dkdm_zoo.recipes import resolve_recipe
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.run_writer import open_run
+    from dkdm_zoo.runs import Run
+    from dkdm_zoo.runs.writer import open_run
 
     registry = build_registry(entry_points=False)
     recipe = resolve_recipe(str(ROOT / "recipes" / f"train-{name}.toml"), registry)
@@ -188,7 +189,7 @@ def train_one(name: str, runs: Path, steps: int | None) -> None:
         method = builder.build_method(recipe, teacher, student, registry)
         writer.clear()
         start = time.perf_counter()
-        train(recipe, teacher, student, method, out, quiet=True)
+        train(recipe, teacher, student, method, Run(out), quiet=True)
         seconds = time.perf_counter() - start
     student.eval()
     dest = ASSETS / name

@@ -56,11 +56,17 @@ def invocation(ctx: typer.Context) -> str:
     return shlex.join(parts)
 
 
-def announce(line: str) -> None:
-    """A one-line note on stderr (stdout stays clean for --json), from the main process only."""
+def is_main_process() -> bool:
+    """Whether this is the main process of a launch (torchrun / accelerate set ``RANK``): the one place
+    that reads it before the engine's Accelerator exists, so that only rank 0 prints and opens the folder."""
     import os
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def announce(line: str) -> None:
+    """A one-line note on stderr (stdout stays clean for --json), from the main process only."""
+    if is_main_process():
         err_console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 

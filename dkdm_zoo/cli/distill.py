@@ -6,7 +6,6 @@ Torch-free at import: the body imports the engine. Flags override the recipe; ``
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -63,9 +62,11 @@ def distill(
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
     started = time.perf_counter()
-    from dkdm_zoo import build as builder
-    from dkdm_zoo.cli.common import announce, console, get_registry
-    from dkdm_zoo.run_writer import open_run
+    from dkdm_zoo.cli.common import announce, console, get_registry, is_main_process
+    from dkdm_zoo.config import build as builder
+    from dkdm_zoo.config import resolve as resolver
+    from dkdm_zoo.config.resume import resume_changes
+    from dkdm_zoo.runs.writer import open_run
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
@@ -74,26 +75,26 @@ def distill(
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
     resolved, changed = None, []
     if resume and out is None:  # the run folder this command would have created
-        resolved = builder.resolve(registry, recipe=recipe, **flags, **common)
-        out = builder.default_out(resolved)
+        resolved = resolver.resolve(registry, recipe=recipe, **flags, **common)
+        out = resolver.default_out(resolved)
     stored = _stored_recipe(out, registry) if resume else None
     if stored is not None:
         # the same command plus --resume: flags over the stored recipe (or over --recipe), then only
         # what a checkpoint does not fix may differ
-        resolved = builder.resolve(
+        resolved = resolver.resolve(
             registry, recipe=recipe, base=None if recipe else stored, **flags, **common
         )
-        changed = builder.resume_changes(stored, resolved, str(out))
+        changed = resume_changes(stored, resolved, str(out))
     elif resolved is None:
-        resolved = builder.resolve(registry, recipe=recipe, **flags, **common)
-    out = out if out is not None else builder.default_out(resolved)
+        resolved = resolver.resolve(registry, recipe=recipe, **flags, **common)
+    out = out if out is not None else resolver.default_out(resolved)
 
     if dry_run:
-        from dkdm_zoo.budget import peak_flops, plan
+        from dkdm_zoo.engine.budget import peak_flops, plan
 
         peak = peak_flops(gpu)
         if peak is None:
-            from dkdm_zoo.budget import PEAK_BF16
+            from dkdm_zoo.engine.budget import PEAK_BF16
 
             raise UserError(f"--gpu {gpu!r}: unknown accelerator; known: {', '.join(PEAK_BF16)}")
         if not 0 < utilisation <= 1:
@@ -103,9 +104,10 @@ def distill(
         return
 
     from dkdm_zoo.engine import train
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
 
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = is_main_process()
+    run = Run(out)
     # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
     with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
         built = builder.build(resolved, registry)
@@ -117,25 +119,44 @@ def distill(
             built.teacher,
             built.student,
             built.method,
-            out,
+            run,
             resume=resume,
             quiet=quiet,
             announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
         )
-        if main and result.exported and resolved.train.final_eval_samples > 0:
-            _final_evaluation(Run(out), resolved, built.teacher, registry, quiet)
+        written = list(result.exported)
+        if main and result.exported:
+            if resolved.train.final_eval_samples > 0:
+                _final_evaluation(run, resolved, built.teacher, registry, quiet)
+            written += _export(run, registry, built)
     if not quiet and main:
         console.print(
             f"run {out}: {result.step} steps on {result.world_size} process(es), "
-            f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(result.exported) or 'checkpoints only'}; "
+            f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(written) or 'checkpoints only'}; "
             f"wall time {time.perf_counter() - started:.1f} s"
         )
+
+
+def _export(run, registry, built) -> list[str]:
+    """RUN/pipeline and its model card, written once, after the evaluation the card shows. A pipeline
+    that cannot be built (a plugin teacher without its VAE, say) is a warning, not a lost run."""
+    import warnings
+
+    from dkdm_zoo.export.run import export_run
+
+    try:
+        export_run(run, registry, student=built.student.eval(), teacher=built.teacher)
+    except UserError as exc:
+        warnings.warn(f"{run.path}: no diffusers pipeline exported: {exc}", stacklevel=2)
+        return []
+    return ["pipeline"]
 
 
 def _stored_recipe(out: Path, registry):
     """The recipe of the run being resumed (its options checked like any recipe's), or None when
     ``out`` holds none (opening the folder then says it is no run)."""
-    from dkdm_zoo.recipes import load_recipe_file, validate_against_registry
+    from dkdm_zoo.config.recipes import load_recipe_file
+    from dkdm_zoo.config.validation import validate_against_registry
 
     if not (out / "recipe.toml").is_file():
         return None
@@ -143,11 +164,10 @@ def _stored_recipe(out: Path, registry):
 
 
 def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
-    """``train.final_eval_samples``: score student and teacher (eval.json, samples.png), then refresh the
-    pipeline's model card so it shows them."""
+    """``train.final_eval_samples``: score student and teacher (eval.json, samples.png)."""
     from dkdm_zoo.evaluation.report import final_report
 
-    report = final_report(
+    final_report(
         run,
         recipe.train.final_eval_samples,
         registry=registry,
@@ -155,8 +175,6 @@ def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
         seed=recipe.train.seed,
         quiet=quiet,
     )
-    if report is not None:
-        run.write_card()
 
 
 def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float) -> None:

@@ -51,7 +51,7 @@ def evaluate(
         require_digits_like,
         write_json,
     )
-    from dkdm_zoo.generation import load_source
+    from dkdm_zoo.sampling.sources import load_source
 
     if against not in AGAINST:
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")

@@ -29,10 +29,11 @@ def export(
     private: Annotated[bool, typer.Option(help="with --push-to-hub: create the repository private")] = False,
 ) -> None:
     """Write the run's student as a diffusers pipeline with a Hub model card (README.md)."""
-    from dkdm_zoo.card import is_hub_id, write_model_card
     from dkdm_zoo.cli.common import console, get_registry
-    from dkdm_zoo.run import Run
-    from dkdm_zoo.run_writer import RunLock
+    from dkdm_zoo.export.card import is_hub_id, write_model_card
+    from dkdm_zoo.export.run import export_run
+    from dkdm_zoo.runs import Run
+    from dkdm_zoo.runs.writer import RunLock
 
     if push_to_hub is not None and not is_hub_id(push_to_hub):
         raise UserError(
@@ -44,14 +45,14 @@ def export(
         )
     run = Run(run_dir)
     registry = get_registry()
-    student = run.load_student(registry)
     # writing RUN/pipeline: the run's one writer while it does (a distill --resume may be finishing it)
     with RunLock(run.path) if out is None else contextlib.nullcontext():
-        folder = run.export(student, run.pipeline_components(registry), out)
+        folder = export_run(run, registry, folder=out)
     kind = _pipeline_class(folder)
     console.print(f"wrote {folder}: a diffusers {kind} with its model card (README.md)")
     if push_to_hub is not None:
-        write_model_card(run, folder, repo_id=push_to_hub)  # the card as the Hub shows it: loads by repo id
+        # the card as the Hub shows it: loads by repo id
+        write_model_card(run, folder, registry, repo_id=push_to_hub)
         url = _upload(folder, push_to_hub, private)
         console.print(f"pushed {folder} to {url}")
 

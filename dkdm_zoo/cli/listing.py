@@ -20,7 +20,7 @@ def _entry_rows(kind: str, pattern: str) -> list[dict[str, Any]]:
     if kind == "recipes":
         import fnmatch
 
-        from dkdm_zoo.recipes import discover_recipes
+        from dkdm_zoo.config.catalog import discover_recipes
 
         recipes, _ = discover_recipes(registry)
         return [
@@ -104,7 +104,7 @@ def info_cmd(
     else:
         entries = registry.find(name)
     if not entries:
-        from dkdm_zoo.recipes import discover_recipes
+        from dkdm_zoo.config.catalog import discover_recipes
 
         recipes, _ = discover_recipes(registry)
         if name in recipes:
@@ -118,8 +118,9 @@ def info_cmd(
         student_entries = [e for e in entries if e.kind == "students"]
         if not student_entries:
             raise UserError(f"--teacher applies to students; '{name}' is a {entries[0].kind[:-1]}")
-        from dkdm_zoo.build import check_run_conditions, resolve_teacher
         from dkdm_zoo.cli.common import announce
+        from dkdm_zoo.config.build import check_run_conditions
+        from dkdm_zoo.config.resolve import resolve_teacher
         from dkdm_zoo.students.base import describe_student
 
         ref = resolve_teacher(teacher, registry)

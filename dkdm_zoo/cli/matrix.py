@@ -30,7 +30,7 @@ def matrix(
     from rich.progress import Progress
     from rich.table import Table
 
-    from dkdm_zoo.compat import compatibility_matrix
+    from dkdm_zoo.testing.matrix import compatibility_matrix
 
     torch.set_num_threads(1)
     registry = get_registry()

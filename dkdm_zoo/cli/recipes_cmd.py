@@ -23,7 +23,7 @@ def list_recipes(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List the recipes every plugin registered."""
-    from dkdm_zoo.recipes import discover_recipes
+    from dkdm_zoo.config.catalog import discover_recipes
 
     recipes, problems = discover_recipes(get_registry())
     if as_json:
@@ -42,7 +42,7 @@ def list_recipes(
 @app.command("show")
 def show(name: Annotated[str, typer.Argument(help="recipe name")]) -> None:
     """Print a recipe, validated, with every default filled in."""
-    from dkdm_zoo.recipes import discover_recipes, resolve_recipe
+    from dkdm_zoo.config.catalog import discover_recipes, resolve_recipe
 
     registry = get_registry()
     recipes, _ = discover_recipes(registry)

@@ -76,8 +76,8 @@ def sample(
     """Generate images from a teacher or a trained run and save them as a PNG grid."""
     from dkdm_zoo.cli.common import announce, check_output_file, check_output_folder, console, get_registry
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.generation import load_source
-    from dkdm_zoo.images import save_grid, save_individual
+    from dkdm_zoo.sampling.images import save_grid, save_individual
+    from dkdm_zoo.sampling.sources import load_source
 
     if out is not None:
         check_output_file(out, "--out", image=True)

@@ -1,8 +1,8 @@
 """The training loop every method shares, on accelerate. It knows no algorithm: a method declares
 its trainable networks and updates (``dkdm_zoo.methods.base``) and hands it one loss per micro-step.
 It owns devices, precision, processes, optimisers, lr schedules, EMA, checkpoints (atomic), metrics,
-previews and the final export, writing the run folder through
-``dkdm_zoo.run.Run``.
+previews and the final student, writing the run folder through the ``dkdm_zoo.runs.Run`` it is
+handed; the command that finishes the run exports it (``dkdm_zoo.export``).
 
 Each process seeds its method generator with ``seed + rank``; the batch size is per process. A step
 reads nothing back from the device: scalars are summed there and read every ``train.log_every``
@@ -23,13 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from dkdm_zoo.config.recipes import Recipe
 from dkdm_zoo.engine import checkpoint as ckpt
 from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
-from dkdm_zoo.recipes import Recipe
-from dkdm_zoo.run import Manifest, Run
+from dkdm_zoo.runs import Manifest, Run
+from dkdm_zoo.runs.student import save_student
+from dkdm_zoo.sampling.images import save_grid
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
@@ -65,14 +67,14 @@ def train(
     teacher: Any,
     student: nn.Module,
     method: Method,
-    out: Path,
+    run: Run,
     *,
     resume: bool = False,
     quiet: bool = False,
     stop_at: int | None = None,
     announce: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Run (or continue, with ``resume``) ``recipe.train.steps`` optimiser steps into ``out``.
+    """Run (or continue, with ``resume``) ``recipe.train.steps`` optimiser steps into ``run``'s folder.
 
     ``student`` is ``method.student`` (the exported network). ``stop_at`` ends the run early after
     that step (checkpointing it), as an interruption would. ``announce`` gets one-line notes for the
@@ -95,12 +97,10 @@ def train(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
         log_with="tensorboard" if cfg.tracker == "tensorboard" else None,
-        project_dir=str(out),
+        project_dir=str(run.path),
     )
-    out = Path(out)
-    run = Run(out)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
-    checkpoints = out / "checkpoints"
+    checkpoints = run.checkpoints_dir
     device = acc.device
     torch.manual_seed(cfg.seed + rank)
 
@@ -283,7 +283,8 @@ def train(
     if main and step >= cfg.steps:
         if ema is not None:
             ema.copy_to(student.parameters())  # the final student is the EMA student
-        exported = run.finish(acc.unwrap_model(student), teacher)
+        save_student(run, acc.unwrap_model(student))
+        exported = ["student"]
     counters = acc.reduce(
         torch.tensor([float(method.teacher_forwards)], device=device, dtype=torch.float64), "sum"
     )
@@ -301,7 +302,9 @@ def train(
         )
     acc.wait_for_everyone()
     acc.end_training()
-    return TrainResult(out=out, step=step, world_size=world, teacher_forwards=forwards, exported=exported)
+    return TrainResult(
+        out=run.path, step=step, world_size=world, teacher_forwards=forwards, exported=exported
+    )
 
 
 def _trainable_only(trained: dict[str, Trained], name: str | None) -> None:
@@ -346,7 +349,7 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
         student.train()
         if ema is not None:
             ema.restore(params)
-        run.save_preview(step, torch.cat(images))
+        save_grid(torch.cat(images), run.preview_path(step))
         run.append_metrics(
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )

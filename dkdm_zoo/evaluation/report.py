@@ -4,7 +4,7 @@
   against the real digits or against the source's own teacher (data-free);
 - ``metrics_table`` / ``per_class_table``: several models side by side (e.g. teacher vs student);
 - ``final_report``: what `dkdm-zoo distill` prints and writes when ``train.final_eval_samples > 0``
-  (``RUN/eval.json`` and ``RUN/samples.png``, paths owned by ``dkdm_zoo.run.Run``).
+  (``RUN/eval.json`` and ``RUN/samples.png``, paths owned by ``dkdm_zoo.runs.Run``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.images import save_grid
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
+from dkdm_zoo.sampling.images import save_grid
 
 AGAINST = ("data", "teacher")
 GRID_LIMIT = 100  # images in the end-of-run grid (10 x 10)
@@ -203,7 +203,7 @@ def final_report(
     from rich.console import Console
 
     from dkdm_zoo.evaluation.metrics import evaluate
-    from dkdm_zoo.generation import ImageSource, load_source
+    from dkdm_zoo.sampling.sources import ImageSource, load_source
 
     console = console if console is not None else Console(highlight=False, quiet=quiet)
     progress = not quiet

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dkdm_zoo.diffusion.sampling import sample_loop
+from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.teachers.base import Condition, Teacher, TeacherOutput
 
 STUDENT = "student"

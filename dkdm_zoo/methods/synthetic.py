@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dkdm_zoo.diffusion.sampling import SAMPLERS
+from dkdm_zoo.diffusion.chain import SAMPLERS
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Passes, Plan, SetupContext
 from dkdm_zoo.methods.data import DenoisingTraining, progress_bar

@@ -39,7 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "dkdm_zoo.teachers.plugin",
     "dkdm_zoo.students.plugin",
     "dkdm_zoo.methods.plugin",
-    "dkdm_zoo.recipes_plugin",
+    "dkdm_zoo.config.plugin",
 )
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

@@ -14,7 +14,7 @@ from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.registry.hookspecs import ENTRY_KINDS
 
 if TYPE_CHECKING:
-    from dkdm_zoo.options import Schema
+    from dkdm_zoo.registry.options import Schema
 
 #: Factory parameters that are not user options: the built object's inputs, and ``registry``, which
 #: ``Registry.create`` passes itself as (a factory that builds other entries, e.g. the `run` teacher).
@@ -39,7 +39,7 @@ class Entry:
     accepts: tuple[str, ...] = ()
     #: students and methods: recommended train settings (``[train]`` keys), used where the recipe and
     #: the command line set none; keyed by the student's preset name, "*" for every preset (a method's
-    #: are all under "*"). See ``dkdm_zoo.recipes.apply_train_defaults`` for the order.
+    #: are all under "*"). See ``dkdm_zoo.config.recipes.apply_train_defaults`` for the order.
     train_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
     _schema: Schema | None = field(default=None, repr=False, compare=False)
 
@@ -74,7 +74,7 @@ class Entry:
         """The options, read off the factory's annotated signature (imports the factory): the one
         declaration that recipes, ``--set``, flags and run.json values are checked against."""
         if self._schema is None:
-            from dkdm_zoo.options import schema_of
+            from dkdm_zoo.registry.options import schema_of
 
             self._schema = schema_of(self.load(), skip=NOT_OPTIONS)
         return self._schema

@@ -26,8 +26,8 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import IncompatibleError, UserError
-from dkdm_zoo.options import Option
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
+from dkdm_zoo.registry.options import Option
 from dkdm_zoo.spec import TeacherSpec
 
 # -- presets ------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from diffusers import ConfigMixin, ModelMixin
 from torch import nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.model_classes import resolve_model_class
+from dkdm_zoo.registry.classes import resolve_model_class
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import example_inputs
 

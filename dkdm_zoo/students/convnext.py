@@ -19,7 +19,7 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
-from dkdm_zoo.options import PositiveFloat, PositiveInt, Widths
+from dkdm_zoo.registry.options import PositiveFloat, PositiveInt, Widths
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     ConditionEmbedding,

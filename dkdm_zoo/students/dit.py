@@ -21,7 +21,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.options import NonNegativeInt, PositiveFloat, PositiveInt
+from dkdm_zoo.registry.options import NonNegativeInt, PositiveFloat, PositiveInt
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     ConditionEmbedding,

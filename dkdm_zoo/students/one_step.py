@@ -2,7 +2,7 @@
 
 The wrapper records the backbone's class and config, so ``OneStepGenerator.from_pretrained``
 rebuilds any architecture (plugins included) without the registry; the recorded class is imported
-only from diffusers, dkdm_zoo or an installed plugin (``dkdm_zoo.model_classes``), checked first.
+only from diffusers, dkdm_zoo or an installed plugin (``dkdm_zoo.registry.classes``), checked first.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from dkdm_zoo.model_classes import class_reference, resolve_model_class
+from dkdm_zoo.registry.classes import class_reference, resolve_model_class
 from dkdm_zoo.students.base import condition_kwargs
 
 

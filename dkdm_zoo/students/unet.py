@@ -15,7 +15,7 @@ from typing import Any
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import Tensor
 
-from dkdm_zoo.options import PositiveInt, UnitInterval, Widths
+from dkdm_zoo.registry.options import PositiveInt, UnitInterval, Widths
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     broadcast_timesteps,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dkdm_zoo.diffusion.sampling import sample_loop
+from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
 from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.spec import TeacherSpec

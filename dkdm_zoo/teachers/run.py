@@ -1,6 +1,6 @@
 """`run`: a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation.
 
-The run folder is read through ``dkdm_zoo.run.Run`` (its layout and run.json are documented there).
+The run folder is read through ``dkdm_zoo.runs`` (its layout and run.json are documented there).
 A student predicts eps (plus variance channels where the original teacher learned them) on the
 original teacher's schedule: ``student(x, t, class_labels=None, encoder_hidden_states=None)``.
 """
@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
+from dkdm_zoo.runs.student import load_student, original_teacher
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import DType, parse_dtype
@@ -114,9 +115,11 @@ def from_run(
         raise UserError(
             f"{run.path} holds a one-step generator (BOOT): it is not a diffusion model and cannot be a teacher"
         )
-    student = run.load_student(registry, dtype=parse_dtype(dtype))
+    student = load_student(run, registry, dtype=parse_dtype(dtype))
     spec = dataclasses.replace(run.manifest.teacher_spec, prediction_type="epsilon", family="run")
-    teacher = RunTeacher(student, spec, lambda: run.original_teacher(registry), guidance_scale=guidance_scale)
+    teacher = RunTeacher(
+        student, spec, lambda: original_teacher(run, registry), guidance_scale=guidance_scale
+    )
     return teacher.to("cpu", parse_dtype(dtype))
 
 

@@ -218,7 +218,7 @@ def test_plan_counts_the_teacher_forwards_that_training_makes(boundary_weight, b
 def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
     """CFG inside the target: eps = eps_u + w (eps_c - eps_u), in the teacher's latent space."""
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.teachers.tiny import dit_teacher
+    from dkdm_zoo.testing.tiny_teachers import dit_teacher
 
     teacher = dit_teacher()
     assert teacher.spec.space == "latent" and teacher.guidance_scale == 2.0

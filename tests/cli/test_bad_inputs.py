@@ -382,7 +382,8 @@ def test_cases_cover_the_issue_list():
 
 def test_run_json_with_a_bad_option_value_names_the_file(finished_run, tmp_path):
     from dkdm_zoo.errors import UserError
-    from dkdm_zoo.run import Run
+    from dkdm_zoo.runs import Run
+    from dkdm_zoo.runs.student import original_teacher
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
@@ -390,5 +391,5 @@ def test_run_json_with_a_bad_option_value_names_the_file(finished_run, tmp_path)
     data["teacher"]["options"]["learned"] = "yes please"
     (run / "run.json").write_text(json.dumps(data))
     with pytest.raises(UserError) as info:
-        Run(run).original_teacher(tiny_registry())
+        original_teacher(Run(run), tiny_registry())
     assert str(info.value) == f"{run / 'run.json'}: teacher.learned = 'yes please' is not true or false"

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from dkdm_zoo.diffusion.sampling import sample_loop
+from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
 
 T = 1000

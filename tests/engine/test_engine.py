@@ -14,10 +14,10 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dkdm_zoo.cli.app import create_app
+from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
 from dkdm_zoo.engine import NonFiniteLossError, train
 from dkdm_zoo.methods.dkdm import DKDM
-from dkdm_zoo.recipes import Component, Recipe, TrainConfig
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
 from tests.methods.tiny import tiny_registry, tiny_student, tiny_teacher
 
 FAST = ["--set", "train.preview_every=0", "--set", "train.log_every=1", "--quiet"]
@@ -160,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         train=TrainConfig(steps=5, batch_size=4, checkpoint_every=1, preview_every=0),
     )
     with pytest.raises(NonFiniteLossError, match="non-finite loss at step 3"):
-        train(recipe, teacher, student, NaNAfter(teacher, student), tmp_path, quiet=True)
+        train(recipe, teacher, student, NaNAfter(teacher, student), Run(tmp_path), quiet=True)
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert ckpts == ["checkpoint-0000001", "checkpoint-0000002", "latest"]
     assert (tmp_path / "checkpoints/latest").read_text() == "checkpoint-0000002"

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dkdm_zoo.cli.app import create_app
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
 from tests.methods.tiny import tiny_registry
 
 # rho 0.1: a DKDM pool of 2 x 4 slots, below every plan's draws here (a shorter plan than the

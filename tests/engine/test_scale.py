@@ -13,13 +13,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dkdm_zoo.budget import plan as budget_plan
-from dkdm_zoo.build import Built
+from dkdm_zoo.config.build import Built
+from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
 from dkdm_zoo.engine import train
+from dkdm_zoo.engine.budget import plan as budget_plan
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.dkdm import DKDM
 from dkdm_zoo.methods.score_distill import SiD
-from dkdm_zoo.recipes import Component, Recipe, TrainConfig
+from dkdm_zoo.runs import Run
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.spec_only import SpecTeacher
 from tests.methods.tiny import T, tiny_student, tiny_teacher
@@ -75,7 +76,9 @@ def test_a_log_window_reads_the_device_once(kind, tmp_path):
         teacher = tiny_teacher(num_classes=3)
         method = make_method(kind, teacher)
         with count_host_reads() as calls:
-            train(recipe(steps), teacher, method.student, method, tmp_path / f"{kind}{steps}", quiet=True)
+            train(
+                recipe(steps), teacher, method.student, method, Run(tmp_path / f"{kind}{steps}"), quiet=True
+            )
         reads[steps] = calls
     extra = len(reads[8]) - len(reads[4])
     assert extra == 2, f"{extra} reads per two windows: {reads[8][len(reads[4]) :]}"
@@ -101,7 +104,7 @@ def test_bfloat16_teacher_and_mixed_precision_train_on_cpu(tmp_path, fresh_accel
         teacher,
         method.student,
         method,
-        tmp_path,
+        Run(tmp_path),
         quiet=True,
     )
     assert result.step == 4
@@ -118,7 +121,7 @@ def test_planned_pool_bytes_equal_the_checkpointed_pool(tmp_path):
     method = make_method("dkdm", teacher)
     cfg = recipe(2, checkpoint_every=2)
     budget = budget_plan(Built(cfg, teacher, method.student, method))
-    train(cfg, teacher, method.student, method, tmp_path, quiet=True)
+    train(cfg, teacher, method.student, method, Run(tmp_path), quiet=True)
     state = load_file(str(tmp_path / "checkpoints/checkpoint-0000002/method-rank0.safetensors"))
     pool = sum(state[k].numel() * state[k].element_size() for k in ("pool_x", "pool_k", "pool_refs"))
     assert budget.state_bytes["pool"] == pool
@@ -146,7 +149,7 @@ def test_the_stable_diffusion_recipe_pool_is_the_latents_alone():
 
 def test_a_text_teachers_pool_stores_prompt_indices(tmp_path):
     pytest.importorskip("transformers")
-    from dkdm_zoo.teachers.tiny import latent_sd_teacher
+    from dkdm_zoo.testing.tiny_teachers import latent_sd_teacher
 
     teacher = latent_sd_teacher()
     method = DKDM(teacher, tiny_student(teacher.spec), rho=0.1, pool_init="ddim", pool_init_steps=1)
@@ -188,7 +191,7 @@ def test_a_killed_pool_initialisation_resumes_where_it_stopped(kind, tmp_path):
     def run(cls, out: Path, resume: bool = False) -> None:
         teacher = tiny_teacher(num_classes=3)
         method = cls(teacher, tiny_student(teacher.spec), **options)
-        train(cfg, teacher, method.student, method, out, resume=resume, quiet=True)
+        train(cfg, teacher, method.student, method, Run(out), resume=resume, quiet=True)
 
     run(DKDM, tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
@@ -223,7 +226,7 @@ def test_a_short_trial_sizes_its_pool_to_the_run_and_a_longer_resume_grows_it(tm
     teacher = tiny_teacher(num_classes=3)
     method = DKDM(teacher, tiny_student(teacher.spec), rho=0.4)
     assert method.plan(4, 3).details["pool_slots"] == 12 and method.plan(4, 100).details["pool_slots"] == 32
-    train(recipe(3, checkpoint_every=3), teacher, method.student, method, tmp_path, quiet=True)
+    train(recipe(3, checkpoint_every=3), teacher, method.student, method, Run(tmp_path), quiet=True)
     assert len(method.pool) == 12 and method.teacher_forwards == method.init_forwards + 3 * 4
     assert 0 < method.init_forwards <= method.plan(4, 3).init_forwards  # K = 4 at most a slot
     before = method.pool.state_dict()
@@ -243,7 +246,7 @@ def test_a_short_trial_sizes_its_pool_to_the_run_and_a_longer_resume_grows_it(tm
 
 
 def test_the_time_estimate_is_flops_over_the_accelerators_rate():
-    from dkdm_zoo.budget import Budget, peak_flops
+    from dkdm_zoo.engine.budget import Budget, peak_flops
 
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("a laptop") is None

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dkdm_zoo.cli.app import create_app
-from dkdm_zoo.run_writer import HOLDER_NAME, LOCK_NAME
+from dkdm_zoo.runs.writer import HOLDER_NAME, LOCK_NAME
 from tests.conftest import REPO, cli_env
 from tests.methods.tiny import tiny_registry
 

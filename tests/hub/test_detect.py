@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from dkdm_zoo.build import resolve_teacher
+from dkdm_zoo.config.resolve import resolve_teacher
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry import build_registry, hookimpl
 from dkdm_zoo.testing.hub_fixtures import BUILDERS, DDPM_CIFAR10
@@ -38,7 +38,7 @@ def test_folder_and_hub_id_name_their_family(hub, offline_cache, registry, repo)
 
 
 def test_a_bare_model_folder_and_a_run_folder(hub, tmp_path, registry):
-    from dkdm_zoo.teachers.tiny import run_teacher
+    from dkdm_zoo.testing.tiny_teachers import run_teacher
 
     folder = tmp_path / "unet-only"
     folder.mkdir()

@@ -16,7 +16,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.score_distill import FAKE_SCORE, RHO, SIGMA_MAX, SIGMA_MIN, DiffInstruct, SiD
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
 from tests.methods.tiny import UNetContract, scheduler_config, tiny_registry, tiny_teacher, tiny_unet
 
@@ -183,7 +183,7 @@ def test_a_v_prediction_generator_reads_its_output_as_v():
 
 
 def tiny_family(family: str, tmp: Path):
-    from dkdm_zoo.teachers.tiny import TINY_TEACHERS
+    from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
     if family == "v-prediction":
         return v_prediction_teacher()
@@ -221,7 +221,7 @@ def test_options_are_checked():
     with pytest.raises(UserError, match="generator_time"):
         DiffInstruct(teacher, same_architecture(teacher), generator_time="later")
     with pytest.raises(UserError, match="no network"):
-        from dkdm_zoo.teachers.tiny import spec_teacher
+        from dkdm_zoo.testing.tiny_teachers import spec_teacher
 
         SiD(spec_teacher(), same_architecture(teacher))
 
@@ -275,7 +275,7 @@ def test_dry_run_counts_every_networks_passes(tmp_path):
 
 
 def test_the_exported_generator_samples_in_one_call(tmp_path):
-    from dkdm_zoo.generation import load_source
+    from dkdm_zoo.sampling.sources import load_source
 
     code, out = distill(*sid_args(tmp_path / "run", 2))
     assert code == 0, out

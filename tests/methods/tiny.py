@@ -12,7 +12,7 @@ from diffusers import UNet2DModel
 from dkdm_zoo.registry import build_registry, hookimpl
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
-from dkdm_zoo.teachers.tiny import T, scheduler_config, tiny_unet  # noqa: F401 - T is re-exported
+from dkdm_zoo.testing.tiny_teachers import T, scheduler_config, tiny_unet  # noqa: F401 - T is re-exported
 
 
 def tiny_teacher(learned: bool = False, num_classes: int | None = None, seed: int = 0) -> DDPMUNetTeacher:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import dkdm_zoo.toolkit as toolkit
 from dkdm_zoo.cli.app import create_app
-from dkdm_zoo.recipes import discover_recipes
+from dkdm_zoo.config.catalog import discover_recipes
 from dkdm_zoo.registry import build_registry, hookimpl, hookspecs
 from dkdm_zoo.registry.loader import _make_register
 from dkdm_zoo.registry.registry import PluginInfo, Registry

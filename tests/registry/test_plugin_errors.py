@@ -8,10 +8,11 @@ import types
 import pytest
 from typer.testing import CliRunner
 
-from dkdm_zoo.build import resolve
 from dkdm_zoo.cli.app import create_app
+from dkdm_zoo.config.recipes import Component, Recipe
+from dkdm_zoo.config.resolve import resolve
+from dkdm_zoo.config.validation import validate_against_registry
 from dkdm_zoo.errors import PluginError, UserError
-from dkdm_zoo.recipes import Component, Recipe, validate_against_registry
 from dkdm_zoo.registry import build_registry, hookimpl
 from tests.conftest import strip_ansi
 from tests.registry.test_loader import module_from

@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from dkdm_zoo.build import resolve
 from dkdm_zoo.cli.app import create_app
+from dkdm_zoo.config.recipes import TrainConfig, load_recipe_file
+from dkdm_zoo.config.resolve import resolve
 from dkdm_zoo.errors import PluginError, UserError
-from dkdm_zoo.recipes import TrainConfig, load_recipe_file
 from dkdm_zoo.registry import build_registry
 from tests.conftest import strip_ansi
 from tests.registry.test_loader import module_from

@@ -84,7 +84,7 @@ spec = TeacherSpec(sample_shape=(1, 8, 8), conditioning="class", num_classes=3)
 model = registry.create("students", "uvit", spec, preset="tiny")
 out = model(**example_inputs(spec, batch=2))
 info = next(p for p in registry.plugins if p.name == "uvit")
-from dkdm_zoo.export import save_pipeline
+from dkdm_zoo.export.folder import save_pipeline
 from dkdm_zoo.teachers.base import PipelineComponents
 save_pipeline(model, spec, PipelineComponents(), "pipe")
 # Load it as a user would: diffusers imports the student class from the config because an installed

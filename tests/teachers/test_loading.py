@@ -34,7 +34,7 @@ def _one_line(exc: pytest.ExceptionInfo) -> str:
 
 
 def test_split_teacher_shorthand():
-    from dkdm_zoo.build import split_teacher
+    from dkdm_zoo.config.resolve import split_teacher
 
     assert split_teacher("ddpm-unet@google/ddpm-cifar10-32") == ("ddpm-unet", "google/ddpm-cifar10-32")
     assert split_teacher(" dit ") == ("dit", None)

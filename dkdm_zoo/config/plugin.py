@@ -7,8 +7,9 @@ from dkdm_zoo.registry.hookspecs import hookimpl
 
 def builtin_recipe_dir() -> Path:
     """Inside a wheel the recipes are packaged as ``dkdm_zoo/_recipes``; in a checkout they are ``recipes/``."""
-    packaged = Path(__file__).parent / "_recipes"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "recipes"
+    package = Path(__file__).resolve().parents[1]  # dkdm_zoo/
+    packaged = package / "_recipes"
+    return packaged if packaged.is_dir() else package.parent / "recipes"
 
 
 @hookimpl

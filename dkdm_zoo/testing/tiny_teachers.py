@@ -147,8 +147,9 @@ def latent_sd_teacher(seed: int = 0) -> Teacher:
 
 def run_teacher(workdir: Path, registry: Any, seed: int = 0) -> Teacher:
     """A finished run (a tiny `unet` student of the tiny ddpm-unet teacher) used as a teacher."""
-    from dkdm_zoo.model_classes import class_reference
-    from dkdm_zoo.run import Manifest, Run
+    from dkdm_zoo.registry.classes import class_reference
+    from dkdm_zoo.runs import Manifest, Run
+    from dkdm_zoo.runs.student import save_student
     from dkdm_zoo.teachers.run import from_run
 
     origin = ddpm_unet_teacher(seed)
@@ -166,7 +167,7 @@ def run_teacher(workdir: Path, registry: Any, seed: int = 0) -> Teacher:
             student_preset="tiny",
         )
     )
-    run.save_student(student)
+    save_student(run, student)
     return from_run(run, registry)
 
 

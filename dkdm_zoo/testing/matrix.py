@@ -47,7 +47,7 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
     import torch
 
     from dkdm_zoo.methods.base import SetupContext
-    from dkdm_zoo.teachers.tiny import TINY_TEACHERS
+    from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
     start = time.perf_counter()
     result = PairResult(teacher_family, student, method, "ok")
@@ -92,7 +92,7 @@ def compatibility_matrix(
     methods: list[str] | None = None,
     progress: Any = None,
 ) -> list[PairResult]:
-    from dkdm_zoo.teachers.tiny import TINY_TEACHERS
+    from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
     teachers = teachers or list(TINY_TEACHERS)
     unknown = [t for t in teachers if t not in TINY_TEACHERS]

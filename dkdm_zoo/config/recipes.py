@@ -6,7 +6,7 @@ was expected; unknown keys are errors. CLI flags and ``--set key=value`` overrid
     [recipe]   name, description
     [teacher]  name = "ddpm-unet", then the teacher's options (path = "...", ...)
     [student]  name = "unet", preset = "small", then architecture overrides
-    [method]   name = "dkdm", then the method's options (rho = 0.4, ...)
+    [method]   name = "dkdm" (the default), then the method's options (rho = 0.4, ...)
     [train]    the fields of TrainConfig
 """
 
@@ -20,11 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dkdm_zoo.errors import UnknownNameError, UserError
-from dkdm_zoo.options import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
-from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitInterval,
+)
 
 SECTIONS = ("recipe", "teacher", "student", "method", "train")
+#: the method a recipe or command without one uses
+DEFAULT_METHOD = "dkdm"
 RECIPE_KEYS = {"name": str, "description": str, "tags": list, "train_defaults": dict}
 
 
@@ -32,7 +39,7 @@ RECIPE_KEYS = {"name": str, "description": str, "tags": list, "train_defaults": 
 class TrainConfig:
     """Everything the engine needs that is not the algorithm.
 
-    The annotations are the schema (``dkdm_zoo.options``): recipe values, ``--set train.KEY=VALUE``
+    The annotations are the schema (``dkdm_zoo.registry.options``): recipe values, ``--set train.KEY=VALUE``
     and flags are checked and converted against them, ranges included.
     """
 
@@ -69,8 +76,8 @@ class TrainConfig:
 
 @functools.cache
 def train_schema() -> Any:
-    """The train section's schema: TrainConfig's annotated fields (``dkdm_zoo.options.Schema``)."""
-    from dkdm_zoo.options import schema_of
+    """The train section's schema: TrainConfig's annotated fields (``dkdm_zoo.registry.options.Schema``)."""
+    from dkdm_zoo.registry.options import schema_of
 
     return schema_of(TrainConfig)
 
@@ -96,7 +103,7 @@ class Recipe:
     name: str
     teacher: Component
     student: Component
-    method: Component = field(default_factory=lambda: Component("dkdm"))
+    method: Component = field(default_factory=lambda: Component(DEFAULT_METHOD))
     train: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""
     source: str | None = None
@@ -220,7 +227,7 @@ def recipe_from_dict(
         description=meta.get("description", ""),
         teacher=_component(data["teacher"], "teacher", where),
         student=_component(data["student"], "student", where),
-        method=_component(data.get("method"), "method", where, default="dkdm"),
+        method=_component(data.get("method"), "method", where, default=DEFAULT_METHOD),
         train=_train_config(data.get("train", {}), where),
         source=source,
         train_set=frozenset(data.get("train", {})),
@@ -252,138 +259,3 @@ def read_toml(path: Path) -> dict[str, Any]:
 def load_recipe_file(path: str | Path) -> Recipe:
     path = Path(path)
     return recipe_from_dict(read_toml(path), where=str(path), source=str(path), default_name=path.stem)
-
-
-def validate_against_registry(
-    recipe: Recipe,
-    registry: Any,
-    flags: dict[str, str] | None = None,
-    origins: Mapping[str, str] | None = None,
-) -> Recipe:
-    """The recipe with every component name checked and every option checked and converted against
-    its entry's schema (the factory's signature: this imports the factories).
-
-    Errors start with where the value came from: ``origins`` maps ``section.key`` to what gave it
-    (``{"method.rho": "--set"}``), ``flags`` maps a kind to the command-line flag that named it
-    (``{"students": "--student"}``); anything else comes from the recipe's file or name, if any.
-    """
-    where = recipe.source or recipe.name
-    prefix = f"{where}: " if where else ""
-    origins = origins or {}
-    checked = {}
-    for kind, comp in (
-        ("teachers", recipe.teacher),
-        ("students", recipe.student),
-        ("methods", recipe.method),
-    ):
-        try:
-            entry = registry.get(kind, comp.name)
-        except UnknownNameError as exc:
-            flag = (flags or {}).get(kind)
-            raise UserError(f"{flag}: {exc}" if flag else f"{prefix}{kind[:-1]}.name: {exc}") from None
-        if not entry.available:
-            checked[kind] = comp  # its factory cannot be imported here: building it says what is missing
-            continue
-        options = {}
-        for key, value in comp.options.items():
-            origin = origins.get(f"{kind[:-1]}.{key}", where)
-            options.update(entry.check_options({key: value}, where=origin or ""))
-        checked[kind] = Component(comp.name, options)
-    recipe = dataclasses.replace(
-        recipe, teacher=checked["teachers"], student=checked["students"], method=checked["methods"]
-    )
-    return apply_train_defaults(recipe, registry)
-
-
-def apply_train_defaults(recipe: Recipe, registry: Any) -> Recipe:
-    """The recipe with the train settings its student and method declare (``register(...,
-    train_defaults=...)``) filled in where nothing set them.
-
-    Order, last wins: TrainConfig's defaults, the declared ones, then whatever the recipe, a flag
-    or ``--set`` gave. The declared ones are the method's when it declares any, else the student's
-    (for its preset): a student's describe how its architecture learns a denoiser (DKDM, synthetic,
-    data), a one-step method's how its objective trains (another learning rate, no warmup), and
-    the two do not mix.
-    """
-    # Start again from what was set: applying twice (a recipe resolved, then --student changed) must
-    # not keep the first student's values. A record read from recipe.toml (keys set there) is kept.
-    set_values = {key: getattr(recipe.train, key) for key in recipe.train_set}
-    train = dataclasses.replace(TrainConfig(), **set_values)
-    declared_by = {k: v for k, v in recipe.train_defaults.items() if k in recipe.train_set}
-    method = registry.get("methods", recipe.method.name)
-    if method.train_defaults:
-        entry, preset = method, None
-        who = f"method '{recipe.method.name}'"
-    else:
-        # every student factory takes preset=DEFAULT_STUDENT_PRESET (the hook's contract): no import
-        entry = registry.get("students", recipe.student.name)
-        preset = str(recipe.student.options.get("preset", DEFAULT_STUDENT_PRESET))
-        who = f"student '{recipe.student.name}' (preset {preset})"
-    values = {k: v for k, v in entry.train_defaults_for(preset).items() if k not in recipe.train_set}
-    train = train_config(values, where=f"train defaults of {who}, plugin {entry.plugin}", base=train)
-    declared_by.update(dict.fromkeys(values, who))
-    return dataclasses.replace(recipe, train=train, train_defaults=declared_by)
-
-
-@dataclass
-class RecipeInfo:
-    name: str
-    path: Path
-    plugin: str
-    description: str = ""
-    teacher: str = ""
-    student: str = ""
-    method: str = ""
-
-
-def discover_recipes(registry: Any) -> tuple[dict[str, RecipeInfo], list[str]]:
-    """All recipes the plugins registered (name -> info), and problems found (duplicates)."""
-    found: dict[str, RecipeInfo] = {}
-    problems: list[str] = []
-    for source in registry.recipe_sources:
-        files = sorted(source.path.glob("*.toml")) if source.path.is_dir() else [source.path]
-        for file in files:
-            try:
-                data = read_toml(file)
-            except UserError as exc:
-                problems.append(str(exc))
-                continue
-            meta = data.get("recipe", {}) if isinstance(data.get("recipe"), dict) else {}
-            name = meta.get("name", file.stem)
-            if name in found:
-                problems.append(
-                    f"recipe '{name}' in {file} (plugin '{source.plugin}') duplicates {found[name].path} (plugin '{found[name].plugin}')"
-                )
-                continue
-            section = _section_namer(data)
-            found[name] = RecipeInfo(
-                name=name,
-                path=file,
-                plugin=source.plugin,
-                description=meta.get("description", ""),
-                teacher=section("teacher"),
-                student=section("student"),
-                method=section("method") or "dkdm",
-            )
-    return found, problems
-
-
-def _section_namer(data: dict[str, Any]):
-    def name_of(section: str) -> str:
-        value = data.get(section)
-        return value.get("name", "") if isinstance(value, dict) else ""
-
-    return name_of
-
-
-def resolve_recipe(name_or_path: str, registry: Any) -> Recipe:
-    """A recipe by registered name or by file path, validated against the registry."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        recipe = load_recipe_file(path)
-    else:
-        known, _ = discover_recipes(registry)
-        if name_or_path not in known:
-            raise registry.unknown_name("recipes", name_or_path, known)
-        recipe = load_recipe_file(known[name_or_path].path)
-    return validate_against_registry(recipe, registry)

@@ -7,7 +7,7 @@
 - a one-step run (BOOT) calls its generator exactly once per batch; conditions and decoding come
   from the run's original teacher when they need a network (text encoder, VAE).
 
-Run folders are read through ``dkdm_zoo.run.Run``; the registry of the command is passed in.
+Run folders are read through ``dkdm_zoo.runs.Run``; the registry of the command is passed in.
 
 Noise, sampler noise and random conditions come from separate generators seeded from ``seed``, so
 the same seed gives the same images (and, for DDIM, the same images whatever the batch size).
@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.run import Run
+from dkdm_zoo.runs import Run
+from dkdm_zoo.runs.student import load_student, original_teacher
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -211,7 +212,7 @@ class ImageSource:
                 f"{self.run.path} was trained from the network-free 'spec' teacher: there are no teacher "
                 "samples to compare against; use --against data"
             )
-        teacher = self.run.original_teacher(registry)
+        teacher = original_teacher(self.run, registry)
         return ImageSource(name, teacher.spec, teacher=teacher, device=self.device)
 
 
@@ -272,7 +273,7 @@ def load_source(
                 "apply only to teacher names"
             )
         return _load_run(path, registry, device)
-    from dkdm_zoo.build import resolve_teacher
+    from dkdm_zoo.config.resolve import resolve_teacher
 
     ref = resolve_teacher(source, registry)
     if ref.detected is not None and announce is not None:
@@ -299,7 +300,7 @@ def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -
         teacher = from_run(run, registry)
         return ImageSource(run.name, teacher.spec, teacher=teacher, run=run, device=device)
 
-    generator = run.load_student(registry)
+    generator = load_student(run, registry)
     if not isinstance(generator, OneStepGenerator):
         raise UserError(
             f"{run.manifest_path}: a one-step run whose student is a {type(generator).__name__}, "
@@ -310,7 +311,7 @@ def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -
     def conditioner() -> Teacher:
         # Latent decoding and text encoding need the original teacher; labels and pixels need only the spec.
         if spec.space == "latent" or spec.conditioning == "text":
-            return run.original_teacher(registry)
+            return original_teacher(run, registry)
         from dkdm_zoo.teachers.spec_only import SpecTeacher
 
         return SpecTeacher(dataclasses.replace(spec, family=run.name))

@@ -1,4 +1,4 @@
-"""Real image data: scikit-learn's bundled 8x8 digits (offline) and a folder of user images.
+"""Real images in [-1, 1], channels first: scikit-learn's 8x8 digits (offline) and an image folder.
 
 Everything returns images in [-1, 1] (the space diffusion teachers are trained in), channels first.
 scikit-learn (the `eval` extra) is imported lazily so that importing this module stays cheap.

@@ -32,7 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.run import MARKERS, Run
+from dkdm_zoo.runs.run import MARKERS, Run
 
 LOCK_NAME = ".dkdm-zoo.lock"
 HOLDER_NAME = ".dkdm-zoo.lock.json"  # who holds the lock (filelock leaves the lock file's content alone)

@@ -1,30 +1,20 @@
-"""Resolve a recipe plus CLI flags into a Recipe, and a Recipe into teacher, student and method objects.
-
-`distill`, `sample` and `eval` share this so a name means the same thing everywhere. Importing this
-module is torch-free; building objects imports what the registry's factories need.
-"""
+"""A recipe plus command-line flags into one checked Recipe, and ``--teacher`` values into a family
+and a source. `distill`, `sample` and `eval` share this so a name means the same thing everywhere.
+Torch-free."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from dkdm_zoo.config.catalog import resolve_recipe
+from dkdm_zoo.config.recipes import DEFAULT_METHOD, Component, Recipe, parse_assignments
+from dkdm_zoo.config.validation import validate_against_registry
 from dkdm_zoo.errors import UnknownNameError, UserError
-from dkdm_zoo.recipes import (
-    Component,
-    Recipe,
-    parse_assignments,
-    resolve_recipe,
-    validate_against_registry,
-)
-from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
-DEFAULT_METHOD = "dkdm"
 DEFAULT_RUNS = Path("runs")
 
 
@@ -139,128 +129,9 @@ def resolve(
     return validate_against_registry(out, registry, flags, origins)
 
 
-#: train settings a resumed run may change: they take effect from the resumed step and are recorded
-#: in recipe.toml; every other setting (the teacher, student and method with their options, batch
-#: size, gradient accumulation, seed, optimiser betas and weight decay, EMA decay, the teacher's
-#: dtype) is fixed by what the checkpoint holds
-RESUMABLE_TRAIN = frozenset(
-    {
-        "steps",
-        "lr",
-        "warmup_steps",
-        "lr_schedule",
-        "grad_clip",
-        "mixed_precision",
-        "compile",
-        "channels_last",
-        "checkpoint_every",
-        "checkpoints_keep",
-        "preview_every",
-        "preview_samples",
-        "preview_steps",
-        "log_every",
-        "tracker",
-        "final_eval_samples",
-        "setup_checkpoint_minutes",
-    }
-)
-
-
-def resume_changes(stored: Recipe, requested: Recipe, where: str) -> list[str]:
-    """What ``requested`` changes in the ``stored`` recipe of a run being resumed, as
-    ``train.lr 0.0001 -> 5e-05`` lines; a change to anything a checkpoint fixes is one ``UserError``
-    listing every such difference."""
-    refused, changed = [], []
-    for section in ("teacher", "student", "method"):
-        before, after = _plain(getattr(stored, section)), _plain(getattr(requested, section))
-        for key in sorted(set(before) | set(after), key=lambda k: (k != "name", k)):
-            if before.get(key) != after.get(key):
-                refused.append(f"{section}.{key} {_text(before.get(key))} -> {_text(after.get(key))}")
-    old, new = dataclasses.asdict(stored.train), dataclasses.asdict(requested.train)
-    for key in old:
-        if old[key] != new[key]:
-            line = f"train.{key} {_text(old[key])} -> {_text(new[key])}"
-            (changed if key in RESUMABLE_TRAIN else refused).append(line)
-    if refused:
-        raise UserError(
-            f"--resume: {where} cannot change {', '.join(refused)} (its checkpoints fix them); "
-            "drop these changes, or start a new run in another --out"
-        )
-    return changed
-
-
-def _plain(component: Component) -> dict[str, Any]:
-    """name and options as JSON would hold them (tuples as lists; unset options dropped)."""
-    options = {k: v for k, v in component.options.items() if v is not None}
-    return json.loads(json.dumps({"name": component.name, **options}, default=str))
-
-
-def _text(value: Any) -> str:
-    return "(unset)" if value is None else repr(value)
-
-
 def run_name(recipe: Recipe) -> str:
     return f"{recipe.name or recipe.teacher.name}-{recipe.student.name}-{recipe.method.name}"
 
 
 def default_out(recipe: Recipe) -> Path:
     return DEFAULT_RUNS / run_name(recipe)
-
-
-@dataclass
-class Built:
-    recipe: Recipe
-    teacher: Any
-    student: Any
-    method: Any
-
-
-def build_teacher(recipe: Recipe, registry: Any) -> Any:
-    return registry.create("teachers", recipe.teacher.name, **recipe.teacher.options)
-
-
-PROMPTS_HINT = (
-    '--set \'teacher.prompts=["a photo of a cat", "a red bicycle"]\', or a file with one prompt per '
-    "line: --set teacher.prompts=prompts.txt (in a recipe: prompts = [...] under [teacher])"
-)
-
-
-def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
-    """A run draws the conditions it trains on from the teacher (class labels, prompts): check that
-    works before anything trains, so ``--dry-run`` and ``info`` catch a text teacher without prompts."""
-    if teacher.spec.conditioning == "none":
-        return
-    import torch
-
-    try:
-        teacher.sample_conditions(1, torch.Generator().manual_seed(0))
-    except UserError as exc:
-        options = registry.get("teachers", name).schema().options
-        hint = f"; on the command line: {PROMPTS_HINT}" if "prompts" in options else ""
-        raise UserError(f"teacher '{name}' cannot draw the conditions a run trains on: {exc}{hint}") from None
-
-
-def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
-    options = dict(recipe.student.options)
-    preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
-    return registry.create("students", recipe.student.name, spec, preset=preset, **options)
-
-
-def build_method(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> Any:
-    return registry.create("methods", recipe.method.name, teacher, student, **recipe.method.options)
-
-
-def build(recipe: Recipe, registry: Any) -> Built:
-    """Teacher, student (initialised from ``train.seed``: same recipe, same initial weights) and method.
-
-    The method may adapt the student it is given (BOOT wraps it as a one-step generator); the
-    network to train and export is ``method.student``.
-    """
-    import torch
-
-    teacher = build_teacher(recipe, registry)
-    check_run_conditions(teacher, recipe.teacher.name, registry)
-    torch.manual_seed(recipe.train.seed)
-    student = build_student(recipe, teacher.spec, registry)
-    method = build_method(recipe, teacher, student, registry)
-    return Built(recipe, teacher, method.student, method)
