@@ -28,9 +28,9 @@ import dkdm_zoo.pipelines  # noqa: F401 - registers DKDMZooPipeline with diffuse
 from dkdm_zoo.config import build as builder
 from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
 from dkdm_zoo.engine import train
-from dkdm_zoo.registry import build_registry
 from dkdm_zoo.export.card import is_hub_id
 from dkdm_zoo.export.run import export_run
+from dkdm_zoo.registry import build_registry
 from dkdm_zoo.runs import Run
 from dkdm_zoo.sampling.sources import load_source
 from dkdm_zoo.testing import tiny_teachers as tiny

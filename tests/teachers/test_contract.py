@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.testing import tiny_teachers as tiny
 from dkdm_zoo.teachers.base import Condition, Teacher
+from dkdm_zoo.testing import tiny_teachers as tiny
 from dkdm_zoo.toolkit import TeacherSpec, check_teacher
 
 
