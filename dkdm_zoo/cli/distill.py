@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 
 def distill(
@@ -183,7 +184,7 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
 
     train = recipe.train
     console.print(f"teacher  {recipe.teacher.name}  {budget.teacher_params:,} parameters")
-    preset = recipe.student.options.get("preset", "small")
+    preset = recipe.student.options.get("preset", DEFAULT_STUDENT_PRESET)
     console.print(f"student  {recipe.student.name} ({preset})  {budget.student_params:,} parameters")
     if budget.other_params:
         console.print(f"         other trainable networks: {budget.other_params:,} parameters")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.chain import sample_loop
+from dkdm_zoo.registry.options import OptionSet
 from dkdm_zoo.teachers.base import Condition, Teacher, TeacherOutput
 
 STUDENT = "student"
@@ -127,6 +128,14 @@ class Plan:
     state_bytes: Mapping[str, int] = field(default_factory=dict)
     details: Mapping[str, int | float | str] = field(default_factory=dict)
     passes: Mapping[str, Passes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodOptions(OptionSet):
+    """The options of a built-in method (``Method.Options``): one frozen dataclass, checked on
+    construction; a method's factory is called with them as keyword arguments."""
+
+    SECTION: ClassVar[str] = "method"
 
 
 class Method(ABC):

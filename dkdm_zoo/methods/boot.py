@@ -13,22 +13,22 @@ tiny near T. Everything runs in the teacher's sample space (latents for a latent
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Passes, Plan
+from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Passes, Plan
 from dkdm_zoo.methods.one_step import OneStepMethod
+from dkdm_zoo.registry.options import NonNegativeFloat, PositiveInt
 from dkdm_zoo.students.one_step import InitFromTeacher, OneStepGenerator, init_from_teacher_weights
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 Weighting = Literal["none", "inverse-step", "min-snr"]
 TimeSampling = Literal["grid", "continuous"]
-WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
-TIME_SAMPLINGS: tuple[str, ...] = get_args(TimeSampling)
 
 
 def signal_ddim_target(y_t: Tensor, noise: Tensor, eps_hat: Tensor, r_t: Tensor, r_s: Tensor) -> Tensor:
@@ -36,45 +36,32 @@ def signal_ddim_target(y_t: Tensor, noise: Tensor, eps_hat: Tensor, r_t: Tensor,
     return y_t + (r_t - r_s) * (noise - eps_hat)
 
 
+@dataclass(frozen=True)
+class BOOTOptions(MethodOptions):
+    num_steps: PositiveInt = 16  # teacher grid steps between T and 0 (at most T - 1)
+    time_sampling: TimeSampling = "grid"
+    weighting: Weighting = "min-snr"
+    boundary_weight: NonNegativeFloat = 0.1
+    boundary_every: PositiveInt = 1
+    guidance_scale: float | None = None  # None: the teacher's own
+    clip: bool | None = None  # None: the teacher's clip_sample
+    init_from_teacher: InitFromTeacher = "auto"
+
+
 class BOOT(OneStepMethod):
     """Data-free bootstrapping distillation into a one-step generator."""
 
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        num_steps: int = 16,
-        time_sampling: TimeSampling = "grid",
-        weighting: Weighting = "min-snr",
-        boundary_weight: float = 0.1,
-        boundary_every: int = 1,
-        guidance_scale: float | None = None,
-        clip: bool | None = None,
-        init_from_teacher: InitFromTeacher = "auto",
-    ):
-        super().__init__(teacher, self.wrap_student(student, teacher, init_from_teacher))
+    Options = BOOTOptions
+
+    def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
+        self.options = o = BOOTOptions(**options)
+        super().__init__(teacher, self.wrap_student(student, teacher, o.init_from_teacher))
         T = teacher.spec.num_train_timesteps
-        if not 1 <= num_steps < T:
-            raise UserError(f"method.num_steps must be in 1..{T - 1}, got {num_steps}")
-        if weighting not in WEIGHTINGS:
-            raise UserError(f"method.weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-        if time_sampling not in TIME_SAMPLINGS:
+        if o.num_steps >= T:  # the one bound the teacher sets
             raise UserError(
-                f"method.time_sampling must be one of {', '.join(TIME_SAMPLINGS)}, got {time_sampling!r}"
+                f"method.num_steps must be in 1..{T - 1} for this teacher (T = {T}), got {o.num_steps}"
             )
-        if boundary_every < 1 or boundary_weight < 0:
-            raise UserError("method.boundary_every must be >= 1 and method.boundary_weight >= 0")
-        self.options = {
-            "num_steps": num_steps,
-            "time_sampling": time_sampling,
-            "weighting": weighting,
-            "boundary_weight": boundary_weight,
-            "boundary_every": boundary_every,
-            "guidance_scale": guidance_scale,
-            "clip": clip,
-            "init_from_teacher": init_from_teacher,
-        }
+        num_steps, clip, guidance_scale = o.num_steps, o.clip, o.guidance_scale
         self.clip = teacher.spec.clip_sample if clip is None else clip
         self.guidance_scale = guidance_scale
         # Grid of teacher times (descending, "trailing": starts at T-1) ending at 0; pairs (t, s).
@@ -86,7 +73,7 @@ class BOOT(OneStepMethod):
         self.r = (
             teacher.schedule.sqrt_one_minus_alphas_cumprod / teacher.schedule.sqrt_alphas_cumprod
         ).float()
-        if time_sampling == "grid":
+        if o.time_sampling == "grid":
             t_all, s_all = self.t_grid, self.s_grid
         else:
             t_all = torch.arange(1, T)
@@ -102,7 +89,7 @@ class BOOT(OneStepMethod):
         x_s = alpha_s y_s + sigma_s eps, and there the teacher's x0 (the target) is mostly noise.
         """
         r = self.r.to(t.device)
-        kind = self.options["weighting"]
+        kind = self.options.weighting
         if kind == "inverse-step":
             return 1.0 / (torch.log(r[t]) - torch.log(r[s]))
         if kind == "min-snr":
@@ -133,9 +120,7 @@ class BOOT(OneStepMethod):
         """Teacher-forward budget per process (samples, CFG counted twice): one forward for every
         target, plus one for the boundary on every ``boundary_every``-th step."""
         cost = self.teacher_cost(self.guidance_scale)
-        boundary_steps = (
-            -(-steps // self.options["boundary_every"]) if self.options["boundary_weight"] > 0 else 0
-        )
+        boundary_steps = -(-steps // self.options.boundary_every) if self.options.boundary_weight > 0 else 0
         boundary_share = boundary_steps / max(steps, 1)
         return Plan(
             train_forwards=(steps + boundary_steps) * grad_accum * batch_size * cost,
@@ -149,7 +134,7 @@ class BOOT(OneStepMethod):
     def _draw_times(self, n: int) -> tuple[Tensor, Tensor]:
         """Pairs s < t: uniform over the grid's pairs, or t uniform in 1..T-1 with s = max(t - delta, 0)."""
         rng_device = self.generator.device if self.generator is not None else "cpu"
-        if self.options["time_sampling"] == "grid":
+        if self.options.time_sampling == "grid":
             pair = torch.randint(0, len(self.t_grid), (n,), generator=self.generator, device=rng_device).cpu()
             return self.t_grid[pair].to(self.device), self.s_grid[pair].to(self.device)
         T = self.teacher.spec.num_train_timesteps
@@ -177,7 +162,7 @@ class BOOT(OneStepMethod):
 
         target = self.bootstrap_target(student, noise, t, s, cond)
 
-        with_boundary = step % self.options["boundary_every"] == 0 and self.options["boundary_weight"] > 0
+        with_boundary = step % self.options.boundary_every == 0 and self.options.boundary_weight > 0
         if with_boundary:
             T = torch.full_like(t, self.teacher.spec.num_train_timesteps - 1)
             with torch.no_grad():
@@ -192,7 +177,7 @@ class BOOT(OneStepMethod):
 
         per_sample = ((y_s - target) ** 2).flatten(1).mean(1)
         bootstrap = (self.weight_scale * self.pair_weight(t, s) * per_sample).mean()
-        loss = bootstrap + self.options["boundary_weight"] * boundary
+        loss = bootstrap + self.options.boundary_weight * boundary
         return loss, {"bootstrap_loss": bootstrap.detach(), "boundary_loss": boundary.detach()}
 
 

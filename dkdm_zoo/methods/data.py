@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,8 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, drop_refs, student_eps
+from dkdm_zoo.methods.base import (
+    STUDENT,
+    Logs,
+    Method,
+    MethodOptions,
+    Passes,
+    Plan,
+    SetupContext,
+    drop_refs,
+    student_eps,
+)
 from dkdm_zoo.methods.losses import vlb_term
+from dkdm_zoo.registry.options import UnitInterval
 from dkdm_zoo.teachers.base import Teacher, host_to_device
 
 
@@ -39,21 +52,20 @@ def progress_bar(total: int, description: str, *, enabled: bool) -> Iterator[Cal
 
 
 # -- standard diffusion training --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DenoisingOptions(MethodOptions):
+    cond_drop_prob: UnitInterval = 0.0  # conditions replaced by the null one (to learn guidance)
+    vlb: bool = True  # IDDPM's hybrid vlb term for a learned-variance student
+
+
 class DenoisingTraining(Method):
     """Eps-prediction training on clean samples ``self.samples`` (in the teacher's diffusion space)."""
 
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        cond_drop_prob: float = 0.0,
-        vlb: bool = True,
-    ):
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise UserError(f"method.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
+    Options: type[DenoisingOptions] = DenoisingOptions
+
+    def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         super().__init__(teacher, student)
-        self.cond_drop_prob, self.vlb = cond_drop_prob, vlb
+        self.options = self.Options(**options)
         self.samples: Tensor | None = None
         self.sample_refs: np.ndarray | None = None  # condition references, one per sample (host)
 
@@ -74,33 +86,30 @@ class DenoisingTraining(Method):
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(self.device)
         x_t = schedule.add_noise(x0, noise, t)
         refs = None if self.sample_refs is None else self.sample_refs[idx]
-        refs = drop_refs(self.teacher, refs, self.cond_drop_prob, self.host_rng)
+        refs = drop_refs(self.teacher, refs, self.options.cond_drop_prob, self.host_rng)
         cond = self.teacher.conditions_from_refs(refs)
         eps, var = student_eps(student, x_t, t, cond.to(self.device) if cond else None, spec.channels)
         mse = F.mse_loss(eps.float(), noise)
         logs: Logs = {"mse": mse.detach()}
         loss = mse
-        if var is not None and self.vlb:
+        if var is not None and self.options.vlb:
             vb = vlb_term(schedule, x0, x_t, t, eps, var).mean()
             loss = loss + vb
             logs["vb"] = vb.detach()
         return loss, logs
 
 
+@dataclass(frozen=True)
+class DataOptions(DenoisingOptions):
+    dataset: str = "digits"  # "digits" or a folder of images
+    cond_drop_prob: UnitInterval = 0.1
+
+
 class DataTraining(DenoisingTraining):
     """Diffusion training on a real dataset ("digits" or an image folder) at the spec's resolution."""
 
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        dataset: str = "digits",
-        cond_drop_prob: float = 0.1,
-        vlb: bool = True,
-    ):
-        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb)
-        self.dataset = dataset
+    Options = DataOptions
+    options: DataOptions
 
     def setup(self, ctx: SetupContext) -> None:
         super().setup(ctx)
@@ -110,7 +119,7 @@ class DataTraining(DenoisingTraining):
         spec = self.teacher.spec
         if spec.space != "pixel":
             raise UserError("method 'data' trains pixel-space models only (no encoder for latent teachers)")
-        data = load_dataset(self.dataset, spec.resolution, channels=spec.channels)
+        data = load_dataset(self.options.dataset, spec.resolution, channels=spec.channels)
         if hasattr(data, "tensors"):
             images, labels = data.tensors
         else:  # an image folder: small enough to hold in memory for this project's scale
@@ -118,14 +127,14 @@ class DataTraining(DenoisingTraining):
             images = torch.stack([img for img, _ in items])
             labels = torch.as_tensor([lab for _, lab in items])
         images = torch.as_tensor(images).float()
-        self._check_samples(images, f"dataset {self.dataset!r}")
+        self._check_samples(images, f"dataset {self.options.dataset!r}")
         self.samples = images.to(device)
         self.sample_refs = None
         if spec.conditioning == "class":
             refs = None if labels is None else torch.as_tensor(labels).long().numpy()
             if refs is None or (refs < 0).any():
                 raise UserError(
-                    f"dataset {self.dataset!r} has unlabelled images but the teacher spec is class-conditional"
+                    f"dataset {self.options.dataset!r} has unlabelled images but the teacher spec is class-conditional"
                 )
             self.sample_refs = refs
         elif spec.conditioning == "text":

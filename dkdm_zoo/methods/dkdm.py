@@ -12,6 +12,7 @@ pool is filled before training by one of ``methods.pool_init``'s resumable initi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -19,76 +20,72 @@ import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Method, Passes, Plan, SetupContext, drop_refs, student_eps
+from dkdm_zoo.methods.base import (
+    STUDENT,
+    Logs,
+    Method,
+    MethodOptions,
+    Passes,
+    Plan,
+    SetupContext,
+    drop_refs,
+    student_eps,
+)
 from dkdm_zoo.methods.data import progress_bar
 from dkdm_zoo.methods.losses import (
-    LOSS_TARGETS,
-    LOSS_WEIGHTINGS,
     LossTarget,
     LossWeighting,
     eps_loss_weights,
     teacher_student_kl,
 )
-from dkdm_zoo.methods.pool import PLACEMENTS, Placement, Pool, choose_placement, slot_bytes
-from dkdm_zoo.methods.pool_init import POOL_INITS, PoolInit, PoolInitKind, expected_forwards_per_slot
+from dkdm_zoo.methods.pool import Placement, Pool, choose_placement, slot_bytes
+from dkdm_zoo.methods.pool_init import PoolInit, PoolInitKind, expected_forwards_per_slot
+from dkdm_zoo.registry.options import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitInterval,
+)
 from dkdm_zoo.teachers.base import Teacher, host_to_device
 
-VARIANTS = ("dynamic", "iterative", "shuffled")
+Variant = Literal["dynamic", "iterative", "shuffled"]
+
+
+@dataclass(frozen=True)
+class DKDMOptions(MethodOptions):
+    """DKDM's options: pool size and initialisation, the paper's ablation variants, the loss's levers."""
+
+    rho: PositiveFloat = 0.4  # pool slots = round(rho T) x batch
+    variant: Variant = "dynamic"
+    pool_init: PoolInitKind = "ddim"
+    pool_init_steps: PositiveInt = 10
+    pool_init_batch: NonNegativeInt = 0  # 0: max(4 b, 64) slots per initialisation chunk
+    pool_placement: Placement = "auto"
+    kl_weight: NonNegativeFloat = 1.0  # learned-variance teachers: the KL term on the variance
+    cond_drop_prob: UnitInterval = 0.0
+    target: LossTarget = "eps"
+    weighting: LossWeighting = "none"
+    snr_gamma: PositiveFloat = 5.0
 
 
 class DKDM(Method):
     """Dynamic iterative distillation; ``variant`` selects the paper's ablations."""
 
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        rho: float = 0.4,
-        variant: Literal["dynamic", "iterative", "shuffled"] = "dynamic",
-        pool_init: PoolInitKind = "ddim",
-        pool_init_steps: int = 10,
-        pool_init_batch: int = 0,
-        pool_placement: Placement = "auto",
-        kl_weight: float = 1.0,
-        cond_drop_prob: float = 0.0,
-        target: LossTarget = "eps",
-        weighting: LossWeighting = "none",
-        snr_gamma: float = 5.0,
-    ):
-        if variant not in VARIANTS:
-            raise UserError(f"method.variant={variant!r}: expected one of {', '.join(VARIANTS)}")
-        if pool_init not in POOL_INITS:
-            raise UserError(f"method.pool_init={pool_init!r}: expected one of {', '.join(POOL_INITS)}")
-        if pool_placement not in PLACEMENTS:
-            raise UserError(
-                f"method.pool_placement={pool_placement!r}: expected one of {', '.join(PLACEMENTS)}"
-            )
-        if not rho > 0:
-            raise UserError(f"method.rho must be > 0, got {rho}")
-        if pool_init_steps < 1 or pool_init_batch < 0:
-            raise UserError("method.pool_init_steps must be >= 1 and method.pool_init_batch >= 0")
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise UserError(f"method.cond_drop_prob must be in [0, 1), got {cond_drop_prob}")
-        if target not in LOSS_TARGETS:
-            raise UserError(f"method.target={target!r}: expected one of {', '.join(LOSS_TARGETS)}")
-        if weighting not in LOSS_WEIGHTINGS:
-            raise UserError(f"method.weighting={weighting!r}: expected one of {', '.join(LOSS_WEIGHTINGS)}")
-        if not snr_gamma > 0:
-            raise UserError(f"method.snr_gamma must be > 0, got {snr_gamma}")
+    Options = DKDMOptions
+
+    def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         super().__init__(teacher, student)
-        self.rho, self.variant, self.pool_init = rho, variant, pool_init
-        self.pool_init_steps, self.pool_init_batch = pool_init_steps, pool_init_batch
-        self.pool_placement = pool_placement
-        self.kl_weight, self.cond_drop_prob = kl_weight, cond_drop_prob
-        self.target, self.weighting, self.snr_gamma = target, weighting, snr_gamma
+        self.options = DKDMOptions(**options)
         self.T = teacher.spec.num_train_timesteps
         # Per-timestep weights of the eps MSE (host table: a step indexes it without reading the device);
         # None for the paper's plain eps MSE.
         self.loss_weights: np.ndarray | None = None
-        if (target, weighting) != ("eps", "none"):
+        if (self.options.target, self.options.weighting) != ("eps", "none"):
             acp = teacher.schedule.alphas_cumprod.numpy()
-            self.loss_weights = eps_loss_weights(acp, target, weighting, snr_gamma).astype(np.float32)
+            self.loss_weights = eps_loss_weights(
+                acp, self.options.target, self.options.weighting, self.options.snr_gamma
+            ).astype(np.float32)
         self.init_forwards = 0  # of teacher_forwards, those spent initialising the pool
         self.pool: Pool | None = None
         self.init: PoolInit | None = None  # an initialisation not finished yet (resumable)
@@ -97,15 +94,15 @@ class DKDM(Method):
     def pool_size(self, batch_size: int, steps: int | None = None, grad_accum: int = 1) -> int:
         """round(rho T) b slots (the paper's pool), but no more than the run will ever draw
         (steps x grad_accum x b): a short trial does not initialise slots it never uses."""
-        if self.variant != "dynamic":
+        if self.options.variant != "dynamic":
             return batch_size
-        slots = max(1, round(self.rho * self.T)) * batch_size
+        slots = max(1, round(self.options.rho * self.T)) * batch_size
         return slots if steps is None else min(slots, steps * grad_accum * batch_size)
 
     def expected_init_forwards_per_slot(self) -> float:
-        if self.variant == "iterative":
+        if self.options.variant == "iterative":
             return 0.0
-        return expected_forwards_per_slot(self.pool_init, self.pool_init_steps, self.T)
+        return expected_forwards_per_slot(self.options.pool_init, self.options.pool_init_steps, self.T)
 
     def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         """Per-process sizes and teacher-forward budget (samples, CFG counted twice)."""
@@ -119,8 +116,10 @@ class DKDM(Method):
             state_bytes={"pool": pool_bytes},
             details={
                 "pool_slots": n,
-                "pool_init": "none (iterative)" if self.variant == "iterative" else self.pool_init,
-                "pool_placement": self.pool_placement,
+                "pool_init": "none (iterative)"
+                if self.options.variant == "iterative"
+                else self.options.pool_init,
+                "pool_placement": self.options.pool_placement,
             },
             passes={"teacher": Passes(forward=cost), STUDENT: Passes(1, 1)},
         )
@@ -128,7 +127,7 @@ class DKDM(Method):
     def placement(self, batch_size: int, device: torch.device) -> str:
         spec = self.teacher.spec
         pool_bytes = self.pool_size(batch_size) * slot_bytes(spec.sample_shape, spec.conditioning != "none")
-        return choose_placement(self.pool_placement, pool_bytes, device)
+        return choose_placement(self.options.pool_placement, pool_bytes, device)
 
     # -- setup ---------------------------------------------------------------------------------------
     def setup(self, ctx: SetupContext) -> None:
@@ -136,7 +135,7 @@ class DKDM(Method):
         wanted = self.pool_size(ctx.batch_size, ctx.steps, ctx.grad_accum)
         if self.pool is None:  # a fresh start (a resumed run restored its pool in load_state_dict)
             self.pool = self._new_pool(wanted)
-            if self.variant == "iterative":
+            if self.options.variant == "iterative":
                 self.pool.k[:] = self.T - 1
                 self.pool.write(np.arange(len(self.pool)), self.noise(len(self.pool)))
                 if self.pool.refs is not None:
@@ -151,7 +150,15 @@ class DKDM(Method):
     def _new_init(self, slots: np.ndarray) -> PoolInit:
         assert self.pool is not None
         draw = lambda n: self.teacher.draw_refs(n, self.host_rng)  # noqa: E731
-        return PoolInit(self.pool_init, self.pool_init_steps, self.pool, self.T, self.host_rng, draw, slots)
+        return PoolInit(
+            self.options.pool_init,
+            self.options.pool_init_steps,
+            self.pool,
+            self.T,
+            self.host_rng,
+            draw,
+            slots,
+        )
 
     def _grow(self, n: int) -> None:
         """More slots for a run resumed with more steps than its pool was sized for; the new ones
@@ -168,7 +175,7 @@ class DKDM(Method):
             n,
             spec.sample_shape,
             self.device,
-            placement=self.pool_placement,
+            placement=self.options.pool_placement,
             conditional=spec.conditioning != "none",
         )
 
@@ -181,10 +188,10 @@ class DKDM(Method):
             where = "pinned host memory" if pool.on_host else str(self.device)
             Console(stderr=True, highlight=False).print(
                 f"pool: {len(pool):,} slots, {pool.nbytes / 2**30:.2f} GiB in {where} "
-                f"(method.pool_placement={self.pool_placement}); init {init.kind}, "
+                f"(method.pool_placement={self.options.pool_placement}); init {init.kind}, "
                 f"{init.total_forwards() * self.teacher_cost():,} teacher forwards"
             )
-        chunk = self.pool_init_batch or max(4 * ctx.batch_size, 64)
+        chunk = self.options.pool_init_batch or max(4 * ctx.batch_size, 64)
         with progress_bar(
             init.total_forwards(), f"pool init ({init.kind})", enabled=ctx.show_progress
         ) as advance:
@@ -206,12 +213,12 @@ class DKDM(Method):
         finished slots are reset (k = T-1, a new condition). Host only: no device read."""
         assert self.pool is not None, "setup() first"
         n = len(self.pool)
-        if batch_size > n or (self.variant != "dynamic" and batch_size != n):
+        if batch_size > n or (self.options.variant != "dynamic" and batch_size != n):
             raise UserError(
                 f"batch size {batch_size} does not fit the DKDM pool of {n} slots built for batch {self.batch_size}; "
                 "keep train.batch_size when resuming"
             )
-        if self.variant == "dynamic":
+        if self.options.variant == "dynamic":
             idx = self.host_rng.choice(n, batch_size, replace=False)
         else:
             idx = np.arange(n)
@@ -233,7 +240,7 @@ class DKDM(Method):
         k = host_to_device(k_host.astype(np.int64), self.device)
         refs = None if self.pool.refs is None else self.pool.refs[idx]
         cond = self.teacher.conditions_from_refs(
-            drop_refs(self.teacher, refs, self.cond_drop_prob, self.host_rng)
+            drop_refs(self.teacher, refs, self.options.cond_drop_prob, self.host_rng)
         )
         pred = self.predict_teacher(x, k, cond)
         x_prev, _ = self.teacher.step(x, k, cond, prediction=pred, generator=self.generator)
@@ -255,13 +262,13 @@ class DKDM(Method):
         loss = mse
         if self.loss_weights is not None:  # the MSE in method.target space, method.weighting-weighted
             loss = (host_to_device(self.loss_weights[k_host], eps.device) * per_sample).mean()
-        if spec.learned_variance and self.kl_weight > 0:
+        if spec.learned_variance and self.options.kl_weight > 0:
             if var is None or pred.var_values is None:
                 raise UserError("the teacher has a learned variance but the student outputs eps only")
             kl = teacher_student_kl(
                 self.teacher.schedule, x, k, target, pred.var_values.to(var.device), eps, var
             ).mean()
-            loss = loss + self.kl_weight * kl
+            loss = loss + self.options.kl_weight * kl
             logs["kl"] = kl.detach()
         return loss, logs
 

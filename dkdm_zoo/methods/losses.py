@@ -8,7 +8,6 @@ All terms are computed in float32 and averaged over dimensions in bits (divided 
 from __future__ import annotations
 
 import math
-import typing
 from typing import Literal
 
 import numpy as np
@@ -95,8 +94,6 @@ def vlb_term(
 
 LossTarget = Literal["eps", "x0", "v"]
 LossWeighting = Literal["none", "min-snr"]
-LOSS_TARGETS: tuple[str, ...] = typing.get_args(LossTarget)
-LOSS_WEIGHTINGS: tuple[str, ...] = typing.get_args(LossWeighting)
 
 
 def eps_loss_weights(

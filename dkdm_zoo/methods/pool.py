@@ -18,7 +18,6 @@ from torch import Tensor
 from dkdm_zoo.teachers.base import host_to_device
 
 Placement = Literal["auto", "device", "host"]
-PLACEMENTS: tuple[str, ...] = ("auto", "device", "host")
 DEVICE_BUDGET = 0.3  # "auto": the pool goes on the device if it takes at most this share of its memory
 K_DTYPE, REF_DTYPE = np.int32, np.int64
 

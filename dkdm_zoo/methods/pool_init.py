@@ -26,7 +26,6 @@ from dkdm_zoo.methods.pool import Pool
 from dkdm_zoo.teachers.base import host_to_device
 
 PoolInitKind = Literal["ancestral", "ddim", "trajectory"]
-POOL_INITS: tuple[str, ...] = ("ancestral", "ddim", "trajectory")
 
 
 def slots_per_chain(T: int, steps: int) -> int:

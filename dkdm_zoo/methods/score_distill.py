@@ -22,16 +22,17 @@ All squared terms and dot products are means over pixels, then over the batch.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Interval
 from torch import Tensor, nn
 
-from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, Network, Passes, Plan, Update
+from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Network, Passes, Plan, Update
 from dkdm_zoo.methods.one_step import OneStepMethod
+from dkdm_zoo.registry.options import PositiveFloat, PositiveInt, UnitInterval
 from dkdm_zoo.students.one_step import (
     InitFromTeacher,
     OneStepGenerator,
@@ -46,61 +47,53 @@ TimeDistribution = Literal["lognormal", "edm-schedule", "uniform"]
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 
 
-def _settings(arguments: dict) -> dict:
-    """A subclass's keyword arguments for ScoreDistillation.__init__ (its own options removed)."""
-    return {
-        k: v for k, v in arguments.items() if k not in ("self", "teacher", "student", "alpha", "__class__")
-    }
+@dataclass(frozen=True)
+class ScoreDistillOptions(MethodOptions):
+    """What SiD and Diff-Instruct share: the generator's noise level, the fake score's updates and
+    learning rates, the time distributions of both updates, guidance, and the start from the teacher."""
+
+    init_sigma: PositiveFloat = 2.5  # the generator's input noise level (EDM sigma)
+    fake_score_steps: PositiveInt = 1  # fake-score updates per generator update
+    generator_lr: PositiveFloat | None = None  # None: train.lr
+    fake_score_lr: PositiveFloat | None = None  # None: the generator's
+    adam_beta1: UnitInterval = 0.0
+    adam_beta2: UnitInterval = 0.999
+    fake_time: TimeDistribution = "lognormal"
+    generator_time: TimeDistribution = "lognormal"
+    p_mean: float = -1.2
+    p_std: PositiveFloat = 1.2
+    t_max_fraction: Annotated[float, Interval(gt=0, le=1)] = 0.8
+    sigma_data: PositiveFloat = 0.5
+    guidance_scale: float | None = None  # None: the teacher's own
+    fake_guidance_scale: float | None = 1.0
+    init_from_teacher: InitFromTeacher = "auto"
+
+
+@dataclass(frozen=True)
+class SiDOptions(ScoreDistillOptions):
+    alpha: float = 1.2  # SiD's weight of the fake-score term in the generator loss
+
+
+@dataclass(frozen=True)
+class DiffInstructOptions(ScoreDistillOptions):
+    init_sigma: PositiveFloat = 1.0
 
 
 class ScoreDistillation(OneStepMethod):
     """The shared machinery: networks, updates, time draws and the fake-score loss. The public
-    methods (SiD, DiffInstruct) declare the options with their own defaults."""
+    methods (SiD, DiffInstruct) declare their options (``Options``) and the generator loss."""
 
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        init_sigma: float,
-        fake_score_steps: int,
-        generator_lr: float | None,
-        fake_score_lr: float | None,
-        adam_beta1: float,
-        adam_beta2: float,
-        fake_time: TimeDistribution,
-        generator_time: TimeDistribution,
-        p_mean: float,
-        p_std: float,
-        t_max_fraction: float,
-        sigma_data: float,
-        guidance_scale: float | None,
-        fake_guidance_scale: float | None,
-        init_from_teacher: InitFromTeacher,
-    ):
-        if init_sigma <= 0 or not math.isfinite(init_sigma):
-            raise UserError(f"method.init_sigma must be a positive number, got {init_sigma}")
-        if fake_score_steps < 1:
-            raise UserError(f"method.fake_score_steps must be >= 1, got {fake_score_steps}")
-        for name, lr in (("generator_lr", generator_lr), ("fake_score_lr", fake_score_lr)):
-            if lr is not None and not lr > 0:
-                raise UserError(f"method.{name} must be > 0 (or unset for train.lr), got {lr}")
-        if not (0.0 <= adam_beta1 < 1.0 and 0.0 <= adam_beta2 < 1.0):
-            raise UserError("method.adam_beta1 and method.adam_beta2 must be in [0, 1)")
-        for name, value in (("fake_time", fake_time), ("generator_time", generator_time)):
-            if value not in ("lognormal", "edm-schedule", "uniform"):
-                raise UserError(f"method.{name} must be lognormal, edm-schedule or uniform, got {value!r}")
-        if not 0.0 < t_max_fraction <= 1.0:
-            raise UserError(f"method.t_max_fraction must be in (0, 1], got {t_max_fraction}")
-        if sigma_data <= 0 or p_std <= 0:
-            raise UserError("method.sigma_data and method.p_std must be > 0")
+    Options: type[ScoreDistillOptions] = ScoreDistillOptions
+
+    def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
+        self.options = o = self.Options(**options)
         schedule = teacher.schedule
-        t_init = int(schedule.timesteps_for_sigmas(torch.tensor([init_sigma]))[0])
+        t_init = int(schedule.timesteps_for_sigmas(torch.tensor([o.init_sigma]))[0])
         alpha = float(schedule.sqrt_alphas_cumprod[t_init])
         sigma = float(schedule.sqrt_one_minus_alphas_cumprod[t_init])
         fraction = 0.0
         if not isinstance(student, OneStepGenerator):
-            fraction = init_from_teacher_weights(student, teacher, init_from_teacher)
+            fraction = init_from_teacher_weights(student, teacher, o.init_from_teacher)
         # A backbone that starts as the teacher reads its output as the teacher does; else eps.
         prediction = teacher.spec.prediction_type if fraction == 1.0 else "epsilon"
         generator = (
@@ -119,25 +112,23 @@ class ScoreDistillation(OneStepMethod):
         super().__init__(teacher, generator)
         # The fake score: a trainable float32 copy of the teacher's network (its other parts are shared).
         self.fake_net = copy.deepcopy(teacher.denoiser()).float().train().requires_grad_(True)
-        self.fake_score_steps = fake_score_steps
-        self.generator_lr, self.fake_score_lr = generator_lr, fake_score_lr
-        self.betas = (adam_beta1, adam_beta2)
-        self.fake_time, self.generator_time = fake_time, generator_time
-        self.p_mean, self.p_std, self.t_max_fraction = p_mean, p_std, t_max_fraction
-        self.sigma_data = sigma_data
-        self.guidance_scale, self.fake_guidance_scale = guidance_scale, fake_guidance_scale
+        self.betas = (o.adam_beta1, o.adam_beta2)
         self.sigmas = schedule.edm_sigmas.float()
 
     # -- the contract ------------------------------------------------------------------------------
     def networks(self) -> dict[str, Network]:
-        fake_lr = self.fake_score_lr if self.fake_score_lr is not None else self.generator_lr
+        fake_lr = (
+            self.options.fake_score_lr
+            if self.options.fake_score_lr is not None
+            else self.options.generator_lr
+        )
         return {
-            STUDENT: Network(self.student, lr=self.generator_lr, betas=self.betas),
+            STUDENT: Network(self.student, lr=self.options.generator_lr, betas=self.betas),
             FAKE_SCORE: Network(self.fake_net, lr=fake_lr, betas=self.betas),
         }
 
     def updates(self) -> tuple[Update, ...]:
-        return (Update(FAKE_SCORE, self.fake_score_steps), Update(STUDENT))
+        return (Update(FAKE_SCORE, self.options.fake_score_steps), Update(STUDENT))
 
     def update_loss(
         self, update: str, nets: Mapping[str, nn.Module], batch_size: int, step: int
@@ -154,9 +145,9 @@ class ScoreDistillation(OneStepMethod):
         return self.generator_loss(student, self.fake_net, batch_size)
 
     def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
-        cost = self.teacher_cost(self.guidance_scale)
-        fake_cost = self.teacher_cost(self.fake_guidance_scale)
-        k = self.fake_score_steps
+        cost = self.teacher_cost(self.options.guidance_scale)
+        fake_cost = self.teacher_cost(self.options.fake_guidance_scale)
+        k = self.options.fake_score_steps
         teacher_backward = cost if self.differentiates_scores else 0
         return Plan(
             train_forwards=steps * grad_accum * batch_size * cost,
@@ -184,9 +175,12 @@ class ScoreDistillation(OneStepMethod):
             return torch.randint(0, T, (n,), generator=gen, device=device).to(self.device)
         if distribution == "lognormal":
             z = torch.randn((n,), generator=gen, device=device, dtype=torch.float64)
-            sigma = torch.exp(self.p_mean + self.p_std * z)
+            sigma = torch.exp(self.options.p_mean + self.options.p_std * z)
         else:  # EDM's sampling schedule, its first t_max_fraction (from sigma_max down)
-            u = torch.rand((n,), generator=gen, device=device, dtype=torch.float64) * self.t_max_fraction
+            u = (
+                torch.rand((n,), generator=gen, device=device, dtype=torch.float64)
+                * self.options.t_max_fraction
+            )
             hi, lo = SIGMA_MAX ** (1 / RHO), SIGMA_MIN ** (1 / RHO)
             sigma = (hi + u * (lo - hi)) ** RHO
         return self.teacher.schedule.timesteps_for_sigmas(sigma).to(self.device)
@@ -205,17 +199,17 @@ class ScoreDistillation(OneStepMethod):
 
     def fake_x0(self, fake: nn.Module, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
         view = self.teacher.with_denoiser(fake)
-        return view.denoise(x_t, t, cond, self.fake_guidance_scale).x0
+        return view.denoise(x_t, t, cond, self.options.fake_guidance_scale).x0
 
     def fake_score_loss(self, fake: nn.Module, generator: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
         """Denoising score matching of the fake score on generator samples (G frozen)."""
         cond = self.conditions(batch_size)
         with torch.no_grad():
             x_g = self.generate_x0(generator, self.noise(batch_size), cond)
-        t = self.draw_timesteps(batch_size, self.fake_time)
+        t = self.draw_timesteps(batch_size, self.options.fake_time)
         x_t = self.noised(x_g, t)
         sigma = self.sigmas.to(x_g.device)[t].view(-1, *([1] * (x_g.ndim - 1)))
-        weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
+        weight = (sigma**2 + self.options.sigma_data**2) / (sigma * self.options.sigma_data) ** 2
         error = (self.fake_x0(fake, x_t, t, cond) - x_g) ** 2
         loss = (weight * error).flatten(1).mean(1).mean()
         return loss, {"fake_score_mse": error.detach().mean()}
@@ -227,83 +221,37 @@ class ScoreDistillation(OneStepMethod):
 class SiD(ScoreDistillation):
     """Score identity Distillation: the generator loss back-propagates through both denoisers."""
 
+    Options = SiDOptions
+    options: SiDOptions
     differentiates_scores = True
-
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        alpha: float = 1.2,
-        init_sigma: float = 2.5,
-        fake_score_steps: int = 1,
-        generator_lr: float | None = None,
-        fake_score_lr: float | None = None,
-        adam_beta1: float = 0.0,
-        adam_beta2: float = 0.999,
-        fake_time: TimeDistribution = "lognormal",
-        generator_time: TimeDistribution = "lognormal",
-        p_mean: float = -1.2,
-        p_std: float = 1.2,
-        t_max_fraction: float = 0.8,
-        sigma_data: float = 0.5,
-        guidance_scale: float | None = None,
-        fake_guidance_scale: float | None = 1.0,
-        init_from_teacher: InitFromTeacher = "auto",
-    ):
-        if not math.isfinite(alpha):
-            raise UserError(f"method.alpha must be a finite number, got {alpha}")
-        self.alpha = alpha
-        super().__init__(teacher, student, **_settings(locals()))
 
     def generator_loss(self, generator: nn.Module, fake: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
         cond = self.conditions(batch_size)
         x_g = self.generate_x0(generator, self.noise(batch_size), cond)
-        t = self.draw_timesteps(batch_size, self.generator_time)
+        t = self.draw_timesteps(batch_size, self.options.generator_time)
         x_t = self.noised(x_g, t)
-        real = self.predict_teacher(x_t, t, cond, self.guidance_scale, grad=True).x0
+        real = self.predict_teacher(x_t, t, cond, self.options.guidance_scale, grad=True).x0
         fake_x0 = self.fake_x0(fake, x_t, t, cond)
         with torch.no_grad():
             dims = tuple(range(1, x_g.ndim))
             weight = 1.0 / (x_g - real).abs().mean(dim=dims, keepdim=True).clamp(min=1e-5)
         diff = real - fake_x0
-        per_sample = (weight * diff * ((real - x_g) - self.alpha * diff)).flatten(1).mean(1)
+        per_sample = (weight * diff * ((real - x_g) - self.options.alpha * diff)).flatten(1).mean(1)
         return per_sample.mean(), {"score_gap": (diff.detach() ** 2).mean()}
 
 
 class DiffInstruct(ScoreDistillation):
     """Diff-Instruct: the integral-KL gradient (f_psi - f_phi) pushed through x_g only."""
 
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        init_sigma: float = 1.0,
-        fake_score_steps: int = 1,
-        generator_lr: float | None = None,
-        fake_score_lr: float | None = None,
-        adam_beta1: float = 0.0,
-        adam_beta2: float = 0.999,
-        fake_time: TimeDistribution = "lognormal",
-        generator_time: TimeDistribution = "lognormal",
-        p_mean: float = -1.2,
-        p_std: float = 1.2,
-        t_max_fraction: float = 0.8,
-        sigma_data: float = 0.5,
-        guidance_scale: float | None = None,
-        fake_guidance_scale: float | None = 1.0,
-        init_from_teacher: InitFromTeacher = "auto",
-    ):
-        super().__init__(teacher, student, **_settings(locals()))
+    Options = DiffInstructOptions
 
     def generator_loss(self, generator: nn.Module, fake: nn.Module, batch_size: int) -> tuple[Tensor, Logs]:
         cond = self.conditions(batch_size)
         x_g = self.generate_x0(generator, self.noise(batch_size), cond)
-        t = self.draw_timesteps(batch_size, self.generator_time)
+        t = self.draw_timesteps(batch_size, self.options.generator_time)
         with torch.no_grad():
             x_t = self.noised(x_g, t)
-            real = self.predict_teacher(x_t, t, cond, self.guidance_scale).x0
+            real = self.predict_teacher(x_t, t, cond, self.options.guidance_scale).x0
             fake_x0 = self.fake_x0(fake, x_t, t, cond)
         gap = fake_x0 - real
         loss = (gap * x_g).flatten(1).mean(1).mean()

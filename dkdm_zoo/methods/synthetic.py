@@ -6,54 +6,48 @@ is checkpointed and never regenerated on resume; its cost is counted in ``teache
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from dkdm_zoo.diffusion.chain import SAMPLERS
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Passes, Plan, SetupContext
-from dkdm_zoo.methods.data import DenoisingTraining, progress_bar
+from dkdm_zoo.methods.data import DenoisingOptions, DenoisingTraining, progress_bar
+from dkdm_zoo.registry.options import PositiveInt
 from dkdm_zoo.teachers.base import Teacher
 
 
+@dataclass(frozen=True)
+class SyntheticOptions(DenoisingOptions):
+    num_samples: PositiveInt = 1024  # the generated dataset's size
+    sampler: Literal["ddim", "ddpm"] = "ddpm"
+    sampler_steps: PositiveInt = 1000  # at most the teacher's T
+    sample_batch: PositiveInt = 256
+
+
 class Synthetic(DenoisingTraining):
-    def __init__(
-        self,
-        teacher: Teacher,
-        student: nn.Module,
-        *,
-        num_samples: int = 1024,
-        sampler: Literal["ddim", "ddpm"] = "ddpm",
-        sampler_steps: int = 1000,
-        sample_batch: int = 256,
-        cond_drop_prob: float = 0.0,
-        vlb: bool = True,
-    ):
-        if sampler not in SAMPLERS:
-            raise UserError(f"method.sampler={sampler!r}: expected one of {', '.join(SAMPLERS)}")
-        if num_samples < 1 or sample_batch < 1:
-            raise UserError("method.num_samples and method.sample_batch must be positive")
-        if not 1 <= sampler_steps <= teacher.spec.num_train_timesteps:
+    """Generate a dataset with the teacher's sampler, then train on it as on real data."""
+
+    Options = SyntheticOptions
+    options: SyntheticOptions
+
+    def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
+        super().__init__(teacher, student, **options)
+        T = teacher.spec.num_train_timesteps
+        if self.options.sampler_steps > T:  # the one bound the teacher sets
             raise UserError(
-                f"method.sampler_steps must be in 1..{teacher.spec.num_train_timesteps}, got {sampler_steps}"
+                f"method.sampler_steps must be in 1..{T} for this teacher, got {self.options.sampler_steps}"
             )
-        super().__init__(teacher, student, cond_drop_prob=cond_drop_prob, vlb=vlb)
-        self.num_samples, self.sampler, self.sampler_steps, self.sample_batch = (
-            num_samples,
-            sampler,
-            sampler_steps,
-            sample_batch,
-        )
 
     def plan(self, batch_size: int, steps: int, grad_accum: int = 1) -> Plan:
         spec = self.teacher.spec
         sample_bytes = 4 * spec.channels * spec.sample_shape[1] * spec.sample_shape[2]
         return Plan(
-            init_forwards=self.num_samples * self.sampler_steps * self.teacher_cost(),
-            state_bytes={"dataset": self.num_samples * sample_bytes},
+            init_forwards=self.options.num_samples * self.options.sampler_steps * self.teacher_cost(),
+            state_bytes={"dataset": self.options.num_samples * sample_bytes},
             passes={STUDENT: Passes(1, 1)},
         )
 
@@ -66,10 +60,12 @@ class Synthetic(DenoisingTraining):
     def generate(self) -> None:
         chunks, refs = [], []
         with progress_bar(
-            self.num_samples * self.sampler_steps, "teacher dataset", enabled=self.show_progress
+            self.options.num_samples * self.options.sampler_steps,
+            "teacher dataset",
+            enabled=self.show_progress,
         ) as advance:
-            for start in range(0, self.num_samples, self.sample_batch):
-                n = min(self.sample_batch, self.num_samples - start)
+            for start in range(0, self.options.num_samples, self.options.sample_batch):
+                n = min(self.options.sample_batch, self.options.num_samples - start)
                 batch_refs = self.teacher.draw_refs(n, self.host_rng)
                 noise = torch.randn(
                     (n, *self.teacher.spec.sample_shape),
@@ -78,15 +74,15 @@ class Synthetic(DenoisingTraining):
                 )
                 x = self.teacher.sample(
                     n,
-                    steps=self.sampler_steps,
-                    sampler=self.sampler,
+                    steps=self.options.sampler_steps,
+                    sampler=self.options.sampler,
                     cond=self.teacher.conditions_from_refs(batch_refs),
                     generator=self.generator,
                     noise=noise.to(self.teacher.device),
                     progress=lambda k, n=n: advance(k * n),
                 )
-                self.teacher_forwards += n * self.teacher_cost() * self.sampler_steps
-                self.teacher_calls += self.sampler_steps
+                self.teacher_forwards += n * self.teacher_cost() * self.options.sampler_steps
+                self.teacher_calls += self.options.sampler_steps
                 chunks.append(x.float().to(self.device))
                 if batch_refs is not None:
                     refs.append(batch_refs)

@@ -1,8 +1,11 @@
-"""Options are declared once: a factory's (or a dataclass's) annotated signature is their schema.
+"""Options are declared once: a factory's annotated signature, or its ``Options`` dataclass, is their schema.
 
-``schema_of(factory)`` reads the keyword parameters' type annotations and defaults; ``Schema.check``
-validates and converts every value, whatever its source (a recipe, ``--set``, a flag, a run.json),
-and refuses in one line naming the key, the value and what was expected:
+``schema_of(factory)`` reads the keyword parameters' type annotations and defaults (or, when the
+factory carries an ``Options`` dataclass, that dataclass's fields: the built-ins declare theirs as
+``OptionSet`` subclasses, so families and methods share common options by extending one set);
+``Schema.check`` validates and converts every value, whatever its source (a recipe, ``--set``, a flag,
+a run.json, a direct construction of an ``OptionSet``), and refuses in one line naming the key, the
+value and what was expected:
 
 - ``Literal["a", "b"]``: one of the choices; ``bool``: true or false (text such as "False", "no"
   or "0" is converted, text that is no boolean is refused: never truthy); ``int``: an integer (not a bool, not 3.5);
@@ -21,6 +24,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import functools
 import inspect
 import math
 import os
@@ -29,7 +33,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Interval, MinLen
 
@@ -148,26 +152,88 @@ class Schema:
 
 
 def schema_of(factory: Callable[..., Any], *, skip: Iterable[str] = ()) -> Schema:
-    """The options of ``factory``: keyword parameters (minus ``skip``), annotations and defaults.
+    """The options of ``factory``: its ``Options`` dataclass's fields when it has one, else its keyword
+    parameters (minus ``skip``), annotations and defaults.
 
     A class is read through its ``__init__`` (a dataclass through its fields). A callable whose
     signature cannot be read gives an open schema without options.
     """
+    declared = getattr(factory, "Options", None)
+    if isinstance(declared, type) and dataclasses.is_dataclass(declared):
+        return _dataclass_schema(declared)
+    return _signature_schema(factory, frozenset(skip))
+
+
+@functools.cache
+def _dataclass_schema(cls: type) -> Schema:
+    """An options dataclass's schema, read once per class (its type adapters are built once too)."""
+    return _signature_schema(cls, frozenset())
+
+
+def _signature_schema(factory: Callable[..., Any], skip: frozenset[str]) -> Schema:
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         return Schema(open=True)
     hints = _type_hints(factory)
-    skipped = set(skip)
     schema = Schema()
     for param in signature.parameters.values():
         if param.kind is param.VAR_KEYWORD:
             schema.open = True
-        elif param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in skipped:
+        elif param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD) and param.name not in skip:
             if param.kind is param.POSITIONAL_OR_KEYWORD and param.default is param.empty:
                 continue  # a positional input (the spec, the teacher), not an option
             schema.options[param.name] = Option(param.name, hints.get(param.name, Any), param.default)
     return schema
+
+
+@dataclass(frozen=True)
+class OptionSet:
+    """A set of options as a frozen dataclass: the annotated fields (``Annotated`` ranges, ``Literal``
+    choices) are the schema, and constructing one checks and converts every value through it, so a
+    value is refused the same way (``Schema.check``, one line) wherever it comes from.
+
+    A factory declares its options by carrying one as ``Options`` (a method class:
+    ``Options = DKDMOptions``; a function: ``@takes_options(HubTeacherOptions)``); it is then called
+    with the options as keyword arguments, as any factory is. Sets share options by extending a
+    common set (SiD and Diff-Instruct extend ``ScoreDistillOptions``; every hub teacher family
+    extends ``HubTeacherOptions``) and may redeclare a field to change its default.
+    """
+
+    #: the recipe section these options belong to, for messages (``method.rho = -1 is not ...``)
+    SECTION: ClassVar[str] = "option"
+
+    def __post_init__(self) -> None:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        checked = _dataclass_schema(type(self)).check(values, section=self.SECTION)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def takes_options(options: type[OptionSet]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``fn(*inputs, options)`` as a factory called ``factory(*inputs, **values)``: the values become
+    ``options(**values)`` (checked) and the factory carries ``Options`` for ``schema_of``. A ``fn``
+    with a keyword-only ``registry`` parameter still receives the command's registry."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        takes_registry = "registry" in inspect.signature(fn).parameters
+
+        @functools.wraps(fn)
+        def factory(*inputs: Any, **values: Any) -> Any:
+            extra = {"registry": values.pop("registry")} if takes_registry else {}
+            return fn(*inputs, options(**values), **extra)
+
+        factory.Options = options  # type: ignore[attr-defined]
+        del factory.__wrapped__  # what callers see is the options, not fn's own signature
+        kinds = inspect.Parameter
+        params = [kinds("registry", kinds.KEYWORD_ONLY)] if takes_registry else []
+        factory.__signature__ = inspect.Signature([*params, kinds("values", kinds.VAR_KEYWORD)])  # type: ignore[attr-defined]
+        return factory
+
+    return decorate
 
 
 def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:

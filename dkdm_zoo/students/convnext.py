@@ -19,6 +19,7 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import Tensor, nn
 
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 from dkdm_zoo.registry.options import PositiveFloat, PositiveInt, Widths
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
@@ -158,7 +159,7 @@ class ConvNeXtStudent(ModelMixin, ConfigMixin):
         return self.head(x)
 
 
-def build(spec: TeacherSpec, preset: str = "small", **overrides: Any) -> ConvNeXtStudent:
+def build(spec: TeacherSpec, preset: str = DEFAULT_STUDENT_PRESET, **overrides: Any) -> ConvNeXtStudent:
     """A ConvNeXt U-Net student fitting ``spec`` (see ``PRESETS``; any preset field can be overridden)."""
     cfg = resolve_preset(ARCH, PRESETS, preset, overrides)
     resolution = check_square(spec, ARCH)

@@ -21,6 +21,7 @@ from timm.layers import Attention, Mlp, PatchEmbed
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 from dkdm_zoo.registry.options import NonNegativeInt, PositiveFloat, PositiveInt
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
@@ -175,7 +176,7 @@ class DiTStudent(ModelMixin, ConfigMixin):
         return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=grid, w=grid, p=p, q=p)
 
 
-def build(spec: TeacherSpec, preset: str = "small", **overrides: Any) -> DiTStudent:
+def build(spec: TeacherSpec, preset: str = DEFAULT_STUDENT_PRESET, **overrides: Any) -> DiTStudent:
     """A DiT student fitting ``spec`` (see ``PRESETS``; any preset field can be overridden)."""
     cfg = resolve_preset(ARCH, PRESETS, preset, overrides)
     check_conditioning(spec, ARCH, text=True)

@@ -138,9 +138,7 @@ def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: InitFromTe
     """
     from dkdm_zoo.errors import UserError
 
-    if mode not in ("auto", True, False, "true", "false"):
-        raise UserError(f"method.init_from_teacher must be auto, true or false, got {mode!r}")
-    if mode in (False, "false"):
+    if mode is False:  # the method's options checked the value: "auto", True or False
         return 0.0
     fraction = load_matching_weights(student, teacher.denoiser()) if teacher.modules() else 0.0
     if fraction < 1.0 and mode != "auto":

@@ -15,6 +15,7 @@ from typing import Any
 from diffusers import UNet2DConditionModel, UNet2DModel
 from torch import Tensor
 
+from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 from dkdm_zoo.registry.options import PositiveInt, UnitInterval, Widths
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
@@ -101,7 +102,9 @@ class UNetConditionStudent(UNet2DConditionModel):
         return plain_copy(self, UNet2DConditionModel)
 
 
-def build(spec: TeacherSpec, preset: str = "small", **overrides: Any) -> UNetStudent | UNetConditionStudent:
+def build(
+    spec: TeacherSpec, preset: str = DEFAULT_STUDENT_PRESET, **overrides: Any
+) -> UNetStudent | UNetConditionStudent:
     """A UNet student fitting ``spec`` (see ``PRESETS``; any preset field can be overridden)."""
     cfg = resolve_preset(ARCH, PRESETS, preset, overrides)
     resolution = check_square(spec, ARCH)

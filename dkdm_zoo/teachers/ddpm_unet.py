@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
 from dkdm_zoo.teachers.loading import (
-    DType,
+    HubTeacherOptions,
     find_model_folder,
     load_pretrained,
     load_scheduler_config,
@@ -65,14 +66,13 @@ class DDPMUNetTeacher(Teacher):
         return self.unet(x_t, t.to(x_t.device), class_labels=labels).sample
 
 
-def load(
-    path: str | os.PathLike[str] | None = None,
-    subfolder: str | None = None,
-    guidance_scale: float | None = None,
-    allow_pickle: bool = False,
-    dtype: DType = "float32",
-    local_files_only: bool | None = None,
-) -> DDPMUNetTeacher:
+@dataclass(frozen=True)
+class DDPMUNetOptions(HubTeacherOptions):
+    subfolder: str | None = None  # the UNet's folder inside the source (default: found)
+
+
+@takes_options(DDPMUNetOptions)
+def load(options: DDPMUNetOptions) -> DDPMUNetTeacher:
     """A UNet2DModel teacher from a hub id, a cached snapshot, or a local pipeline / flat repository /
     model folder (google/ddpm-cifar10-32 keeps its UNet and scheduler at the repository root).
 
@@ -81,8 +81,9 @@ def load(
     """
     from diffusers import UNet2DModel
 
-    source = resolve_source(path, local_files_only)
-    model_folder = find_model_folder(source, ("unet",), subfolder)
+    o = options
+    source = resolve_source(o.path, o.local_files_only)
+    model_folder = find_model_folder(source, ("unet",), o.subfolder)
     class_name = read_config(source, model_folder).get("_class_name")
     if class_name not in (None, "UNet2DModel"):
         raise UserError(
@@ -90,6 +91,6 @@ def load(
             "use the teacher family for that model (e.g. latent-sd, dit)"
         )
     scheduler_config = load_scheduler_config(source, model_folder, fill_defaults=True)
-    unet = load_pretrained(UNet2DModel, source, model_folder, allow_pickle=allow_pickle, dtype=dtype)
-    teacher = DDPMUNetTeacher(unet, scheduler_config, guidance_scale=guidance_scale)
-    return teacher.to("cpu", parse_dtype(dtype))
+    unet = load_pretrained(UNet2DModel, source, model_folder, allow_pickle=o.allow_pickle, dtype=o.dtype)
+    teacher = DDPMUNetTeacher(unet, scheduler_config, guidance_scale=o.guidance_scale)
+    return teacher.to("cpu", parse_dtype(o.dtype))

@@ -8,17 +8,18 @@ DiTPipeline guides all latent channels but then drops the learned variance. We c
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import (
-    DType,
+    HubTeacherOptions,
     find_model_folder,
     load_pretrained,
     load_scheduler_config,
@@ -107,13 +108,13 @@ class DiTTeacher(Teacher):
         return PipelineComponents(vae=self.vae)
 
 
-def load(
-    path: str | os.PathLike[str] | None = None,
-    guidance_scale: float | None = 4.0,
-    allow_pickle: bool = False,
-    dtype: DType = "float32",
-    local_files_only: bool | None = None,
-) -> DiTTeacher:
+@dataclass(frozen=True)
+class DiTOptions(HubTeacherOptions):
+    guidance_scale: float | None = 4.0  # DiTPipeline's default
+
+
+@takes_options(DiTOptions)
+def load(options: DiTOptions) -> DiTTeacher:
     """A DiT teacher from a DiTPipeline folder (transformer/, vae/, scheduler/), hub id or cached snapshot.
 
     Repositories saved by diffusers 0.12 (facebook/DiT-XL-2-*) name the transformer
@@ -122,7 +123,8 @@ def load(
     """
     from diffusers import AutoencoderKL, DiTTransformer2DModel
 
-    source = resolve_source(path, local_files_only)
+    o = options
+    source = resolve_source(o.path, o.local_files_only)
     folder = find_model_folder(source, ("transformer",))
     config = read_config(source, folder)
     class_name = config.get("_class_name")
@@ -137,10 +139,10 @@ def load(
             "(ada_norm_zero): use its own teacher family"
         )
     scheduler_config = load_scheduler_config(source, folder)
-    options = {"allow_pickle": allow_pickle, "dtype": dtype}
-    transformer = load_pretrained(DiTTransformer2DModel, source, folder, **options)
+    weights = {"allow_pickle": o.allow_pickle, "dtype": o.dtype}
+    transformer = load_pretrained(DiTTransformer2DModel, source, folder, **weights)
     vae = None
     if folder is not None and source.fetch("config.json", "vae") is not None:
-        vae = load_pretrained(AutoencoderKL, source, "vae", **options)
-    teacher = DiTTeacher(transformer, scheduler_config, vae, guidance_scale=guidance_scale)
-    return teacher.to("cpu", parse_dtype(dtype))
+        vae = load_pretrained(AutoencoderKL, source, "vae", **weights)
+    teacher = DiTTeacher(transformer, scheduler_config, vae, guidance_scale=o.guidance_scale)
+    return teacher.to("cpu", parse_dtype(o.dtype))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.dit import vae_downsampling
 from dkdm_zoo.teachers.loading import (
-    DType,
+    HubTeacherOptions,
     find_model_folder,
     load_pretrained,
     load_scheduler_config,
@@ -236,21 +238,22 @@ class LatentSDTeacher(Teacher):
         return PipelineComponents(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer)
 
 
-def load(
-    path: str | os.PathLike[str] | None = None,
-    prompts: str | os.PathLike[str] | Sequence[str] | None = None,
-    guidance_scale: float | None = 7.5,
-    allow_pickle: bool = False,
-    dtype: DType = "float32",
-    local_files_only: bool | None = None,
-) -> LatentSDTeacher:
+@dataclass(frozen=True)
+class LatentSDOptions(HubTeacherOptions):
+    prompts: str | os.PathLike[str] | Sequence[str] | None = None  # a list, or a file with one per line
+    guidance_scale: float | None = 7.5  # StableDiffusionPipeline's default
+
+
+@takes_options(LatentSDOptions)
+def load(options: LatentSDOptions) -> LatentSDTeacher:
     """A teacher from a StableDiffusionPipeline folder, hub id or cached snapshot (unet/, vae/,
     text_encoder/, tokenizer/, scheduler/); the pipeline's other entries (safety_checker,
     feature_extractor, image_encoder) are never read."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    source = resolve_source(path, local_files_only)
+    o = options
+    source = resolve_source(o.path, o.local_files_only)
     folder = find_model_folder(source, ("unet",))
     if folder is None:
         raise UserError(
@@ -268,12 +271,18 @@ def load(
             "may be incomplete (fetch it again)"
         )
     scheduler_config = load_scheduler_config(source, folder)
-    options = {"allow_pickle": allow_pickle, "dtype": dtype}
-    unet = load_pretrained(UNet2DConditionModel, source, folder, **options)
-    vae = load_pretrained(AutoencoderKL, source, "vae", **options)
-    text_encoder = load_pretrained(CLIPTextModel, source, "text_encoder", dtype_kwarg="dtype", **options)
+    weights = {"allow_pickle": o.allow_pickle, "dtype": o.dtype}
+    unet = load_pretrained(UNet2DConditionModel, source, folder, **weights)
+    vae = load_pretrained(AutoencoderKL, source, "vae", **weights)
+    text_encoder = load_pretrained(CLIPTextModel, source, "text_encoder", dtype_kwarg="dtype", **weights)
     tokenizer = load_pretrained(CLIPTokenizer, source, "tokenizer", weights=False)
     teacher = LatentSDTeacher(
-        unet, vae, text_encoder, tokenizer, scheduler_config, prompts=prompts, guidance_scale=guidance_scale
+        unet,
+        vae,
+        text_encoder,
+        tokenizer,
+        scheduler_config,
+        prompts=o.prompts,
+        guidance_scale=o.guidance_scale,
     )
-    return teacher.to("cpu", parse_dtype(dtype))
+    return teacher.to("cpu", parse_dtype(o.dtype))

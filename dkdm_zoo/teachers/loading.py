@@ -14,12 +14,15 @@ never read. Weights load with ``from_pretrained`` and safetensors only unless ``
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import OptionSet
 from dkdm_zoo.teachers.sources import Source, read_json, resolve_source
 
 __all__ = [
@@ -37,6 +40,28 @@ __all__ = [
 
 #: a teacher's ``dtype`` option: the type annotation every family's factory uses
 DType = Literal["float32", "float16", "bfloat16"]
+
+
+@dataclass(frozen=True)
+class TeacherOptions(OptionSet):
+    """The options of a built-in teacher family (its factory's ``Options``), checked on construction:
+    the guidance scale and the dtype every family takes."""
+
+    SECTION: ClassVar[str] = "teacher"
+
+    guidance_scale: float | None = None  # classifier-free guidance; None or 1: none
+    dtype: DType = "float32"
+
+
+@dataclass(frozen=True)
+class HubTeacherOptions(TeacherOptions):
+    """What every family loaded from a hub id, a cached snapshot or a folder takes besides."""
+
+    path: str | os.PathLike[str] | None = None  # hub id, cached snapshot or local folder
+    allow_pickle: bool = False  # .bin / .ckpt weights (pickle runs code): only when you trust the source
+    local_files_only: bool | None = None  # None: HF_HUB_OFFLINE decides
+
+
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _SAFE_WEIGHTS = (".safetensors", ".safetensors.index.json")
 _PICKLE_WEIGHTS = (".bin", ".ckpt", ".pt", ".pth", ".bin.index.json")

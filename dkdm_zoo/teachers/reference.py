@@ -8,6 +8,7 @@ says how it was trained (``python tools/train_reference_teachers.py <name>``) an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.students.base import broadcast_timesteps, labels_or_null
-from dkdm_zoo.teachers.loading import DType
+from dkdm_zoo.teachers.loading import TeacherOptions
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -33,18 +35,25 @@ def asset_folder(name: str) -> Path:
     return folder
 
 
-def digits_ddpm(guidance_scale: float | None = None, dtype: DType = "float32") -> Any:
+@takes_options(TeacherOptions)
+def digits_ddpm(options: TeacherOptions) -> Any:
     """The unconditional digits UNet (DDPMPipeline folder) through the `ddpm-unet` loader."""
     from dkdm_zoo.teachers import ddpm_unet
 
-    return ddpm_unet.load(path=asset_folder("digits-ddpm"), guidance_scale=guidance_scale, dtype=dtype)
+    return ddpm_unet.load(path=asset_folder("digits-ddpm"), **options.to_dict())
 
 
-def digits_dit(guidance_scale: float | None = 3.0, dtype: DType = "float32") -> Any:
+@dataclass(frozen=True)
+class DigitsDiTOptions(TeacherOptions):
+    guidance_scale: float | None = 3.0  # the scale its model card measures (99.7% class accuracy)
+
+
+@takes_options(DigitsDiTOptions)
+def digits_dit(options: DigitsDiTOptions) -> Any:
     """The class-conditional pixel-space digits DiT (DiTPipeline folder without vae/) through the `dit` loader."""
     from dkdm_zoo.teachers import dit
 
-    return dit.load(path=asset_folder("digits-dit"), guidance_scale=guidance_scale, dtype=dtype)
+    return dit.load(path=asset_folder("digits-dit"), **options.to_dict())
 
 
 class PixelDiT(ModelMixin, ConfigMixin):

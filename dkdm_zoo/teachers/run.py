@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,11 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.runs import Run
 from dkdm_zoo.runs.student import load_student, original_teacher
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
-from dkdm_zoo.teachers.loading import DType, parse_dtype
+from dkdm_zoo.teachers.loading import TeacherOptions, parse_dtype
 
 
 class RunTeacher(Teacher):
@@ -123,15 +125,15 @@ def from_run(
     return teacher.to("cpu", parse_dtype(dtype))
 
 
-def load(
-    path: str | os.PathLike[str] | None = None,
-    guidance_scale: float | None = None,
-    dtype: DType = "float32",
-    *,
-    registry: Any,
-) -> RunTeacher:
+@dataclass(frozen=True)
+class RunTeacherOptions(TeacherOptions):
+    path: str | os.PathLike[str] | None = None  # the run directory
+
+
+@takes_options(RunTeacherOptions)
+def load(options: RunTeacherOptions, *, registry: Any) -> RunTeacher:
     """The final student of a finished run directory, as a diffusion teacher (``registry``: the registry
     creating this teacher, which builds the run's original teacher and vets the student's class)."""
-    if path is None:
+    if options.path is None:
         raise UserError("the run teacher needs path=<run directory>")
-    return from_run(Run(path), registry, guidance_scale=guidance_scale, dtype=dtype)
+    return from_run(Run(options.path), registry, guidance_scale=options.guidance_scale, dtype=options.dtype)

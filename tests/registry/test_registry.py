@@ -94,9 +94,11 @@ def test_optional_requirements_are_reported_without_import():
         registry.create("teachers", "needs-missing")
 
 
-def test_options_are_the_factory_signature_typed_and_converted():
-    """One declaration: every built-in's options are its factory's annotated keyword parameters, and
-    values are converted or refused against them (no hand-written option dicts to drift)."""
+def test_options_are_declared_once_typed_and_converted():
+    """One declaration: every built-in's options are its ``Options`` dataclass's fields (or, without
+    one, its factory's annotated keyword parameters), and values are converted or refused against them
+    (no hand-written option dicts to drift)."""
+    import dataclasses
     import inspect
 
     registry = build_registry(entry_points=False)
@@ -104,11 +106,16 @@ def test_options_are_the_factory_signature_typed_and_converted():
         for entry in registry.list(kind):
             if not entry.available:
                 continue
-            params = inspect.signature(entry.load()).parameters
-            schema = entry.schema()
-            assert set(schema.options) <= set(params) - set(NOT_OPTIONS), (kind, entry.name)
+            factory, schema = entry.load(), entry.schema()
+            declared = getattr(factory, "Options", None)
+            if declared is not None:
+                fields = {f.name: f.default for f in dataclasses.fields(declared)}
+            else:
+                params = inspect.signature(factory).parameters
+                fields = {n: p.default for n, p in params.items() if n not in NOT_OPTIONS}
+            assert set(schema.options) <= set(fields), (kind, entry.name)
             for name, option in schema.options.items():
-                assert option.default == params[name].default, (kind, entry.name, name)
+                assert option.default == fields[name], (kind, entry.name, name)
                 assert option.annotation is not Any, f"{kind} {entry.name}: option {name} has no type"
     dkdm = registry.get("methods", "dkdm")
     assert dkdm.check_options({"rho": 1, "variant": "iterative"}) == {"rho": 1.0, "variant": "iterative"}
@@ -168,3 +175,29 @@ def test_a_typed_plugin_factory_is_checked_and_registry_is_injected():
         with pytest.raises(UserError) as info:
             registry.create("teachers", "typed", **bad)
         assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_option_sets_check_on_construction_and_share_by_extension():
+    """A method built directly (not through the registry) is checked by the same schema, with the same
+    one-line message; SiD and Diff-Instruct share one option set and differ where they declare it."""
+    import dataclasses
+
+    from dkdm_zoo.methods.dkdm import DKDMOptions
+    from dkdm_zoo.methods.score_distill import DiffInstructOptions, ScoreDistillOptions, SiDOptions
+    from dkdm_zoo.teachers.loading import HubTeacherOptions
+
+    with pytest.raises(UserError, match=r"^method\.rho = -1 is not a finite number > 0$"):
+        DKDMOptions(rho=-1)
+    with pytest.raises(UserError, match=r"^method\.variant = 'static' is not one of"):
+        DKDMOptions(variant="static")
+    assert DKDMOptions(rho=1).rho == 1.0 and isinstance(DKDMOptions(rho=1).rho, float)  # converted
+    with pytest.raises(UserError, match=r"^teacher\.guidance_scale = nan is not"):
+        HubTeacherOptions(guidance_scale=float("nan"))
+
+    shared = {f.name for f in dataclasses.fields(ScoreDistillOptions)}
+    assert {f.name for f in dataclasses.fields(SiDOptions)} == shared | {"alpha"}
+    assert {f.name for f in dataclasses.fields(DiffInstructOptions)} == shared
+    assert (SiDOptions().init_sigma, DiffInstructOptions().init_sigma) == (2.5, 1.0)
+    registry = build_registry(entry_points=False)
+    for name in ("sid", "diff-instruct"):
+        assert set(registry.get("methods", name).schema().options) >= shared
