@@ -32,11 +32,10 @@ MOVED_MODULES: dict[str, tuple[str, ...]] = {
     "dkdm_zoo.run_writer": ("dkdm_zoo.runs.writer",),
     "dkdm_zoo.card": ("dkdm_zoo.export.card",),
     "dkdm_zoo.budget": ("dkdm_zoo.engine.budget",),
-    "dkdm_zoo.generation": ("dkdm_zoo.sampling.sources",),
-    "dkdm_zoo.images": ("dkdm_zoo.sampling.images",),
+    "dkdm_zoo.images": ("dkdm_zoo.generation.images",),
     "dkdm_zoo.compat": ("dkdm_zoo.testing.matrix",),
     "dkdm_zoo.teachers.tiny": ("dkdm_zoo.testing.tiny_teachers",),
-    "dkdm_zoo.diffusion.sampling": ("dkdm_zoo.diffusion.chain",),
+    "dkdm_zoo.diffusion.sampling": ("dkdm_zoo.sampling.chain",),
 }
 
 

@@ -30,8 +30,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from dkdm_zoo.registry.classes import class_reference, resolve_model_class
+from dkdm_zoo.sampling.guidance import applies, guided
+from dkdm_zoo.sampling.latents import decode_latents
 from dkdm_zoo.students.base import condition_kwargs
-from dkdm_zoo.students.one_step import OneStepGenerator
+from dkdm_zoo.students.one_step import OneStepGenerator, is_one_step
 
 __all__ = ["DKDMZooPipeline", "Denoiser", "ModelMixin", "OneStepGenerator"]  # ModelMixin: see Denoiser
 
@@ -98,7 +100,7 @@ class DKDMZooPipeline(DiffusionPipeline):
 
     @property
     def one_step(self) -> bool:
-        return isinstance(self.student, OneStepGenerator)
+        return is_one_step(self.student)
 
     def _labels(self, class_labels: Any, batch_size: int, generator: Any, device: torch.device) -> Tensor:
         classes = self.config.num_classes
@@ -192,8 +194,7 @@ class DKDMZooPipeline(DiffusionPipeline):
         else:
             images = samples
             if self.vae is not None:
-                latents = samples.to(self.vae.dtype) / self.vae.config.scaling_factor
-                images = self.vae.decode(latents).sample
+                images = decode_latents(self.vae, samples)
             images = self.image_processor.postprocess(images.float().clamp(-1, 1), output_type=output_type)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
@@ -208,18 +209,16 @@ class DKDMZooPipeline(DiffusionPipeline):
         generator: Any,
     ) -> Tensor:
         channels = x.shape[1]
-        guided = null is not None and guidance_scale > 1.0
-        inputs = {k: torch.cat([v, null[k]]) for k, v in cond.items()} if guided else cond
+        guide = null is not None and applies(guidance_scale)
+        inputs = {k: torch.cat([v, null[k]]) for k, v in cond.items()} if guide else cond
         self.scheduler.set_timesteps(steps, device=x.device)
         x = x * self.scheduler.init_noise_sigma
         for t in self.progress_bar(self.scheduler.timesteps):
             x_in = self.scheduler.scale_model_input(x, t)
-            x_in = torch.cat([x_in, x_in]) if guided else x_in
+            x_in = torch.cat([x_in, x_in]) if guide else x_in
             out = self.student(x_in, t.expand(len(x_in)).to(x.device), **inputs)
-            if guided:
-                out_c, out_u = out.chunk(2)
-                eps = out_u[:, :channels] + guidance_scale * (out_c[:, :channels] - out_u[:, :channels])
-                out = torch.cat([eps, out_c[:, channels:]], dim=1)  # variance from the conditional branch
+            if guide:
+                out = guided(*out.chunk(2), guidance_scale, channels)
             if not self._scheduler_takes_variance():
                 out = out[:, :channels]
             x = self.scheduler.step(out, t, x, generator=generator).prev_sample

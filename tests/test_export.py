@@ -30,9 +30,10 @@ from dkdm_zoo.config.recipes import Component, Recipe, TrainConfig
 from dkdm_zoo.engine import train
 from dkdm_zoo.export.card import is_hub_id
 from dkdm_zoo.export.run import export_run
+from dkdm_zoo.generation.sources import load_source
 from dkdm_zoo.registry import build_registry
 from dkdm_zoo.runs import Run
-from dkdm_zoo.sampling.sources import load_source
+from dkdm_zoo.sampling.settings import SamplingSettings
 from dkdm_zoo.testing import tiny_teachers as tiny
 
 torch.set_num_threads(1)  # tiny models on a shared CPU
@@ -192,7 +193,9 @@ def test_dit_teacher_students_sample_as_dkdm_zoo_does(runs, registry, student):
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True)
     ddim = pipe(class_labels=[1, 3], num_inference_steps=4, generator=seeded(5), output_type="pt").images
     source = load_source(str(run), registry, device="cpu")
-    reference, _ = source.generate(2, steps=4, sampler="ddim", labels=[1, 3], seed=5, progress=False)
+    reference, _ = source.generate(
+        2, SamplingSettings(steps=4, sampler="ddim", seed=5), labels=[1, 3], progress=False
+    )
     torch.testing.assert_close(ddim, (reference + 1) / 2, rtol=1e-4, atol=1e-4)
     check_card(run, "dkdm")
 
@@ -208,7 +211,7 @@ def test_one_step_runs_are_one_network_call_per_image(runs, registry, method):
     assert calls == [2]  # one evaluation for the batch of 2, whatever num_inference_steps says
     assert images.shape == (2, 3, 16, 16)
     reference, _ = load_source(str(run), registry, device="cpu").generate(
-        2, labels=[1, 2], seed=0, progress=False
+        2, SamplingSettings(seed=0), labels=[1, 2], progress=False
     )
     torch.testing.assert_close(images, (reference + 1) / 2, rtol=1e-4, atol=1e-4)
     card = check_card(run, method)

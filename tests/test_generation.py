@@ -19,9 +19,10 @@ from typer.testing import CliRunner
 
 from dkdm_zoo.errors import UnknownNameError, UserError
 from dkdm_zoo.evaluation.report import evaluate_source, final_report, metrics_table, per_class_table
+from dkdm_zoo.generation.sources import load_source
 from dkdm_zoo.registry import build_registry
 from dkdm_zoo.runs import Run
-from dkdm_zoo.sampling.sources import load_source
+from dkdm_zoo.sampling.settings import SamplingSettings
 from tests.methods.tiny import scheduler_config
 from tests.methods.tiny import tiny_unet as tiny_unet_1ch
 
@@ -125,7 +126,7 @@ def boot_run(tmp_path_factory, teacher_dir):
 def test_teacher_source_equals_its_sampler_on_the_seeded_noise(registry, teacher_dir):
     source = load_source(f"ddpm-unet@{teacher_dir}", registry, device="cpu")
     assert source.name == "ddpm-unet" and not source.one_step and not source.is_run
-    images, labels = source.generate(5, steps=4, seed=3, batch_size=2, progress=False)
+    images, labels = source.generate(5, SamplingSettings(steps=4, seed=3, batch_size=2), progress=False)
     assert labels is None and images.shape == (5, 1, 8, 8)
     # the reference: one teacher.sample call over the same initial noise (DDIM is deterministic)
     noise = torch.randn((5, 1, 8, 8), generator=torch.Generator().manual_seed(3))
@@ -137,33 +138,35 @@ def test_teacher_source_equals_its_sampler_on_the_seeded_noise(registry, teacher
 def test_same_seed_same_images_for_both_samplers(registry, teacher_dir):
     source = load_source("ddpm-unet", registry, teacher_options={"path": str(teacher_dir)}, device="cpu")
     for sampler in ("ddim", "ddpm"):
-        a, _ = source.generate(4, steps=3, sampler=sampler, seed=1, progress=False)
-        b, _ = source.generate(4, steps=3, sampler=sampler, seed=1, progress=False)
-        c, _ = source.generate(4, steps=3, sampler=sampler, seed=2, progress=False)
+        a, _ = source.generate(4, SamplingSettings(steps=3, sampler=sampler, seed=1), progress=False)
+        b, _ = source.generate(4, SamplingSettings(steps=3, sampler=sampler, seed=1), progress=False)
+        c, _ = source.generate(4, SamplingSettings(steps=3, sampler=sampler, seed=2), progress=False)
         assert torch.equal(a, b)
         assert (a - c).abs().max() > 1e-3
-    ddim, _ = source.generate(4, steps=3, sampler="ddim", seed=1, progress=False)
-    ddpm, _ = source.generate(4, steps=3, sampler="ddpm", seed=1, progress=False)
+    ddim, _ = source.generate(4, SamplingSettings(steps=3, sampler="ddim", seed=1), progress=False)
+    ddpm, _ = source.generate(4, SamplingSettings(steps=3, sampler="ddpm", seed=1), progress=False)
     assert (ddim - ddpm).abs().max() > 1e-3  # the ancestral sampler adds noise
 
 
 def test_class_labels_balanced_cycled_and_checked(registry, class_teacher_dir, teacher_dir):
     source = load_source(f"ddpm-unet@{class_teacher_dir}", registry, device="cpu")
-    _, labels = source.generate(7, steps=2, labels="all", progress=False)
+    _, labels = source.generate(7, SamplingSettings(steps=2), labels="all", progress=False)
     assert labels.tolist() == [0, 1, 2, 0, 1, 2, 0]
-    _, labels = source.generate(4, steps=2, labels=[2, 1], progress=False)
+    _, labels = source.generate(4, SamplingSettings(steps=2), labels=[2, 1], progress=False)
     assert labels.tolist() == [2, 1, 2, 1]
-    _, random_labels = source.generate(6, steps=2, seed=0, progress=False)  # random, but seeded
-    _, again = source.generate(6, steps=2, seed=0, progress=False)
+    _, random_labels = source.generate(
+        6, SamplingSettings(steps=2, seed=0), progress=False
+    )  # random, but seeded
+    _, again = source.generate(6, SamplingSettings(steps=2, seed=0), progress=False)
     assert torch.equal(random_labels, again) and set(random_labels.tolist()) <= {0, 1, 2}
     with pytest.raises(UserError, match=r"0\.\.2"):
-        source.generate(2, steps=2, labels=[3], progress=False)
+        source.generate(2, SamplingSettings(steps=2), labels=[3], progress=False)
     with pytest.raises(UserError, match="no text prompt"):
-        source.generate(2, steps=2, prompts=["a cat"], progress=False)
+        source.generate(2, SamplingSettings(steps=2), prompts=["a cat"], progress=False)
     unconditional = load_source(f"ddpm-unet@{teacher_dir}", registry, device="cpu")
     for labels in ([1], "all"):
         with pytest.raises(UserError, match="takes no class labels"):
-            unconditional.generate(2, steps=2, labels=labels, progress=False)
+            unconditional.generate(2, SamplingSettings(steps=2), labels=labels, progress=False)
 
 
 def test_load_source_errors(registry, tmp_path):
@@ -183,7 +186,7 @@ def test_multi_step_run_equals_diffusers_ddim_on_the_exported_pipeline(registry,
     source = load_source(str(data_run), registry, device="cpu")
     assert source.is_run and not source.one_step and source.spec.num_train_timesteps == 20
     steps = 5
-    images, _ = source.generate(3, steps=steps, seed=4, progress=False)
+    images, _ = source.generate(3, SamplingSettings(steps=steps, seed=4), progress=False)
 
     pipe = DDPMPipeline.from_pretrained(data_run / "pipeline", use_safetensors=True)
     scheduler = DDIMScheduler.from_config(
@@ -202,32 +205,38 @@ def test_one_step_run_calls_the_generator_once_per_batch(registry, boot_run):
     source = load_source(str(boot_run), registry, device="cpu")
     assert source.one_step and source.nfe_per_image(50) == 1
     counter = CallCounter(source.generator.backbone)
-    images, labels = source.generate(5, steps=50, batch_size=2, seed=0, progress=False)
+    images, labels = source.generate(5, SamplingSettings(steps=50, batch_size=2, seed=0), progress=False)
     assert counter.calls == 3  # ceil(5 / 2) batches, one evaluation each, whatever --steps says
     noise = torch.randn((5, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         direct = source.generator(noise, torch.zeros(5, dtype=torch.long))
     torch.testing.assert_close(images, direct.clamp(-1, 1), rtol=1e-5, atol=1e-5)
     with pytest.raises(UserError, match="one-step"):
-        source.generate(2, guidance_scale=3.0, progress=False)
+        source.generate(2, SamplingSettings(guidance_scale=3.0), progress=False)
 
 
 # -- evaluation -----------------------------------------------------------------------------------------
 def test_evaluate_source_per_class_and_against_teacher(registry, class_teacher_dir, data_run):
     source = load_source(f"ddpm-unet@{class_teacher_dir}", registry, device="cpu")
-    result = evaluate_source(source, "data", n=12, steps=2, seed=0, progress=False)
+    result = evaluate_source(source, "data", 12, SamplingSettings(steps=2, seed=0), progress=False)
     metrics = result["metrics"]
     assert set(metrics["per_class_accuracy"]) == {0, 1, 2}  # balanced labels 0..K-1
     assert all(math.isfinite(metrics[k]) for k in ("fd", "precision", "recall", "accuracy"))
     assert result["n"] == 12 and result["nfe_per_image"] == 2
     itself = evaluate_source(
-        source, "teacher", n=12, steps=2, teacher_steps=3, registry=registry, progress=False
+        source, "teacher", 12, SamplingSettings(steps=2), teacher_steps=3, registry=registry, progress=False
     )
     assert itself["teacher"]["name"] == source.name and itself["teacher"]["nfe_per_image"] == 3
 
     run = load_source(str(data_run), registry, device="cpu")
     result = evaluate_source(
-        run, "teacher", n=10, steps=2, teacher_steps=3, seed=0, registry=registry, progress=False
+        run,
+        "teacher",
+        10,
+        SamplingSettings(steps=2, seed=0),
+        teacher_steps=3,
+        registry=registry,
+        progress=False,
     )
     assert result["teacher"]["name"] == "ddpm-unet" and result["teacher"]["nfe_per_image"] == 3
     assert result["metrics"]["n_reference"] == 10
@@ -237,7 +246,7 @@ def test_evaluate_source_per_class_and_against_teacher(registry, class_teacher_d
 def test_three_channel_sources_are_refused_by_the_digit_evaluator(registry, tmp_path):
     source = load_source(f"ddpm-unet@{save_teacher(tmp_path / 'rgb', channels=3)}", registry, device="cpu")
     with pytest.raises(UserError, match="fid_inception"):
-        evaluate_source(source, "data", n=8, steps=1)
+        evaluate_source(source, "data", 8, SamplingSettings(steps=1))
 
 
 def test_metrics_table_puts_models_side_by_side():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dkdm_zoo.registry import build_registry
-from dkdm_zoo.testing.matrix import compatibility_matrix
+from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
 LATENT = {"dit", "latent-sd"}
@@ -29,7 +29,7 @@ def expected_refusal(teacher: str, student: str, method: str) -> str | None:
 def results():
     torch.set_num_threads(1)
     registry = build_registry(entry_points=False)
-    return {(r.teacher, r.student, r.method): r for r in compatibility_matrix(registry)}
+    return {(r.teacher, r.student, r.method): r for r in compatibility_matrix(registry, matrix_pairs(registry))}
 
 
 def test_matrix_covers_every_registered_pair(results):

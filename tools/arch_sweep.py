@@ -111,8 +111,9 @@ def evaluate_curve(teacher: str, name: str, seed: int) -> list[dict[str, Any]]:
     from dkdm_zoo.engine import checkpoint as ckpt
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
+    from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     torch.set_num_threads(1)
     registry = build_registry()
@@ -132,7 +133,7 @@ def evaluate_curve(teacher: str, name: str, seed: int) -> list[dict[str, Any]]:
         state.update({n: shadow[n] for n in names})
         student.load_state_dict(state)
         images, used, info = timed_generate(
-            source, EVAL_N, steps=50, labels=labels, seed=seed, progress=False
+            source, EVAL_N, SamplingSettings(steps=50, seed=seed), labels=labels, progress=False
         )
         point = {"step": step, "train_s": wall.get(step), "sample_s_per_image": info["s_per_image"]}
         point.update(evaluate(images, "data", labels=used))

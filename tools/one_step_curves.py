@@ -92,9 +92,10 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     from dkdm_zoo.engine import checkpoint as ckpt
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
+    from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.registry import build_registry
     from dkdm_zoo.runs import Run
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     torch.set_num_threads(2)
     registry = build_registry()
@@ -102,7 +103,9 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     source = load_source(str(out), registry, device="cpu")
     labels = "all" if source.spec.conditioning == "class" else None
     teacher = source.teacher_source(registry)
-    reference, _, _ = timed_generate(teacher, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
+    reference, _, _ = timed_generate(
+        teacher, EVAL_N, SamplingSettings(steps=50, seed=seed), labels=labels, progress=False
+    )
     metrics = Run(out).read_metrics()
     per_step = {r["step"]: r for r in metrics if "loss" in r}
     wall, clock = {}, 0.0  # cumulative training seconds at each logged step, from samples/s
@@ -117,7 +120,9 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
         shadow = load_file(str(folder / "ema.safetensors"))
         state.update({n: shadow[n] for n in names})
         source.generator.load_state_dict(state)
-        images, used, info = timed_generate(source, EVAL_N, labels=labels, seed=seed, progress=False)
+        images, used, info = timed_generate(
+            source, EVAL_N, SamplingSettings(seed=seed), labels=labels, progress=False
+        )
         point = {
             "step": step,
             "wall_s": wall.get(step),
@@ -139,17 +144,21 @@ def figure(teacher: str, names: list[str], seed: int = 0, n: int = 16) -> Path:
     (seed-``seed`` run), all from the SAME starting noise and classes, so rows compare image by image."""
     import torch
 
+    from dkdm_zoo.generation.images import save_grid
+    from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.sampling.images import save_grid
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     registry = build_registry()
     source = load_source(teacher, registry)
     labels = [i % 10 for i in range(n)] if source.spec.conditioning == "class" else None
-    rows = [source.generate(n, steps=k, labels=labels, seed=seed, progress=False)[0] for k in (1, 4, 10, 50)]
+    rows = [
+        source.generate(n, SamplingSettings(steps=k, seed=seed), labels=labels, progress=False)[0]
+        for k in (1, 4, 10, 50)
+    ]
     for name in names:
         run = load_source(str(run_dir(name, seed)), registry)
-        rows.append(run.generate(n, labels=labels, seed=seed, progress=False)[0])
+        rows.append(run.generate(n, SamplingSettings(seed=seed), labels=labels, progress=False)[0])
     grid = torch.nn.functional.interpolate(torch.cat(rows), scale_factor=4, mode="nearest")  # 8x8 is tiny
     return save_grid(grid, RESULTS / f"one-step-{teacher}.png", nrow=n)
 

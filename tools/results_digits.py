@@ -108,7 +108,8 @@ def teacher_reference(teacher: str, seed: int, registry) -> tuple:
     import torch
 
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.generation.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     path = RUNS / "reference" / f"{teacher}-n{EVAL_N}-s{seed}.pt"
     if path.is_file():
@@ -116,7 +117,9 @@ def teacher_reference(teacher: str, seed: int, registry) -> tuple:
         return saved["images"], saved["info"]
     source = load_source(f"digits-{teacher}", registry, device="cpu")
     labels = "all" if source.spec.conditioning == "class" else None
-    images, _, info = timed_generate(source, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
+    images, _, info = timed_generate(
+        source, EVAL_N, SamplingSettings(steps=50, seed=seed), labels=labels, progress=False
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"images": images, "info": info}, path.with_suffix(".tmp"))
     path.with_suffix(".tmp").replace(path)
@@ -140,15 +143,18 @@ def _score_once(out: Path, teacher: str, seed: int) -> None:
 
     from dkdm_zoo.evaluation.metrics import evaluate
     from dkdm_zoo.evaluation.report import timed_generate
+    from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     torch.set_num_threads(1)
     registry = build_registry()
     reference, reference_info = teacher_reference(teacher, seed, registry)
     source = load_source(str(out), registry, device="cpu")
     labels = "all" if source.spec.conditioning == "class" else None
-    images, used, info = timed_generate(source, EVAL_N, steps=50, labels=labels, seed=seed, progress=False)
+    images, used, info = timed_generate(
+        source, EVAL_N, SamplingSettings(steps=50, seed=seed), labels=labels, progress=False
+    )
     common = {"source": source.name, "seed": seed, **info}
     results = {
         "data": {**common, "against": "data", "metrics": evaluate(images, "data", labels=used)},
@@ -205,18 +211,24 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
     endpoints image by image."""
     import torch
 
+    from dkdm_zoo.generation.images import save_grid
+    from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.registry import build_registry
-    from dkdm_zoo.sampling.images import save_grid
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     registry = build_registry()
     labels = [i % 10 for i in range(n)] if TEACHER[table] == "dit" else None
     teacher = load_source(f"digits-{TEACHER[table]}", registry)
-    rows = [teacher.generate(n, steps=k, labels=labels, seed=seed, progress=False)[0] for k in (1, 4, 10, 50)]
+    rows = [
+        teacher.generate(n, SamplingSettings(steps=k, seed=seed), labels=labels, progress=False)[0]
+        for k in (1, 4, 10, 50)
+    ]
     for name in BOOT_ROWS[table]:
         run_dir = RUNS / table / f"{slug(name)}-s0"
         rows.append(
-            load_source(str(run_dir), registry).generate(n, labels=labels, seed=seed, progress=False)[0]
+            load_source(str(run_dir), registry).generate(
+                n, SamplingSettings(seed=seed), labels=labels, progress=False
+            )[0]
         )
     grid = torch.cat(rows)
     grid = torch.nn.functional.interpolate(grid, scale_factor=4, mode="nearest")  # 8x8 digits are tiny

@@ -42,7 +42,14 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher."""
-    from dkdm_zoo.cli.common import announce, check_output_file, console, get_registry, invocation
+    from dkdm_zoo.cli.common import (
+        announce,
+        check_output_file,
+        console,
+        get_registry,
+        invocation,
+        is_main_process,
+    )
     from dkdm_zoo.errors import UserError
     from dkdm_zoo.evaluation.report import (
         AGAINST,
@@ -51,7 +58,8 @@ def evaluate(
         require_digits_like,
         write_json,
     )
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.generation.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     if against not in AGAINST:
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
@@ -60,16 +68,9 @@ def evaluate(
     registry = get_registry()
     src = load_source(source, registry, teacher_options=teacher_options(teacher_path), announce=announce)
     require_digits_like(src)
+    settings = SamplingSettings(steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
     result = evaluate_source(
-        src,
-        against,
-        n,
-        steps,
-        seed,
-        sampler=sampler,
-        teacher_steps=teacher_steps,
-        batch_size=batch_size,
-        registry=registry,
+        src, against, n, settings, teacher_steps=teacher_steps, registry=registry, progress=is_main_process()
     )
     result["command"] = invocation(ctx)
     rows = {src.name: result}

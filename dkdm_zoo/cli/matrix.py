@@ -27,18 +27,16 @@ def matrix(
 ) -> None:
     """Build every teacher family x student x method with tiny models and train one step on CPU."""
     import torch
-    from rich.progress import Progress
     from rich.table import Table
 
-    from dkdm_zoo.testing.matrix import compatibility_matrix
+    from dkdm_zoo.sampling.progress import progress_bar
+    from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 
     torch.set_num_threads(1)
     registry = get_registry()
-    with Progress(console=console, transient=True, disable=as_json) as bar:
-        task = bar.add_task("building pairs", total=None)
-        results = compatibility_matrix(
-            registry, _names(teachers), _names(students), _names(methods), progress=lambda: bar.advance(task)
-        )
+    pairs = matrix_pairs(registry, _names(teachers), _names(students), _names(methods))
+    with progress_bar(len(pairs), "building pairs", enabled=not as_json, transient=True) as advance:
+        results = compatibility_matrix(registry, pairs, progress=advance)
     if as_json:
         print_json([r.to_dict() for r in results])
         return

@@ -74,10 +74,18 @@ def sample(
     ] = None,
 ) -> None:
     """Generate images from a teacher or a trained run and save them as a PNG grid."""
-    from dkdm_zoo.cli.common import announce, check_output_file, check_output_folder, console, get_registry
+    from dkdm_zoo.cli.common import (
+        announce,
+        check_output_file,
+        check_output_folder,
+        console,
+        get_registry,
+        is_main_process,
+    )
     from dkdm_zoo.evaluation.report import timed_generate
-    from dkdm_zoo.sampling.images import save_grid, save_individual
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.generation.images import save_grid, save_individual
+    from dkdm_zoo.generation.sources import load_source
+    from dkdm_zoo.sampling.settings import SamplingSettings
 
     if out is not None:
         check_output_file(out, "--out", image=True)
@@ -87,16 +95,11 @@ def sample(
     src = load_source(
         source, get_registry(), teacher_options=teacher_options(teacher_path), announce=announce
     )
+    settings = SamplingSettings(
+        steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed, batch_size=batch_size
+    )
     images, _, info = timed_generate(
-        src,
-        n,
-        steps=steps,
-        sampler=sampler,
-        labels=parsed,
-        prompts=prompt,
-        guidance_scale=guidance_scale,
-        seed=seed,
-        batch_size=batch_size,
+        src, n, settings, labels=parsed, prompts=prompt, progress=is_main_process()
     )
     grid = save_grid(images, out if out is not None else default_output(src))
     console.print(f"wrote {len(images)} images to {grid} ({images.shape[-1]}x{images.shape[-2]} each)")

@@ -1,4 +1,4 @@
-"""Schedule math and samplers, vectorised over per-sample timesteps."""
+"""Schedule math, vectorised over per-sample timesteps: noise tables, posteriors, DDPM/DDIM steps."""
 
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
 

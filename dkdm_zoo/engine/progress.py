@@ -7,6 +7,8 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 
+from dkdm_zoo.sampling.progress import new_progress
+
 
 class TrainingProgress:
     """A rich bar with step, loss, samples/s and ETA (main process, not quiet), and bars for side work."""
@@ -15,15 +17,9 @@ class TrainingProgress:
         self.bar = None
         self.loss, self.rate = math.nan, 0.0
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import TextColumn
 
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeRemainingColumn(),
-            )
+            self.bar = new_progress(TextColumn("{task.fields[info]}"))
             self.bar.start()
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
 

@@ -28,10 +28,10 @@ from dkdm_zoo.engine import checkpoint as ckpt
 from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.generation.images import save_grid
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.runs import Manifest, Run
 from dkdm_zoo.runs.student import save_student
-from dkdm_zoo.sampling.images import save_grid
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}

@@ -9,14 +9,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.generation.images import save_grid
 from dkdm_zoo.runs import Run
-from dkdm_zoo.sampling.images import save_grid
+from dkdm_zoo.sampling.settings import SamplingSettings
 
 AGAINST = ("data", "teacher")
 GRID_LIMIT = 100  # images in the end-of-run grid (10 x 10)
@@ -37,40 +39,46 @@ def _class_labels(source: Any) -> str | None:
     return "all" if source.spec.conditioning == "class" else None
 
 
-def timed_generate(source: Any, n: int, **kwargs: Any) -> tuple[Any, Any, dict[str, Any]]:
+def timed_generate(
+    source: Any,
+    n: int,
+    settings: SamplingSettings,
+    *,
+    labels: Any = None,
+    prompts: Any = None,
+    progress: bool = True,
+) -> tuple[Any, Any, dict[str, Any]]:
     """Images, labels and the generation facts a report records (steps, NFE, wall time)."""
     start = time.perf_counter()
-    images, labels = source.generate(n, **kwargs)
+    images, used = source.generate(n, settings, labels=labels, prompts=prompts, progress=progress)
     wall = time.perf_counter() - start
-    steps = kwargs.get("steps", 50)
     info = {
         "n": n,
-        "steps": 1 if source.one_step else steps,
-        "sampler": "one-step" if source.one_step else kwargs.get("sampler", "ddim"),
-        "nfe_per_image": source.nfe_per_image(steps),
+        "steps": 1 if source.one_step else settings.steps,
+        "sampler": "one-step" if source.one_step else settings.sampler,
+        "nfe_per_image": source.nfe_per_image(settings.steps),
         "wall_s": wall,
         "s_per_image": wall / n,
     }
-    return images, labels, info
+    return images, used, info
 
 
 def evaluate_source(
     source: Any,
     against: str = "data",
     n: int = 1000,
-    steps: int = 50,
-    seed: int = 0,
+    settings: SamplingSettings | None = None,
     *,
-    sampler: str = "ddim",
     teacher_steps: int = 50,
-    batch_size: int = 256,
     registry: Any = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Generate n samples (balanced labels when class-conditional) and score them against data or the
-    teacher (built through ``registry``, which ``against="teacher"`` needs)."""
+    """Generate n samples (balanced labels when class-conditional) with ``settings`` and score them
+    against data or the teacher (its samples with ``teacher_steps``, built through ``registry``,
+    which ``against="teacher"`` needs)."""
     from dkdm_zoo.evaluation.metrics import evaluate
 
+    settings = settings if settings is not None else SamplingSettings()
     if against not in AGAINST:
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
     require_digits_like(source)
@@ -80,28 +88,13 @@ def evaluate_source(
             raise ValueError("evaluate_source(against='teacher') needs the command's registry")
         reference_source = source.teacher_source(registry)  # fails before any sampling when there is none
     labels = _class_labels(source)
-    images, used, info = timed_generate(
-        source,
-        n,
-        steps=steps,
-        sampler=sampler,
-        labels=labels,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    result: dict[str, Any] = {"source": source.name, "against": against, "seed": seed, **info}
+    images, used, info = timed_generate(source, n, settings, labels=labels, progress=progress)
+    result: dict[str, Any] = {"source": source.name, "against": against, "seed": settings.seed, **info}
     reference: Any = "data"
     if reference_source is not None:
+        teacher_settings = dataclasses.replace(settings, steps=teacher_steps, guidance_scale=None)
         ref_images, _, ref_info = timed_generate(
-            reference_source,
-            n,
-            steps=teacher_steps,
-            sampler=sampler,
-            labels=labels,
-            seed=seed,
-            batch_size=batch_size,
-            progress=progress,
+            reference_source, n, teacher_settings, labels=labels, progress=progress
         )
         reference = ref_images
         result["teacher"] = {"name": reference_source.name, **ref_info}
@@ -203,7 +196,7 @@ def final_report(
     from rich.console import Console
 
     from dkdm_zoo.evaluation.metrics import evaluate
-    from dkdm_zoo.sampling.sources import ImageSource, load_source
+    from dkdm_zoo.generation.sources import ImageSource, load_source
 
     console = console if console is not None else Console(highlight=False, quiet=quiet)
     progress = not quiet
@@ -217,7 +210,8 @@ def final_report(
     labels = _class_labels(student)
     steps = min(steps, student.spec.num_train_timesteps)  # a short schedule allows fewer steps
     models: dict[str, dict[str, Any]] = {}
-    images, used, info = timed_generate(student, n, steps=steps, labels=labels, seed=seed, progress=progress)
+    settings = SamplingSettings(steps=steps, seed=seed)
+    images, used, info = timed_generate(student, n, settings, labels=labels, progress=progress)
     models["student"] = {**info, "metrics": evaluate(images, reference="data", labels=used)}
 
     teacher_note = None
@@ -229,12 +223,12 @@ def final_report(
             teacher_source = ImageSource(name, teacher.spec, teacher=teacher, device=student.device)
         else:
             teacher_source = student.teacher_source(registry)
+        teacher_steps = min(TEACHER_STEPS, teacher_source.spec.num_train_timesteps)
         t_images, t_used, t_info = timed_generate(
             teacher_source,
             n,
-            steps=min(TEACHER_STEPS, teacher_source.spec.num_train_timesteps),
+            SamplingSettings(steps=teacher_steps, seed=seed),
             labels=labels,
-            seed=seed,
             progress=progress,
         )
         models[f"teacher ({teacher_source.name})"] = {

@@ -35,8 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.registry.options import OptionSet
+from dkdm_zoo.sampling.chain import sample_student
+from dkdm_zoo.students.base import split_output
+from dkdm_zoo.students.one_step import is_one_step
 from dkdm_zoo.teachers.base import Condition, Teacher, TeacherOutput
 
 STUDENT = "student"
@@ -47,10 +49,7 @@ def student_eps(
     student: nn.Module, x: Tensor, t: Tensor, cond: Condition | None, channels: int
 ) -> tuple[Tensor, Tensor | None]:
     """Split a student output into eps and the learned-variance values (None for fixed variance)."""
-    out = student(x, t, **(cond.model_kwargs() if cond is not None else {}))
-    eps = out[:, :channels]
-    var_values = out[:, channels : 2 * channels] if out.shape[1] > channels else None
-    return eps, var_values
+    return split_output(student(x, t, **(cond.model_kwargs() if cond is not None else {})), channels)
 
 
 def drop_refs(
@@ -141,8 +140,10 @@ class MethodOptions(OptionSet):
 class Method(ABC):
     """A distillation algorithm: teacher + student -> losses, one per declared update."""
 
-    #: Methods that produce a one-step generator set this (sampling then uses one evaluation).
-    one_step: ClassVar[bool] = False
+    @property
+    def one_step(self) -> bool:
+        """Whether the exported student is a one-step generator (from its type, as everywhere)."""
+        return is_one_step(self.student)
 
     def __init__(self, teacher: Teacher, student: nn.Module):
         self.teacher = teacher
@@ -261,29 +262,23 @@ class Method(ABC):
         decode: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> Tensor:
-        """Images from the student (an eps-model on the teacher's schedule), decoded to [-1, 1];
-        ``progress(1)`` after every sampler step."""
+        """Images from the student (previews, evaluation): a one-step generator in one call, any other
+        student as an eps-model on the teacher's schedule; decoded to [-1, 1] unless ``decode=False``;
+        ``progress(1)`` after every network call."""
         spec = self.teacher.spec
         device = next(student.parameters()).device
         if cond is None and spec.conditioning != "none":
             cond = self.teacher.sample_conditions(n, generator)
-        cond = cond.to(device) if cond is not None else None
+        kwargs = cond.to(device).model_kwargs() if cond is not None else {}
         noise = torch.randn((n, *spec.sample_shape), generator=generator).to(device)
-
-        def eps_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
-            eps, var = student_eps(student, x, t, cond, spec.channels)
-            return eps.float(), None if var is None else var.float()
-
-        samples = sample_loop(
-            eps_fn,
+        samples = sample_student(
+            student,
+            spec,
             self.teacher.schedule,
             noise,
+            kwargs,
             steps=steps,
             sampler=sampler,
-            variance_type=spec.variance_type,
-            clip_sample=spec.clip_sample,
-            clip_sample_range=spec.clip_sample_range,
-            generator=None,
             progress=progress,
         )
         return self.teacher.decode(samples) if decode else samples

@@ -9,8 +9,6 @@ conditioning are all a student, this method and the engine need.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,21 +32,6 @@ from dkdm_zoo.methods.base import (
 from dkdm_zoo.methods.losses import vlb_term
 from dkdm_zoo.registry.options import UnitInterval
 from dkdm_zoo.teachers.base import Teacher, host_to_device
-
-
-@contextmanager
-def progress_bar(total: int, description: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar (main process only); yields ``advance(n)``."""
-    if not enabled or total <= 0:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 # -- standard diffusion training --------------------------------------------------------------------------

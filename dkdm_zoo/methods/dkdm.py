@@ -31,7 +31,6 @@ from dkdm_zoo.methods.base import (
     drop_refs,
     student_eps,
 )
-from dkdm_zoo.methods.data import progress_bar
 from dkdm_zoo.methods.losses import (
     LossTarget,
     LossWeighting,
@@ -47,6 +46,7 @@ from dkdm_zoo.registry.options import (
     PositiveInt,
     UnitInterval,
 )
+from dkdm_zoo.sampling.progress import progress_bar
 from dkdm_zoo.teachers.base import Teacher, host_to_device
 
 Variant = Literal["dynamic", "iterative", "shuffled"]

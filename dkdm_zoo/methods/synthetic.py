@@ -15,8 +15,9 @@ from torch import nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Passes, Plan, SetupContext
-from dkdm_zoo.methods.data import DenoisingOptions, DenoisingTraining, progress_bar
+from dkdm_zoo.methods.data import DenoisingOptions, DenoisingTraining
 from dkdm_zoo.registry.options import PositiveInt
+from dkdm_zoo.sampling.progress import progress_bar
 from dkdm_zoo.teachers.base import Teacher
 
 

@@ -203,6 +203,11 @@ def condition_kwargs(
     return kwargs
 
 
+def split_output(out: Tensor, channels: int) -> tuple[Tensor, Tensor | None]:
+    """A student's output as eps and the learned-variance values (None when it has only eps)."""
+    return out[:, :channels], (out[:, channels : 2 * channels] if out.shape[1] > channels else None)
+
+
 def labels_or_null(class_labels: Tensor | None, num_classes: int, batch: int, device: torch.device) -> Tensor:
     """Class labels, or the null label (index num_classes) for all samples when none are given."""
     if class_labels is None:

@@ -88,6 +88,12 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         return self.to_sample(out, x_in)
 
 
+def is_one_step(model: nn.Module) -> bool:
+    """Whether a student is a one-step generator (sampled in one network call per image): the one
+    answer every part asks, from the student's type."""
+    return isinstance(model, OneStepGenerator)
+
+
 def output_to_x0(output: Tensor, x_in: Tensor, alpha: float, sigma: float, prediction_type: str) -> Tensor:
     """x0 from a network output at input ``x_in`` = alpha x0 + sigma eps, for any prediction type."""
     if prediction_type == "sample":

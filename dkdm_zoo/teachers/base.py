@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
 from dkdm_zoo.errors import IncompatibleError, UserError
+from dkdm_zoo.sampling.chain import sample_denoiser
+from dkdm_zoo.sampling.guidance import applies, guided
 from dkdm_zoo.spec import TeacherSpec
 
 
@@ -255,15 +256,12 @@ class Teacher(ABC):
         copy made with ``with_denoiser``), as score-distillation methods (SiD) need."""
         scale = self.guidance_scale if guidance_scale is None else guidance_scale
         x_in = x_t.to(self.dtype)
-        if cond is not None and scale is not None and scale != 1.0:
+        if cond is not None and applies(scale):
             null = self.null_condition(len(cond))
             out = self.model_output(
                 torch.cat([x_in, x_in]), torch.cat([t, t]), Condition.cat([cond, null])
             ).float()
-            out_cond, out_uncond = out.chunk(2)
-            c = self.spec.channels
-            guided = out_uncond[:, :c] + scale * (out_cond[:, :c] - out_uncond[:, :c])
-            out = torch.cat([guided, out_cond[:, c:]], dim=1)  # variance from the conditional branch (as DiT)
+            out = guided(*out.chunk(2), scale, self.spec.channels)
         else:
             out = self.model_output(x_in, t, cond).float()
         return self._split(out, x_t.float(), t)
@@ -321,15 +319,13 @@ class Teacher(ABC):
             pred = self.predict(x, t, cond, guidance_scale)
             return pred.eps, pred.var_values
 
-        return sample_loop(
+        return sample_denoiser(
             eps_fn,
+            self.spec,
             self.schedule,
             noise,
             steps=steps,
             sampler=sampler,
-            variance_type=self.spec.variance_type,
-            clip_sample=self.spec.clip_sample,
-            clip_sample_range=self.spec.clip_sample_range,
             generator=generator,
             progress=progress,
         )

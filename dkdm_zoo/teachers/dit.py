@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
+from dkdm_zoo.sampling.latents import decode_latents
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import (
@@ -101,8 +102,7 @@ class DiTTeacher(Teacher):
         """Latents -> images in [-1, 1], as DiTPipeline decodes (before its [0, 1] rescale)."""
         if self.vae is None:
             return samples
-        latents = samples.to(self.device, self.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+        return decode_latents(self.vae, samples, dtype=self.dtype)
 
     def pipeline_components(self) -> PipelineComponents:
         return PipelineComponents(vae=self.vae)

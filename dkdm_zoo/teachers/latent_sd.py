@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
+from dkdm_zoo.sampling.latents import decode_latents
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.dit import vae_downsampling
@@ -231,8 +232,7 @@ class LatentSDTeacher(Teacher):
     @torch.no_grad()
     def decode(self, samples: Tensor) -> Tensor:
         """Latents -> images in [-1, 1] with the VAE's scaling factor."""
-        latents = samples.to(self.device, self.dtype) / self.vae.config.scaling_factor
-        return self.vae.decode(latents).sample.float().clamp(-1.0, 1.0)
+        return decode_latents(self.vae, samples, dtype=self.dtype)
 
     def pipeline_components(self) -> PipelineComponents:
         return PipelineComponents(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer)

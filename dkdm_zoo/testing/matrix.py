@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,13 @@ def check_pair(registry: Any, teacher_family: str, student: str, method: str, wo
     return result
 
 
-def compatibility_matrix(
+def matrix_pairs(
     registry: Any,
     teachers: list[str] | None = None,
     students: list[str] | None = None,
     methods: list[str] | None = None,
-    progress: Any = None,
-) -> list[PairResult]:
+) -> list[tuple[str, str, str]]:
+    """The (teacher family, student, method) triples to check: every registered name where none is given."""
     from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
     teachers = teachers or list(TINY_TEACHERS)
@@ -106,12 +107,19 @@ def compatibility_matrix(
         registry.get("students", name)
     for name in methods:
         registry.get("methods", name)
+    return [(t, s, m) for t in teachers for s in students for m in methods]
+
+
+def compatibility_matrix(
+    registry: Any,
+    pairs: list[tuple[str, str, str]],
+    progress: Callable[[int], None] | None = None,
+) -> list[PairResult]:
+    """Each pair checked (``check_pair``) in a temporary folder; ``progress(1)`` after each."""
     results = []
     with tempfile.TemporaryDirectory(prefix="dkdm-zoo-matrix-") as tmp:
-        for teacher in teachers:
-            for student in students:
-                for method in methods:
-                    results.append(check_pair(registry, teacher, student, method, Path(tmp)))
-                    if progress is not None:
-                        progress()
+        for teacher, student, method in pairs:
+            results.append(check_pair(registry, teacher, student, method, Path(tmp)))
+            if progress is not None:
+                progress(1)
     return results

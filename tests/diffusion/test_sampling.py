@@ -7,8 +7,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.sampling.chain import sample_loop
 
 T = 1000
 CONFIG = {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}

@@ -17,6 +17,7 @@ from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.score_distill import FAKE_SCORE, RHO, SIGMA_MAX, SIGMA_MIN, DiffInstruct, SiD
 from dkdm_zoo.registry import build_registry
 from dkdm_zoo.runs import Run
+from dkdm_zoo.sampling.settings import SamplingSettings
 from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
 from tests.methods.tiny import UNetContract, scheduler_config, tiny_registry, tiny_teacher, tiny_unet
 
@@ -275,12 +276,12 @@ def test_dry_run_counts_every_networks_passes(tmp_path):
 
 
 def test_the_exported_generator_samples_in_one_call(tmp_path):
-    from dkdm_zoo.sampling.sources import load_source
+    from dkdm_zoo.generation.sources import load_source
 
     code, out = distill(*sid_args(tmp_path / "run", 2))
     assert code == 0, out
     source = load_source(str(tmp_path / "run"), tiny_registry(), device="cpu")
     calls = []
     source.generator.backbone.register_forward_hook(lambda *_: calls.append(1))
-    images, _ = source.generate(5, batch_size=5, progress=False)
+    images, _ = source.generate(5, SamplingSettings(batch_size=5), progress=False)
     assert images.shape == (5, 1, 8, 8) and calls == [1]

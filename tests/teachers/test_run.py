@@ -9,12 +9,12 @@ import torch
 from diffusers import ConfigMixin, DiTPipeline, ModelMixin, UNet2DModel
 from diffusers.configuration_utils import register_to_config
 
-from dkdm_zoo.diffusion.chain import sample_loop
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.registry import build_registry
 from dkdm_zoo.runs import Manifest, Run
 from dkdm_zoo.runs.student import save_student
+from dkdm_zoo.sampling.chain import sample_loop
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.run import RunTeacher, from_run
 

@@ -1,4 +1,5 @@
-"""Reference samplers (DDPM ancestral, DDIM) over any eps-model, with "trailing" spacing.
+"""The denoising chain (DDPM ancestral, DDIM) over any eps-model, with "trailing" spacing, and the
+one sampler of a student network (one-step generators in one call).
 
 Teachers and students share these: a model function maps (x_t, t) to (eps, variance values or
 None) and the loop walks the chosen timesteps with the per-sample steps of ``NoiseSchedule``.
@@ -9,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.schedule import NoiseSchedule, inference_timesteps
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import split_output
+from dkdm_zoo.students.one_step import is_one_step
 
 EpsFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]
 SAMPLERS = ("ddim", "ddpm")
@@ -70,3 +74,60 @@ def sample_loop(
         if progress is not None:
             progress(1)
     return x
+
+
+def sample_denoiser(
+    eps_fn: EpsFn,
+    spec: TeacherSpec,
+    schedule: NoiseSchedule,
+    noise: Tensor,
+    *,
+    steps: int = 50,
+    sampler: str = "ddim",
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """A multi-step model (a teacher, a student) sampled on the teacher's schedule with the teacher's
+    variance and clipping: ``steps`` evaluations of ``eps_fn``, ``progress(1)`` after each."""
+    return sample_loop(
+        eps_fn,
+        schedule,
+        noise,
+        steps=steps,
+        sampler=sampler,
+        variance_type=spec.variance_type,
+        clip_sample=spec.clip_sample,
+        clip_sample_range=spec.clip_sample_range,
+        generator=generator,
+        progress=progress,
+    )
+
+
+@torch.no_grad()
+def sample_student(
+    student: nn.Module,
+    spec: TeacherSpec,
+    schedule: NoiseSchedule,
+    noise: Tensor,
+    model_kwargs: dict[str, Tensor],
+    *,
+    steps: int = 50,
+    sampler: str = "ddim",
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """A student's samples in diffusion space (float32): a one-step generator in exactly one network
+    call per image, any other student as an eps-model through ``sample_denoiser``."""
+    if is_one_step(student):
+        samples = student.generate(noise, **model_kwargs).float()
+        if progress is not None:
+            progress(1)
+        return samples
+
+    def eps_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+        eps, var = split_output(student(x, t, **model_kwargs), spec.channels)
+        return eps.float(), None if var is None else var.float()
+
+    return sample_denoiser(
+        eps_fn, spec, schedule, noise, steps=steps, sampler=sampler, generator=generator, progress=progress
+    )

@@ -1,6 +1,7 @@
 """One place that turns a SOURCE into images: a registered teacher (NAME or NAME@PATH) or a run directory.
 
-`sample`, `eval` and the end-of-run report all go through ``load_source(...).generate(...)``:
+`sample`, `eval` and the end-of-run report all go through ``load_source(...).generate(n, settings)``
+(``dkdm_zoo.sampling.SamplingSettings``):
 
 - a teacher samples with its own sampler (``Teacher.sample``) and decodes (VAE for latent teachers);
 - a multi-step run samples its student on the teacher's schedule through the ``run`` teacher;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from torch import Tensor
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.runs import Run
 from dkdm_zoo.runs.student import load_student, original_teacher
+from dkdm_zoo.sampling.chain import sample_student
+from dkdm_zoo.sampling.progress import progress_bar
+from dkdm_zoo.sampling.settings import SamplingSettings
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -126,27 +131,21 @@ class ImageSource:
     def generate(
         self,
         n: int,
+        settings: SamplingSettings | None = None,
         *,
-        steps: int = 50,
-        sampler: str = "ddim",
         labels: Labels = None,
         prompts: Sequence[str] | None = None,
-        guidance_scale: float | None = None,
-        seed: int = 0,
-        batch_size: int = 256,
         progress: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
-        """n images (N, C, H, W) in [-1, 1] on CPU, and the class labels they were generated for (or None)."""
+        """n images (N, C, H, W) in [-1, 1] on CPU, and the class labels they were generated for (or
+        None); ``progress`` shows a bar on an interactive terminal (the caller decides for its process)."""
+        settings = settings if settings is not None else SamplingSettings()
         if n <= 0:
             raise UserError(f"the number of samples must be positive, got {n}")
-        if batch_size <= 0:
-            raise UserError(f"the batch size must be positive, got {batch_size}")
         T = self.spec.num_train_timesteps
-        if not self.one_step and not 1 <= steps <= T:
-            raise UserError(f"sampler steps must be in 1..{T} (the schedule's length), got {steps}")
-        if sampler not in ("ddim", "ddpm"):
-            raise UserError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
-        if self.one_step and guidance_scale is not None:
+        if not self.one_step and settings.steps > T:
+            raise UserError(f"sampler steps must be in 1..{T} (the schedule's length), got {settings.steps}")
+        if self.one_step and settings.guidance_scale is not None:
             raise UserError(
                 f"{self.name} is a one-step generator: its guidance was distilled in; drop the guidance scale"
             )
@@ -157,16 +156,19 @@ class ImageSource:
         elif prompts_n is not None and self.spec.conditioning != "text":
             self.conditioner.make_condition(prompts=prompts_n[:1])
 
+        seed, batch_size = settings.seed, settings.batch_size
         noise_gen = torch.Generator().manual_seed(seed)
         cond_gen = torch.Generator().manual_seed(seed + 1)
         step_gen = torch.Generator(device=self.device).manual_seed(seed + 2)
         noise = torch.randn((n, *self.spec.sample_shape), generator=noise_gen)
 
         batches = math.ceil(n / batch_size)
-        per_batch = self.nfe_per_image(steps)
+        per_batch = self.nfe_per_image(settings.steps)
         images, used_labels = [], []
         # one more tick per batch for decoding: a latent teacher's VAE can outlast its sampler steps
-        with _progress_bar(progress, total=batches * (per_batch + 1), what=self.name) as advance:
+        total = batches * (per_batch + 1)
+        enabled = progress and sys.stderr.isatty()
+        with progress_bar(total, f"sampling {self.name}", enabled=enabled, transient=True) as advance:
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
                 cond = self._conditions(
@@ -179,15 +181,17 @@ class ImageSource:
                 x_T = noise[start:stop].to(self.device)
                 if self.one_step:
                     kwargs = cond.model_kwargs() if cond is not None else {}
-                    samples = self.generator.generate(x_T, **kwargs).float()
-                    advance(1)
+                    schedule = self.conditioner.schedule
+                    samples = sample_student(
+                        self.generator, self.spec, schedule, x_T, kwargs, progress=advance
+                    )
                 else:
                     samples = self.teacher.sample(
                         stop - start,
-                        steps=steps,
-                        sampler=sampler,
+                        steps=settings.steps,
+                        sampler=settings.sampler,
                         cond=cond,
-                        guidance_scale=guidance_scale,
+                        guidance_scale=settings.guidance_scale,
                         generator=step_gen,
                         noise=x_T,
                         progress=advance,
@@ -214,45 +218,6 @@ class ImageSource:
             )
         teacher = original_teacher(self.run, registry)
         return ImageSource(name, teacher.spec, teacher=teacher, device=self.device)
-
-
-class _NullBar:
-    def __enter__(self) -> Callable[[int], None]:
-        return lambda k=1: None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
-class _RichBar:
-    def __init__(self, total: int, what: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn(f"sampling {what}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self.total = total
-
-    def __enter__(self) -> Callable[[int], None]:
-        self.bar.start()
-        task = self.bar.add_task("sample", total=self.total)
-        return lambda k=1: self.bar.advance(task, k)
-
-    def __exit__(self, *exc: Any) -> None:
-        self.bar.stop()
-
-
-def _progress_bar(enabled: bool, *, total: int, what: str) -> _NullBar | _RichBar:
-    """A rich bar over sampler steps, only on an interactive terminal of the main process."""
-    import os
-    import sys
-
-    main = int(os.environ.get("RANK", "0")) == 0
-    return _RichBar(total, what) if enabled and main and sys.stderr.isatty() else _NullBar()
 
 
 def load_source(
@@ -291,7 +256,7 @@ def load_source(
 
 
 def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -> ImageSource:
-    from dkdm_zoo.students.one_step import OneStepGenerator
+    from dkdm_zoo.students.one_step import is_one_step
     from dkdm_zoo.teachers.run import from_run
 
     run = Run(run_dir)
@@ -301,7 +266,7 @@ def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -
         return ImageSource(run.name, teacher.spec, teacher=teacher, run=run, device=device)
 
     generator = load_student(run, registry)
-    if not isinstance(generator, OneStepGenerator):
+    if not is_one_step(generator):
         raise UserError(
             f"{run.manifest_path}: a one-step run whose student is a {type(generator).__name__}, "
             "not a OneStepGenerator: this dkdm-zoo cannot sample it"
