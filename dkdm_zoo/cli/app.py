@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from dkdm_zoo.cli import listing, plugin_cmd, recipes_cmd
-from dkdm_zoo.cli.common import ZooGroup, get_registry, set_registry
+from dkdm_zoo.cli.common import ZooGroup
 
 
 def _version(value: bool) -> None:
@@ -19,9 +19,12 @@ def _version(value: bool) -> None:
 
 
 def create_app(registry: Any = None) -> typer.Typer:
-    """The CLI over ``registry`` (default: plugins from this environment); plugin sub-apps attached."""
-    if registry is not None:
-        set_registry(registry)
+    """The CLI over ``registry`` (default: plugins from this environment); plugin sub-apps attached.
+    Every command reaches the registry through its context (``cli.common.registry_of``)."""
+    if registry is None:
+        from dkdm_zoo.registry import build_registry
+
+        registry = build_registry()
     app = typer.Typer(
         cls=ZooGroup,
         no_args_is_help=True,
@@ -32,11 +35,13 @@ def create_app(registry: Any = None) -> typer.Typer:
 
     @app.callback()
     def root(
+        ctx: typer.Context,
         version: Annotated[
             bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
         ] = False,
     ) -> None:
         """dkdm-zoo."""
+        ctx.obj = registry
 
     app.command("list")(listing.list_cmd)
     app.command("info")(listing.info_cmd)
@@ -44,7 +49,7 @@ def create_app(registry: Any = None) -> typer.Typer:
     app.add_typer(recipes_cmd.app, name="recipes")
     app.add_typer(plugin_cmd.app, name="plugin")
     _add_optional_commands(app)
-    for command in get_registry().commands.values():
+    for command in registry.commands.values():
         app.add_typer(command.app, name=command.name, help=command.help or None)
     return app
 

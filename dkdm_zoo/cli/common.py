@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: the registry for this process, consoles, and user-error handling."""
+"""Shared CLI plumbing: the command's registry, the main process, consoles, and user-error handling."""
 
 from __future__ import annotations
 
@@ -16,24 +16,20 @@ from typer.core import TyperGroup
 
 from dkdm_zoo.errors import UserError
 
-_state: dict[str, Any] = {"registry": None}
-
 # Console reads COLUMNS / NO_COLOR / TERM from the environment, so tests and CI can pin the width.
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 
-def set_registry(registry: Any) -> None:
-    _state["registry"] = registry
-
-
-def get_registry() -> Any:
-    """The registry of this CLI process (built once, on first use)."""
-    if _state["registry"] is None:
-        from dkdm_zoo.registry import build_registry
-
-        _state["registry"] = build_registry()
-    return _state["registry"]
+def registry_of(ctx: typer.Context) -> Any:
+    """The registry of this command: built once by ``create_app`` and carried by the root context
+    (``ctx.obj``), the one way a command (a plugin's too) gets it; nothing keeps it in a global."""
+    registry = ctx.find_root().obj
+    if registry is None:
+        raise RuntimeError(
+            "dkdm-zoo commands run under dkdm_zoo.cli.app.create_app(), which sets the registry"
+        )
+    return registry
 
 
 def invocation(ctx: typer.Context) -> str:

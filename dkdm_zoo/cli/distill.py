@@ -17,6 +17,7 @@ from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 
 def distill(
+    ctx: typer.Context,
     teacher: Annotated[
         str | None,
         typer.Option(
@@ -63,7 +64,7 @@ def distill(
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
     started = time.perf_counter()
-    from dkdm_zoo.cli.common import announce, console, get_registry, is_main_process
+    from dkdm_zoo.cli.common import announce, console, is_main_process, registry_of
     from dkdm_zoo.config import build as builder
     from dkdm_zoo.config import resolve as resolver
     from dkdm_zoo.config.resume import resume_changes
@@ -71,7 +72,7 @@ def distill(
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
-    registry = get_registry()
+    registry = registry_of(ctx)
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
     resolved, changed = None, []

@@ -46,9 +46,9 @@ def evaluate(
         announce,
         check_output_file,
         console,
-        get_registry,
         invocation,
         is_main_process,
+        registry_of,
     )
     from dkdm_zoo.errors import UserError
     from dkdm_zoo.evaluation.report import (
@@ -65,7 +65,7 @@ def evaluate(
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
     if json_out is not None:
         check_output_file(json_out, "--json-out")
-    registry = get_registry()
+    registry = registry_of(ctx)
     src = load_source(source, registry, teacher_options=teacher_options(teacher_path), announce=announce)
     require_digits_like(src)
     settings = SamplingSettings(steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)

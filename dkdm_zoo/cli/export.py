@@ -16,6 +16,7 @@ from dkdm_zoo.errors import UserError
 
 
 def export(
+    ctx: typer.Context,
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder (has run.json and student/)")],
     out: Annotated[
         Path | None, typer.Argument(help="the pipeline folder to write (default: RUN/pipeline)")
@@ -29,7 +30,7 @@ def export(
     private: Annotated[bool, typer.Option(help="with --push-to-hub: create the repository private")] = False,
 ) -> None:
     """Write the run's student as a diffusers pipeline with a Hub model card (README.md)."""
-    from dkdm_zoo.cli.common import console, get_registry
+    from dkdm_zoo.cli.common import console, registry_of
     from dkdm_zoo.export.card import is_hub_id, write_model_card
     from dkdm_zoo.export.run import export_run
     from dkdm_zoo.runs import Run
@@ -44,7 +45,7 @@ def export(
             f"{run_dir} is not a dkdm-zoo run directory (no run.json): pass the output folder of a run"
         )
     run = Run(run_dir)
-    registry = get_registry()
+    registry = registry_of(ctx)
     # writing RUN/pipeline: the run's one writer while it does (a distill --resume may be finishing it)
     with RunLock(run.path) if out is None else contextlib.nullcontext():
         folder = export_run(run, registry, folder=out)

@@ -8,15 +8,14 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from dkdm_zoo.cli.common import console, get_registry, print_json
+from dkdm_zoo.cli.common import console, print_json, registry_of
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET, ENTRY_KINDS
 
 LIST_KINDS = (*ENTRY_KINDS, "recipes")
 
 
-def _entry_rows(kind: str, pattern: str) -> list[dict[str, Any]]:
-    registry = get_registry()
+def _entry_rows(registry: Any, kind: str, pattern: str) -> list[dict[str, Any]]:
     if kind == "recipes":
         import fnmatch
 
@@ -47,6 +46,7 @@ def _entry_rows(kind: str, pattern: str) -> list[dict[str, Any]]:
 
 
 def list_cmd(
+    ctx: typer.Context,
     kind: Annotated[
         str | None, typer.Argument(help="teachers, students, methods or recipes (default: all)")
     ] = None,
@@ -65,7 +65,7 @@ def list_cmd(
             raise UserError(f"unknown kind '{kind}': expected one of {', '.join(LIST_KINDS)}")
     pattern = pattern or "*"
     kinds = LIST_KINDS if kind is None else (kind,)
-    rows = [row for k in kinds for row in _entry_rows(k, pattern)]
+    rows = [row for k in kinds for row in _entry_rows(registry_of(ctx), k, pattern)]
     if as_json:
         print_json(rows)
         return
@@ -79,12 +79,13 @@ def list_cmd(
         style = None if row["available"] else "dim"
         table.add_row(*(Text(str(row[k])) for k in ("kind", "name", "summary", "plugin")), style=style)
     console.print(table)
-    broken = get_registry().broken_plugins
+    broken = registry_of(ctx).broken_plugins
     if broken:
         console.print(f"[yellow]{len(broken)} plugin(s) failed to load; see `dkdm-zoo plugins`[/]")
 
 
 def info_cmd(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="a teacher, student, method or recipe name")],
     kind: Annotated[str | None, typer.Option(help="disambiguate: teachers, students or methods")] = None,
     teacher: Annotated[
@@ -98,7 +99,7 @@ def info_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """What an entry is, its options and defaults, and which plugin provides it."""
-    registry = get_registry()
+    registry = registry_of(ctx)
     if kind is not None:
         entries = [registry.get(kind if kind.endswith("s") else kind + "s", name)]
     else:
@@ -173,12 +174,13 @@ def info_cmd(
 
 
 def plugins_cmd(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """Installed plugins, their versions, load times, what each registers, and broken ones with their error."""
     from dkdm_zoo.registry.registry import SLOW_PLUGIN_SECONDS
 
-    plugins = get_registry().plugins
+    plugins = registry_of(ctx).plugins
     if as_json:
         print_json([p.to_dict() for p in plugins])
         return

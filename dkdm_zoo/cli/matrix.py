@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from dkdm_zoo.cli.common import console, get_registry, print_json
+from dkdm_zoo.cli.common import console, print_json, registry_of
 
 
 def _names(value: str | None) -> list[str] | None:
@@ -14,6 +14,7 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def matrix(
+    ctx: typer.Context,
     teachers: Annotated[
         str | None, typer.Option(help="comma-separated teacher families (default: all)")
     ] = None,
@@ -33,7 +34,7 @@ def matrix(
     from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 
     torch.set_num_threads(1)
-    registry = get_registry()
+    registry = registry_of(ctx)
     pairs = matrix_pairs(registry, _names(teachers), _names(students), _names(methods))
     with progress_bar(len(pairs), "building pairs", enabled=not as_json, transient=True) as advance:
         results = compatibility_matrix(registry, pairs, progress=advance)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from dkdm_zoo.cli.common import ZooGroup, console, get_registry
+from dkdm_zoo.cli.common import ZooGroup, console, registry_of
 from dkdm_zoo.scaffold import Kind, new_plugin, plugin_names
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ TRY: dict[str, str] = {
 
 @app.command("new")
 def new(
+    ctx: typer.Context,
     name: Annotated[
         str, typer.Argument(help="the name to register, e.g. my-net (lowercase, '-' between words)")
     ],
@@ -37,7 +38,7 @@ def new(
 ) -> None:
     """Write NAME/: pyproject.toml (entry point), a working implementation on dkdm_zoo.toolkit, tests, README."""
     names = plugin_names(name)  # a bad name is refused before any plugin is loaded
-    taken = {entry.name for entry in get_registry().list(f"{kind}s")}
+    taken = {entry.name for entry in registry_of(ctx).list(f"{kind}s")}
     folder = new_plugin(name, kind, directory, taken=taken)
     written = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     lines = [

@@ -9,7 +9,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from dkdm_zoo.cli.common import ZooGroup, console, get_registry, print_json
+from dkdm_zoo.cli.common import ZooGroup, console, print_json, registry_of
 
 app = typer.Typer(
     cls=ZooGroup,
@@ -20,12 +20,13 @@ app = typer.Typer(
 
 @app.command("list")
 def list_recipes(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
     """List the recipes every plugin registered."""
     from dkdm_zoo.config.catalog import discover_recipes
 
-    recipes, problems = discover_recipes(get_registry())
+    recipes, problems = discover_recipes(registry_of(ctx))
     if as_json:
         print_json([{**vars(r), "path": str(r.path)} for r in recipes.values()])
         return
@@ -40,11 +41,11 @@ def list_recipes(
 
 
 @app.command("show")
-def show(name: Annotated[str, typer.Argument(help="recipe name")]) -> None:
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="recipe name")]) -> None:
     """Print a recipe, validated, with every default filled in."""
     from dkdm_zoo.config.catalog import discover_recipes, resolve_recipe
 
-    registry = get_registry()
+    registry = registry_of(ctx)
     recipes, _ = discover_recipes(registry)
     if name not in recipes:
         raise registry.unknown_name("recipes", name, recipes)

@@ -46,6 +46,7 @@ def default_output(source: Any) -> Path:
 
 
 def sample(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     n: Annotated[int, typer.Option("--n", help="number of images")] = 64,
     steps: Annotated[int, typer.Option(help="sampler steps (ignored by one-step generators)")] = 50,
@@ -79,8 +80,8 @@ def sample(
         check_output_file,
         check_output_folder,
         console,
-        get_registry,
         is_main_process,
+        registry_of,
     )
     from dkdm_zoo.evaluation.report import timed_generate
     from dkdm_zoo.generation.images import save_grid, save_individual
@@ -93,7 +94,7 @@ def sample(
         check_output_folder(individual, "--individual")
     parsed = parse_labels(labels)
     src = load_source(
-        source, get_registry(), teacher_options=teacher_options(teacher_path), announce=announce
+        source, registry_of(ctx), teacher_options=teacher_options(teacher_path), announce=announce
     )
     settings = SamplingSettings(
         steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed, batch_size=batch_size
