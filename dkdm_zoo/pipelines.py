@@ -29,7 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
-from dkdm_zoo.registry.classes import class_reference, resolve_model_class
+from dkdm_zoo.registry.classes import class_reference, model_from_reference, public_config
 from dkdm_zoo.sampling.guidance import applies, guided
 from dkdm_zoo.sampling.latents import decode_latents
 from dkdm_zoo.students.base import condition_kwargs
@@ -49,15 +49,14 @@ class Denoiser(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, model_class: str, model_config: dict[str, Any]):
         super().__init__()
-        config = {k: v for k, v in dict(model_config).items() if not k.startswith("_")}
-        cls = resolve_model_class(model_class, where="the pipeline's student/config.json")
-        self.model = cls.from_config(config)
+        self.model = model_from_reference(
+            model_class, model_config, where="the pipeline's student/config.json"
+        )
 
     @classmethod
     def wrap(cls, model: ModelMixin) -> Denoiser:
         """A Denoiser holding a copy of ``model``'s weights."""
-        config = {k: v for k, v in dict(model.config).items() if not k.startswith("_")}  # no _name_or_path
-        denoiser = cls(class_reference(model), config)
+        denoiser = cls(class_reference(model), public_config(model.config))
         denoiser.model.load_state_dict(model.state_dict())
         return denoiser.to(model.device)
 

@@ -11,35 +11,33 @@ from typing import Annotated
 
 import typer
 
-from dkdm_zoo.cli.sample import SOURCE_HELP, teacher_options
+from dkdm_zoo.cli import flags
 
 
 def evaluate(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    source: flags.Source,
     against: Annotated[
         str,
         typer.Option(
             help="data: the real digits; teacher: the run's teacher's samples (data-free; a teacher is compared with itself at --teacher-steps)"
         ),
     ] = "data",
-    n: Annotated[int, typer.Option("--n", help="number of samples")] = 1000,
-    steps: Annotated[int, typer.Option(help="sampler steps (ignored by one-step generators)")] = 50,
+    n: flags.Count = 1000,
+    steps: flags.Steps = flags.STEPS,
     teacher_steps: Annotated[
         int, typer.Option(help="sampler steps of the teacher for --against teacher")
     ] = 50,
-    sampler: Annotated[str, typer.Option(help="ddim or ddpm")] = "ddim",
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    batch_size: Annotated[int, typer.Option(help="images per network batch")] = 256,
+    sampler: flags.Sampler = flags.SAMPLER,
+    seed: flags.Seed = flags.SEED,
+    batch_size: flags.BatchSize = flags.BATCH_SIZE,
     json_out: Annotated[
         Path | None,
         typer.Option(
             help="JSON report path (default: RUN/eval-AGAINST.json, or eval-NAME-AGAINST.json for a teacher)"
         ),
     ] = None,
-    teacher_path: Annotated[
-        str | None, typer.Option(help="the teacher's source (hub id or folder) for a teacher NAME")
-    ] = None,
+    teacher_path: flags.TeacherPath = None,
 ) -> None:
     """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher."""
     from dkdm_zoo.cli.common import (
@@ -66,7 +64,9 @@ def evaluate(
     if json_out is not None:
         check_output_file(json_out, "--json-out")
     registry = registry_of(ctx)
-    src = load_source(source, registry, teacher_options=teacher_options(teacher_path), announce=announce)
+    src = load_source(
+        source, registry, teacher_options=flags.teacher_options(teacher_path), announce=announce
+    )
     require_digits_like(src)
     settings = SamplingSettings(steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
     result = evaluate_source(

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from dkdm_zoo.cli import flags
 from dkdm_zoo.cli.common import console, print_json, registry_of
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET, ENTRY_KINDS
@@ -53,7 +54,7 @@ def list_cmd(
     pattern: Annotated[
         str | None, typer.Argument(help="shell-style wildcard on names, e.g. '*unet*' (default: *)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: flags.Json = False,
 ) -> None:
     """List registered teachers, students, methods and recipes."""
     if kind is not None and kind not in LIST_KINDS:
@@ -96,7 +97,7 @@ def info_cmd(
         ),
     ] = None,
     preset: Annotated[str, typer.Option(help="student size preset, with --teacher")] = DEFAULT_STUDENT_PRESET,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: flags.Json = False,
 ) -> None:
     """What an entry is, its options and defaults, and which plugin provides it."""
     registry = registry_of(ctx)
@@ -175,7 +176,7 @@ def info_cmd(
 
 def plugins_cmd(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: flags.Json = False,
 ) -> None:
     """Installed plugins, their versions, load times, what each registers, and broken ones with their error."""
     from dkdm_zoo.registry.registry import SLOW_PLUGIN_SECONDS

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from dkdm_zoo.cli import flags
 from dkdm_zoo.cli.common import console, print_json, registry_of
 
 
@@ -24,7 +25,7 @@ def matrix(
     methods: Annotated[
         str | None, typer.Option(help="comma-separated methods (default: all registered)")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: flags.Json = False,
 ) -> None:
     """Build every teacher family x student x method with tiny models and train one step on CPU."""
     import torch

@@ -9,6 +9,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from dkdm_zoo.cli import flags
 from dkdm_zoo.cli.common import ZooGroup, console, print_json, registry_of
 
 app = typer.Typer(
@@ -21,7 +22,7 @@ app = typer.Typer(
 @app.command("list")
 def list_recipes(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    as_json: flags.Json = False,
 ) -> None:
     """List the recipes every plugin registered."""
     from dkdm_zoo.config.catalog import discover_recipes

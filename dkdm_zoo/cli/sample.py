@@ -10,12 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from dkdm_zoo.cli import flags
 from dkdm_zoo.errors import UserError
-
-SOURCE_HELP = (
-    "a run directory (has run.json), a teacher NAME or FAMILY@PATH, or a folder / hub id whose "
-    "model_index.json names its family"
-)
 
 
 def parse_labels(value: str | None) -> list[int] | str | None:
@@ -34,10 +30,6 @@ def parse_labels(value: str | None) -> list[int] | str | None:
     return labels
 
 
-def teacher_options(teacher_path: str | None) -> dict[str, Any]:
-    return {"path": teacher_path} if teacher_path is not None else {}
-
-
 def default_output(source: Any) -> Path:
     """``RUN/samples.png`` for a run, ``samples-<name>.png`` in the working folder for a teacher."""
     if source.run is not None:
@@ -47,10 +39,10 @@ def default_output(source: Any) -> Path:
 
 def sample(
     ctx: typer.Context,
-    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
-    n: Annotated[int, typer.Option("--n", help="number of images")] = 64,
-    steps: Annotated[int, typer.Option(help="sampler steps (ignored by one-step generators)")] = 50,
-    sampler: Annotated[str, typer.Option(help="ddim or ddpm")] = "ddim",
+    source: flags.Source,
+    n: flags.Count = 64,
+    steps: flags.Steps = flags.STEPS,
+    sampler: flags.Sampler = flags.SAMPLER,
     labels: Annotated[
         str | None,
         typer.Option(help="class labels, e.g. 0,1,2 (cycled to --n) or 'all' for balanced classes"),
@@ -61,8 +53,8 @@ def sample(
     guidance_scale: Annotated[
         float | None, typer.Option(help="classifier-free guidance scale (default: the teacher's)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="random seed: same seed, same images")] = 0,
-    batch_size: Annotated[int, typer.Option(help="images per network batch")] = 256,
+    seed: flags.Seed = flags.SEED,
+    batch_size: flags.BatchSize = flags.BATCH_SIZE,
     out: Annotated[
         Path | None,
         typer.Option(help="PNG grid path (default: RUN/samples.png, or samples-NAME.png for a teacher)"),
@@ -70,9 +62,7 @@ def sample(
     individual: Annotated[
         Path | None, typer.Option(help="also write each image as a PNG into this folder")
     ] = None,
-    teacher_path: Annotated[
-        str | None, typer.Option(help="the teacher's source (hub id or folder) for a teacher NAME")
-    ] = None,
+    teacher_path: flags.TeacherPath = None,
 ) -> None:
     """Generate images from a teacher or a trained run and save them as a PNG grid."""
     from dkdm_zoo.cli.common import (
@@ -94,7 +84,7 @@ def sample(
         check_output_folder(individual, "--individual")
     parsed = parse_labels(labels)
     src = load_source(
-        source, registry_of(ctx), teacher_options=teacher_options(teacher_path), announce=announce
+        source, registry_of(ctx), teacher_options=flags.teacher_options(teacher_path), announce=announce
     )
     settings = SamplingSettings(
         steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed, batch_size=batch_size

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +103,17 @@ def resolve_model_class(
             f"{where}: model class {reference!r} is not a diffusers ModelMixin + ConfigMixin: refusing to load it"
         )
     return obj
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A diffusers config without its private keys (``_class_name``, ``_name_or_path``, ...)."""
+    return {k: v for k, v in dict(config).items() if not k.startswith("_")}
+
+
+def model_from_reference(reference: str, config: Mapping[str, Any], *, where: object) -> Any:
+    """A fresh instance of the model class ``reference`` names (vetted by ``resolve_model_class`` against
+    the installed plugins), built from ``config``: how saved wrappers rebuild the network they hold."""
+    return resolve_model_class(reference, where=where).from_config(public_config(config))
 
 
 def _in_working_folder(top: str) -> str | None:

@@ -14,7 +14,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from dkdm_zoo.registry.classes import class_reference, resolve_model_class
+from dkdm_zoo.registry.classes import class_reference, model_from_reference, public_config
 from dkdm_zoo.students.base import condition_kwargs
 
 
@@ -44,16 +44,14 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         sigma: float = 0.0,
     ):
         super().__init__()
-        config = {k: v for k, v in dict(backbone_config).items() if not k.startswith("_")}
-        cls = resolve_model_class(backbone_class, where="the one-step generator's config (backbone_class)")
-        self.backbone = cls.from_config(config)
+        where = "the one-step generator's config (backbone_class)"
+        self.backbone = model_from_reference(backbone_class, backbone_config, where=where)
         self.channels = channels
 
     @classmethod
     def wrap(cls, backbone: ModelMixin, channels: int, **generation: Any) -> OneStepGenerator:
         """A generator around ``backbone`` (its weights copied, e.g. after teacher initialisation)."""
-        config = {k: v for k, v in dict(backbone.config).items() if not k.startswith("_")}  # no _name_or_path
-        generator = cls(class_reference(backbone), config, channels, **generation)
+        generator = cls(class_reference(backbone), public_config(backbone.config), channels, **generation)
         generator.backbone.load_state_dict(backbone.state_dict())
         return generator
 
