@@ -7,6 +7,7 @@ in sync. The implementations live with their owners (``dkdm_zoo.students.base``,
 ``dkdm_zoo.teachers.base``, ...); this module only gathers them. Importing it imports torch.
 
 - spec and errors: ``TeacherSpec``, ``UserError``, ``IncompatibleError``, the preset names;
+- options: ``OptionSet`` (a declared, checked set of options), ``takes_options`` and the range types;
 - students: presets, compatibility checks, timestep and label handling, the condition embedding,
   example inputs, description, and ``check_student`` (the contract as one test);
 - teachers: the ``Teacher`` base class, ``Condition``, ``TeacherOutput``, safe loading from a
@@ -21,6 +22,16 @@ from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.methods.base import STUDENT, Method, Network, Passes, Plan, SetupContext, Update, student_eps
 from dkdm_zoo.registry.classes import resolve_model_class
 from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET, TINY_STUDENT_PRESET
+from dkdm_zoo.registry.options import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    OptionSet,
+    PositiveFloat,
+    PositiveInt,
+    UnitInterval,
+    Widths,
+    takes_options,
+)
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import (
     ConditionEmbedding,
@@ -56,6 +67,15 @@ __all__ = [
     "IncompatibleError",
     "DEFAULT_STUDENT_PRESET",
     "TINY_STUDENT_PRESET",
+    # options
+    "OptionSet",
+    "takes_options",
+    "PositiveInt",
+    "NonNegativeInt",
+    "PositiveFloat",
+    "NonNegativeFloat",
+    "UnitInterval",
+    "Widths",
     # students
     "resolve_preset",
     "check_square",

@@ -37,7 +37,9 @@ def test_the_graph_sees_a_cycle(tmp_path):
 def test_the_package_root_holds_few_modules_and_no_module_is_two_ideas():
     root = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
     assert len(root) <= ROOT_MODULES_ALLOWED, root
-    long = {name: n for name, f in module_files().items() if (n := len(f.read_text().splitlines())) > MAX_LINES}
+    long = {
+        name: n for name, f in module_files().items() if (n := len(f.read_text().splitlines())) > MAX_LINES
+    }
     assert long == {}, f"modules over {MAX_LINES} lines: {long}"
 
 
@@ -69,3 +71,47 @@ def test_the_run_folder_and_config_import_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", out.stdout
+
+
+#: docs/architecture.md's layers, top to bottom: each folder imports only from folders listed before it
+LAYERS = [
+    ("errors", "spec", "dkdm_zoo"),
+    ("registry",),
+    ("diffusion", "datasets"),
+    ("students",),
+    ("runs",),
+    ("sampling",),
+    ("pipelines",),
+    ("teachers",),
+    ("config",),
+    ("methods",),
+    ("export", "generation"),
+    ("evaluation",),
+    ("engine",),
+    ("testing",),
+    ("cli", "toolkit", "scaffold"),
+]
+
+
+def test_folders_import_only_the_layers_above_them():
+    rank = {
+        f"dkdm_zoo.{name}" if name != "dkdm_zoo" else name: i
+        for i, layer in enumerate(LAYERS)
+        for name in layer
+    }
+    graph = package_graph(import_graph())
+    assert set(graph) <= set(rank), (
+        f"folders missing from LAYERS (and the architecture doc): {set(graph) - set(rank)}"
+    )
+    upward = sorted(
+        (a, b)
+        for a, targets in graph.items()
+        for b in targets
+        if rank[b] >= rank[a] and a != b and rank[b] > rank[a]
+    )
+    assert upward == [], f"imports of a lower layer: {upward}"
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for layer in LAYERS:
+        for name in layer:
+            if name != "dkdm_zoo":
+                assert f"`{name}" in doc, f"docs/architecture.md does not name the layer {name}"
