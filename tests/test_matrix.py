@@ -29,7 +29,9 @@ def expected_refusal(teacher: str, student: str, method: str) -> str | None:
 def results():
     torch.set_num_threads(1)
     registry = build_registry(entry_points=False)
-    return {(r.teacher, r.student, r.method): r for r in compatibility_matrix(registry, matrix_pairs(registry))}
+    return {
+        (r.teacher, r.student, r.method): r for r in compatibility_matrix(registry, matrix_pairs(registry))
+    }
 
 
 def test_matrix_covers_every_registered_pair(results):

@@ -9,17 +9,23 @@ import sys
 import types
 from pathlib import Path
 
+import pytest
+import torch
 import typer
 from typer.testing import CliRunner
 
 import dkdm_zoo.toolkit as toolkit
 from dkdm_zoo.cli.app import create_app
 from dkdm_zoo.config.catalog import discover_recipes
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.registry import build_registry, hookimpl, hookspecs
 from dkdm_zoo.registry.loader import _make_register
 from dkdm_zoo.registry.registry import PluginInfo, Registry
 from dkdm_zoo.scaffold import KINDS
+from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.convnext import ConvNeXtStudent
+from dkdm_zoo.teachers.reference import asset_folder
 from tests.conftest import REPO
 
 RECIPE = """
@@ -73,15 +79,35 @@ def _registry(tmp_path: Path) -> Registry:
 
 
 def test_hook_register_teachers(tmp_path):
-    assert _registry(tmp_path).get("teachers", "toy-teacher").plugin == "all-hooks"
+    """A teacher a plugin registers is built through its factory and predicts like the family it wraps."""
+    registry = _registry(tmp_path)
+    assert registry.get("teachers", "toy-teacher").plugin == "all-hooks"
+    teacher = registry.create("teachers", "toy-teacher", path=str(asset_folder("digits-ddpm")))
+    reference = registry.create("teachers", "digits-ddpm")
+    x, t = torch.randn(2, *teacher.spec.sample_shape), torch.tensor([10, 900])
+    torch.testing.assert_close(teacher.predict(x, t).eps, reference.predict(x, t).eps)
 
 
 def test_hook_register_students(tmp_path):
-    assert _registry(tmp_path).get("students", "toy-student").plugin == "all-hooks"
+    """A student a plugin registers is built for a teacher's spec and honours the student contract."""
+    registry = _registry(tmp_path)
+    assert registry.get("students", "toy-student").plugin == "all-hooks"
+    spec = TeacherSpec(sample_shape=(1, 8, 8), conditioning="class", num_classes=3)
+    toolkit.check_student(registry.create("students", "toy-student", spec, preset="tiny"), spec)
 
 
 def test_hook_register_methods(tmp_path):
-    assert _registry(tmp_path).describe("methods", "toy-method")["options"]["rho"] == 0.4  # off the signature
+    """A method a plugin registers has its options read off its declaration and trains: one loss."""
+    registry = _registry(tmp_path)
+    assert registry.describe("methods", "toy-method")["options"]["rho"] == 0.4
+    teacher = registry.create("teachers", "digits-ddpm")
+    student = registry.create("students", "toy-student", teacher.spec, preset="tiny")
+    method = registry.create("methods", "toy-method", teacher, student, rho=0.01, pool_init_steps=1)
+    method.setup(SetupContext(torch.device("cpu"), torch.Generator().manual_seed(0), batch_size=2, steps=1))
+    loss, _ = method.loss(student, 2, 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    with pytest.raises(UserError, match="method.rho"):
+        registry.create("methods", "toy-method", teacher, student, rho=0)
 
 
 def test_hook_register_recipes(tmp_path):
