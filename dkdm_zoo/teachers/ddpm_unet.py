@@ -34,7 +34,9 @@ def spec_from_unet(
     return TeacherSpec(
         sample_shape=(channels, size, size),
         space="pixel",
-        **schedule_spec_fields(scheduler_config, learned=cfg.out_channels == 2 * channels, where=family),
+        **schedule_spec_fields(
+            scheduler_config, learned=cfg.out_channels == 2 * channels, where=family, built_as="DDPMScheduler"
+        ),
         # Convention: the last class embedding is the null label used for classifier-free guidance.
         conditioning="class" if num_class_embeds else "none",
         num_classes=(num_class_embeds - 1) if num_class_embeds else None,

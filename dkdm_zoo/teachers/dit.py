@@ -56,7 +56,9 @@ def spec_from_dit(
     return TeacherSpec(
         sample_shape=(channels, size, size),
         space="latent" if vae is not None else "pixel",
-        **schedule_spec_fields(scheduler_config, learned=out_channels == 2 * channels, where=family),
+        **schedule_spec_fields(
+            scheduler_config, learned=out_channels == 2 * channels, where=family, built_as="DDPMScheduler"
+        ),
         conditioning="class",
         num_classes=int(cfg.num_embeds_ada_norm),  # label num_classes is DiT's null (CFG) embedding
         image_shape=image_shape,

@@ -112,7 +112,12 @@ def spec_from_sd(
     return TeacherSpec(
         sample_shape=(channels, size, size),
         space="latent",
-        **schedule_spec_fields(scheduler_config, learned=cfg.out_channels == 2 * channels, where="latent-sd"),
+        **schedule_spec_fields(
+            scheduler_config,
+            learned=cfg.out_channels == 2 * channels,
+            where="latent-sd",
+            built_as="DDPMScheduler",
+        ),
         conditioning="text",
         text_embed_dim=embed_dim,
         text_seq_len=int(text_seq_len),

@@ -23,6 +23,7 @@ import torch
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import OptionSet
+from dkdm_zoo.teachers.schedulers import SOURCE_KEY, read_schedule
 from dkdm_zoo.teachers.sources import Source, read_json, resolve_source
 
 __all__ = [
@@ -142,7 +143,8 @@ def load_scheduler_config(
         tried.append(f"{sub}/scheduler_config.json" if sub else "scheduler_config.json")
         if path is not None:
             config = _renamed_keys(read_json(path))
-            return _with_defaults(config) if fill_defaults else config
+            config = _with_defaults(config) if fill_defaults else config
+            return {**config, SOURCE_KEY: str(path)}  # messages about its values name the file
     raise UserError(
         f"no scheduler config for {source}: tried {', '.join(tried)} in {source.where()}; "
         "save the scheduler beside the model"
@@ -220,37 +222,13 @@ def load_pretrained(
         raise UserError(f"cannot load {cls.__name__} from {source.where(subfolder)}: {first}") from exc
 
 
-SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
-_LOG_VARIANCES = {"fixed_small_log": "fixed_small", "fixed_large_log": "fixed_large"}
-
-
 def schedule_spec_fields(
-    scheduler_config: dict[str, Any], *, learned: bool, where: Any = ""
+    scheduler_config: dict[str, Any], *, learned: bool, where: Any = "", built_as: str | None = None
 ) -> dict[str, Any]:
-    """The TeacherSpec fields a diffusers scheduler config determines (schedule, prediction, variance)."""
-    at = f"{where}: " if str(where) else ""  # errors name the teacher when the caller says which
-    variance_type = scheduler_config.get("variance_type") or "fixed_small"
-    if learned:
-        variance_type = "learned_range"
-    elif variance_type == "learned":  # a raw log variance, not IDDPM's interpolation
-        raise UserError(f"{at}variance_type 'learned' is not supported (use learned_range or fixed_*)")
-    else:  # diffusers' *_log variants are the same variances stored as logs
-        variance_type = _LOG_VARIANCES.get(variance_type, variance_type)
-    if variance_type not in ("fixed_small", "fixed_large", "learned_range"):
-        variance_type = "fixed_small"
-    prediction_type = scheduler_config.get("prediction_type") or "epsilon"
-    if prediction_type not in ("epsilon", "v_prediction", "sample"):
-        raise UserError(
-            f"{at}prediction_type {prediction_type!r} is not supported (epsilon, v_prediction, sample)"
-        )
-    return {
-        "num_train_timesteps": int(scheduler_config.get("num_train_timesteps", 1000)),
-        "schedule": {k: scheduler_config[k] for k in SCHEDULE_KEYS if scheduler_config.get(k) is not None},
-        "prediction_type": prediction_type,
-        "variance_type": variance_type,
-        "clip_sample": bool(scheduler_config.get("clip_sample", False)),
-        "clip_sample_range": float(scheduler_config.get("clip_sample_range", 1.0)),
-    }
+    """The TeacherSpec fields a diffusers scheduler config determines (T, betas, prediction, variance,
+    clipping), every value checked and none guessed (``dkdm_zoo.teachers.schedulers.read_schedule``;
+    ``built_as``: the scheduler class a dict built in code holds the arguments of)."""
+    return read_schedule(scheduler_config, learned=learned, where=where, built_as=built_as)
 
 
 def read_config(source: Source, subfolder: str | None) -> dict[str, Any]:

@@ -154,7 +154,11 @@ def test_toolkit_spec_fields_without_a_location():
     from dkdm_zoo.toolkit import schedule_spec_fields
 
     with pytest.raises(UserError) as info:
-        schedule_spec_fields({"prediction_type": "flow"}, learned=False)
-    assert str(info.value).startswith("prediction_type 'flow' is not supported")
-    with pytest.raises(UserError, match=r"^my-teacher: variance_type 'learned'"):
-        schedule_spec_fields({"variance_type": "learned"}, learned=False, where="my-teacher")
+        schedule_spec_fields({"_class_name": "DDPMScheduler", "prediction_type": "flow"}, learned=False)
+    assert str(info.value).startswith("prediction_type = 'flow' is not one of")
+    with pytest.raises(UserError, match=r"^my-teacher: variance_type = 'learned' is not supported"):
+        schedule_spec_fields(
+            {"variance_type": "learned"}, learned=False, where="my-teacher", built_as="DDPMScheduler"
+        )
+    with pytest.raises(UserError, match=r"^my-teacher: names no scheduler class"):
+        schedule_spec_fields({"beta_schedule": "linear"}, learned=False, where="my-teacher")

@@ -1,0 +1,253 @@
+"""A diffusers scheduler config read into the noise process it defines: every value checked, never
+guessed. Torch-free (diffusers is imported only to read a scheduler class's own defaults).
+
+A config names its scheduler class (``_class_name``). Its keys fall in three groups:
+
+- keys that define the noise process: read, each value checked (``num_train_timesteps``, the betas,
+  ``prediction_type``, ``variance_type``, clipping, ``rescale_betas_zero_snr``);
+- keys that only steer that class's own sampler (spacing, solver order, Karras sigmas, ...):
+  dkdm-zoo samples with its own DDIM/DDPM steps on the same noise process, so they change nothing
+  it reads and are knowingly set aside;
+- anything else: refused in one line naming the file, the key and the value.
+
+A key the file leaves out takes the named class's own default, as diffusers does when it loads the
+folder. A flow-matching (rectified-flow) scheduler is refused in one line rather than read as a
+variance-preserving schedule with default betas.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from dkdm_zoo.errors import UserError
+
+#: where a loaded config came from (load_scheduler_config records it), for messages
+SOURCE_KEY = "_source_file"
+
+#: scheduler classes over a discrete variance-preserving (DDPM) schedule of betas
+VP_SCHEDULERS = frozenset(
+    {
+        "DDPMScheduler",
+        "DDIMScheduler",
+        "PNDMScheduler",
+        "LMSDiscreteScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "UniPCMultistepScheduler",
+        "DEISMultistepScheduler",
+    }
+)
+#: scheduler classes of a flow-matching (rectified-flow) path x_s = (1 - s) x0 + s eps
+FLOW_SCHEDULERS = frozenset(
+    {"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler", "FlowMatchLCMScheduler"}
+)
+#: keys that define the noise process (each read and checked below)
+PROCESS_KEYS = frozenset(
+    {
+        "num_train_timesteps",
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "trained_betas",
+        "prediction_type",
+        "variance_type",
+        "clip_sample",
+        "clip_sample_range",
+        "rescale_betas_zero_snr",
+        "use_flow_sigmas",
+    }
+)
+#: keys that only steer a diffusers sampler over the same noise process
+SAMPLER_KEYS = frozenset(
+    {
+        "set_alpha_to_one",
+        "steps_offset",
+        "timestep_spacing",
+        "skip_prk_steps",
+        "thresholding",
+        "dynamic_thresholding_ratio",
+        "sample_max_value",
+        "algorithm_type",
+        "solver_order",
+        "solver_type",
+        "lower_order_final",
+        "euler_at_final",
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+        "use_lu_lambdas",
+        "final_sigmas_type",
+        "lambda_min_clipped",
+        "interpolation_type",
+        "sigma_min",
+        "sigma_max",
+        "timestep_type",
+        "predict_x0",
+        "disable_corrector",
+        "solver_p",
+        "shift_terminal",
+        "time_shift_type",
+        "use_dynamic_shifting",
+        "flow_shift",
+    }
+)
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+#: diffusers' variance types -> the TeacherSpec's (the *_log variants are the same variances as logs)
+VARIANCE_TYPES = {
+    "fixed_small": "fixed_small",
+    "fixed_small_log": "fixed_small",
+    "fixed_large": "fixed_large",
+    "fixed_large_log": "fixed_large",
+    "learned_range": "learned_range",
+}
+
+
+def read_schedule(
+    config: Mapping[str, Any], *, learned: bool, where: Any = "", built_as: str | None = None
+) -> dict[str, Any]:
+    """The TeacherSpec fields a scheduler config determines: T, the betas, prediction and variance
+    type, clipping. ``learned``: the network outputs IDDPM's variance interpolation (2C channels).
+    ``built_as``: the class a config built in code (no ``_class_name``, not read from a file) holds
+    the keyword arguments of; a file must name its class."""
+    config = dict(config)
+    at = _where(config, where)
+    name = config.get("_class_name")
+    if name is None and built_as is not None and SOURCE_KEY not in config:
+        name = config["_class_name"] = built_as
+    if not isinstance(name, str) or not name:
+        raise UserError(
+            f"{at}names no scheduler class (_class_name): cannot tell which noise schedule it is; save the "
+            "scheduler with diffusers' save_pretrained"
+        )
+    if (
+        name in FLOW_SCHEDULERS
+        or config.get("use_flow_sigmas") is True
+        or config.get("prediction_type") == "flow_prediction"
+    ):
+        raise UserError(
+            f"{at}{name} is a flow-matching (rectified-flow) schedule: this dkdm-zoo reads discrete "
+            "variance-preserving (DDPM) schedules only, so the teacher is refused rather than misread"
+        )
+    if name not in VP_SCHEDULERS:
+        raise UserError(
+            f"{at}_class_name = {name!r} is a scheduler dkdm-zoo does not read; supported: "
+            f"{', '.join(sorted(VP_SCHEDULERS))}"
+        )
+    for key in config:
+        if not key.startswith("_") and key not in PROCESS_KEYS | SAMPLER_KEYS | {"predict_epsilon"}:
+            raise UserError(
+                f"{at}{key} = {config[key]!r} is a scheduler key dkdm-zoo does not understand; remove it, "
+                "or report it if your teacher needs it"
+            )
+    values = {**_class_defaults(name), **{k: v for k, v in config.items() if not k.startswith("_")}}
+    if "prediction_type" not in config and "predict_epsilon" in config:  # diffusers < 0.10
+        values["prediction_type"] = "epsilon" if config["predict_epsilon"] else "sample"
+
+    T = values.get("num_train_timesteps")
+    if isinstance(T, bool) or not isinstance(T, int) or T < 2:
+        raise UserError(f"{at}num_train_timesteps = {T!r} is not an integer >= 2")
+    if values.get("rescale_betas_zero_snr"):
+        raise UserError(
+            f"{at}rescale_betas_zero_snr = true (a zero terminal SNR schedule) is not supported yet: its last "
+            "step has no signal, which the eps parameterisation cannot invert"
+        )
+    schedule = _betas(values, at, T)
+    prediction = values.get("prediction_type")
+    if prediction not in PREDICTION_TYPES:
+        raise UserError(f"{at}prediction_type = {prediction!r} is not one of {', '.join(PREDICTION_TYPES)}")
+    variance = values.get("variance_type")
+    if learned:
+        if variance not in (None, "learned_range", "fixed_small", "fixed_small_log"):
+            raise UserError(
+                f"{at}variance_type = {variance!r} but the network outputs a learned variance (2C channels): "
+                "expected learned_range"
+            )
+        variance_type = "learned_range"
+    elif variance is None or variance in VARIANCE_TYPES:
+        variance_type = VARIANCE_TYPES.get(variance or "fixed_small", "fixed_small")
+        if variance_type == "learned_range":
+            raise UserError(
+                f"{at}variance_type = 'learned_range' but the network outputs no variance channels: the "
+                "scheduler and the model disagree"
+            )
+    else:
+        raise UserError(
+            f"{at}variance_type = {variance!r} is not supported; supported: {', '.join(VARIANCE_TYPES)}"
+            + (
+                " ('learned' is a raw log variance, not IDDPM's interpolation)"
+                if variance == "learned"
+                else ""
+            )
+        )
+    clip = values.get("clip_sample", False)
+    if not isinstance(clip, bool):
+        raise UserError(f"{at}clip_sample = {clip!r} is not true or false")
+    clip_range = values.get("clip_sample_range", 1.0)
+    if isinstance(clip_range, bool) or not isinstance(clip_range, int | float) or not clip_range > 0:
+        raise UserError(f"{at}clip_sample_range = {clip_range!r} is not a number > 0")
+    return {
+        "num_train_timesteps": T,
+        "schedule": schedule,
+        "prediction_type": prediction,
+        "variance_type": variance_type,
+        "clip_sample": clip,
+        "clip_sample_range": float(clip_range),
+    }
+
+
+def _betas(values: Mapping[str, Any], at: str, T: int) -> dict[str, Any]:
+    trained = values.get("trained_betas")
+    if trained is not None:
+        if not isinstance(trained, list | tuple) or len(trained) != T:
+            raise UserError(f"{at}trained_betas must be a list of num_train_timesteps = {T} numbers")
+        for beta in trained:
+            if not _number(beta) or not 0 < beta <= 1:
+                raise UserError(f"{at}trained_betas holds {beta!r}: every beta must be a number in (0, 1]")
+        return {"trained_betas": [float(b) for b in trained]}
+    kind = values.get("beta_schedule")
+    if kind not in BETA_SCHEDULES:
+        raise UserError(f"{at}beta_schedule = {kind!r} is not one of {', '.join(BETA_SCHEDULES)}")
+    schedule: dict[str, Any] = {"beta_schedule": kind}
+    if kind != "squaredcos_cap_v2":  # the cosine schedule has no start and end
+        for key in ("beta_start", "beta_end"):
+            value = values.get(key)
+            if not _number(value) or not 0 < value < 1:
+                raise UserError(f"{at}{key} = {value!r} is not a number in (0, 1)")
+            schedule[key] = float(value)
+        if schedule["beta_start"] > schedule["beta_end"]:
+            raise UserError(
+                f"{at}beta_start = {schedule['beta_start']} is above beta_end = {schedule['beta_end']}: "
+                "noise must grow along the schedule"
+            )
+    return schedule
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _class_defaults(name: str) -> dict[str, Any]:
+    """The named diffusers scheduler class's own defaults (what loading the folder would use)."""
+    import diffusers
+
+    signature = inspect.signature(getattr(diffusers, name).__init__)
+    return {
+        p.name: p.default
+        for p in signature.parameters.values()
+        if p.name != "self" and p.default is not inspect.Parameter.empty
+    }
+
+
+def _where(config: Mapping[str, Any], where: Any) -> str:
+    source = config.get(SOURCE_KEY)
+    label = str(source) if source else str(where)
+    return f"{label}: " if label else ""

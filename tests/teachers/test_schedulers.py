@@ -1,0 +1,134 @@
+"""Schedules are read, never guessed: real configs give diffusers' own betas, and a class, key or
+value the reader does not understand is refused in one line naming the file and the key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler, PNDMScheduler
+from typer.testing import CliRunner
+
+from dkdm_zoo.cli.app import create_app
+from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.errors import UserError
+from dkdm_zoo.registry import build_registry
+from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.teachers.schedulers import SOURCE_KEY, read_schedule
+from dkdm_zoo.testing.hub_configs import DIT_SCHEDULER, SD_SCHEDULER
+from dkdm_zoo.testing.tiny_teachers import tiny_unet
+
+CIFAR_SCHEDULER = {  # google/ddpm-cifar10-32's scheduler_config.json
+    "_class_name": "DDPMScheduler",
+    "_diffusers_version": "0.1.1",
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "beta_start": 0.0001,
+    "clip_sample": True,
+    "num_train_timesteps": 1000,
+    "trained_betas": None,
+    "variance_type": "fixed_large",
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "cls"),
+    [(CIFAR_SCHEDULER, DDPMScheduler), (DIT_SCHEDULER, DDIMScheduler), (SD_SCHEDULER, PNDMScheduler)],
+)
+def test_real_configs_give_diffusers_own_betas(config, cls):
+    fields = read_schedule(config, learned=False)
+    spec = TeacherSpec(sample_shape=(3, 8, 8), **fields)
+    ours = NoiseSchedule.from_spec(spec).betas.float()
+    torch.testing.assert_close(ours, cls.from_config(config).betas.float())
+    assert fields["prediction_type"] == "epsilon"
+    assert fields["variance_type"] == ("fixed_large" if config is CIFAR_SCHEDULER else "fixed_small")
+    assert fields["clip_sample"] is (config is CIFAR_SCHEDULER)
+
+
+def test_keys_a_file_leaves_out_take_the_named_classes_defaults():
+    fields = read_schedule({"_class_name": "DDIMScheduler"}, learned=False)
+    ddim = DDIMScheduler()
+    assert fields["num_train_timesteps"] == ddim.config.num_train_timesteps
+    assert fields["schedule"] == {"beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}
+    assert fields["clip_sample"] is ddim.config.clip_sample  # DDIM clips by default, DDPM too
+    learned = read_schedule({"_class_name": "DDIMScheduler"}, learned=True)
+    assert learned["variance_type"] == "learned_range"
+
+
+BAD = [
+    ({"beta_schedule": "cosine"}, "beta_schedule = 'cosine' is not one of"),
+    ({"beta_start": -0.1}, "beta_start = -0.1 is not a number in (0, 1)"),
+    ({"beta_start": "abc"}, "beta_start = 'abc' is not a number in (0, 1)"),
+    ({"beta_end": 1.5}, "beta_end = 1.5 is not a number in (0, 1)"),
+    ({"beta_start": 0.03}, "beta_start = 0.03 is above beta_end = 0.02"),
+    ({"num_train_timesteps": "1000"}, "num_train_timesteps = '1000' is not an integer >= 2"),
+    ({"num_train_timesteps": 0}, "num_train_timesteps = 0 is not an integer >= 2"),
+    ({"num_train_timesteps": True}, "num_train_timesteps = True is not an integer >= 2"),
+    ({"num_train_timesteps": 3, "trained_betas": [0.1, 0.0, 0.2]}, "trained_betas holds 0.0"),
+    ({"trained_betas": [0.1, 0.2]}, "trained_betas must be a list of num_train_timesteps = 1000"),
+    ({"rescale_betas_zero_snr": True}, "rescale_betas_zero_snr = true"),
+    ({"variance_type": "fixed_medium"}, "variance_type = 'fixed_medium' is not supported"),
+    ({"variance_type": "learned"}, "variance_type = 'learned' is not supported"),
+    ({"variance_type": "learned_range"}, "the scheduler and the model disagree"),
+    ({"clip_sample": "yes"}, "clip_sample = 'yes' is not true or false"),
+    ({"clip_sample_range": -1}, "clip_sample_range = -1 is not a number > 0"),
+    ({"prediction_type": "flow"}, "prediction_type = 'flow' is not one of"),
+    ({"beta_sheduler": "linear"}, "beta_sheduler = 'linear' is a scheduler key dkdm-zoo does not understand"),
+    (
+        {"_class_name": "KarrasVeScheduler"},
+        "_class_name = 'KarrasVeScheduler' is a scheduler dkdm-zoo does not",
+    ),
+    (
+        {"_class_name": "FlowMatchEulerDiscreteScheduler"},
+        "FlowMatchEulerDiscreteScheduler is a flow-matching",
+    ),
+    (
+        {"_class_name": "DPMSolverMultistepScheduler", "prediction_type": "flow_prediction"},
+        "DPMSolverMultistepScheduler is a flow-matching",
+    ),
+    ({"_class_name": "DPMSolverMultistepScheduler", "use_flow_sigmas": True}, "is a flow-matching"),
+]
+
+
+@pytest.mark.parametrize(("change", "needle"), BAD, ids=[str(c) for c, _ in BAD])
+def test_a_value_the_reader_does_not_understand_is_refused_naming_file_and_key(change, needle):
+    config = {**CIFAR_SCHEDULER, **change, SOURCE_KEY: "/models/t/scheduler_config.json"}
+    with pytest.raises(UserError) as info:
+        read_schedule(config, learned=False)
+    message = str(info.value)
+    assert message.startswith("/models/t/scheduler_config.json: ") and "\n" not in message
+    assert needle in message, message
+
+
+def test_a_file_must_name_its_class():
+    with pytest.raises(UserError, match="names no scheduler class"):
+        read_schedule(
+            {"beta_schedule": "linear", SOURCE_KEY: "f.json"}, learned=False, built_as="DDPMScheduler"
+        )
+
+
+def flow_folder(path, **scheduler):
+    """A flat rectified-flow teacher as diffusers saves one: a UNet2DModel and a FlowMatchEuler scheduler."""
+    tiny_unet(1).save_pretrained(path)
+    FlowMatchEulerDiscreteScheduler(**scheduler).save_pretrained(path)
+    return path
+
+
+def test_a_flat_flow_folder_is_refused_not_read_as_a_ddpm(tmp_path):
+    """The silent misread this reader exists for: a FlowMatchEuler scheduler beside a UNet2DModel was
+    sampled as a linear-beta epsilon model (FD 64, exit 0)."""
+    folder = flow_folder(tmp_path / "flow", shift=3.0)
+    assert json.loads((folder / "scheduler_config.json").read_text())["_class_name"] == (
+        "FlowMatchEulerDiscreteScheduler"
+    )
+    registry = build_registry(entry_points=False)
+    with pytest.raises(UserError, match=r"scheduler_config\.json: FlowMatchEulerDiscreteScheduler is a flow"):
+        registry.create("teachers", "ddpm-unet", path=str(folder))
+    for args in (
+        ["sample", str(folder), "--n", "2"],
+        ["distill", "--teacher", str(folder), "--student", "unet", "--dry-run"],
+    ):
+        result = CliRunner().invoke(create_app(registry), args)
+        assert result.exit_code == 2, result.output
+        assert "flow-matching" in result.output and "Traceback" not in result.output
