@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Space = Literal["pixel", "latent"]
-PredictionType = Literal["epsilon", "v_prediction", "sample"]
+PredictionType = Literal["epsilon", "v_prediction", "sample", "flow"]
+#: the noise process: a discrete variance-preserving chain (DDPM), or a rectified-flow path
+#: x_s = (1 - s) x0 + s eps with s in [0, 1] (networks take s * T as their timestep)
+Process = Literal["vp", "flow"]
 VarianceType = Literal["fixed_small", "fixed_large", "learned_range"]
 Conditioning = Literal["none", "class", "text"]
 
@@ -28,7 +31,8 @@ class TeacherSpec:
     sample_shape: tuple[int, int, int]
     space: Space = "pixel"
     num_train_timesteps: int = 1000
-    # diffusers DDPMScheduler keys: beta_schedule, beta_start, beta_end (or trained_betas)
+    # vp: diffusers DDPMScheduler keys (beta_schedule, beta_start, beta_end or trained_betas);
+    # flow: the teacher's flow-matching scheduler config (its class and keys, as saved)
     schedule: dict[str, Any] = field(
         default_factory=lambda: {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02}
     )
@@ -43,8 +47,13 @@ class TeacherSpec:
     text_seq_len: int | None = None
     image_shape: tuple[int, int, int] | None = None
     family: str = ""
+    process: Process = "vp"
 
     def __post_init__(self) -> None:
+        if (self.process == "flow") != (self.prediction_type == "flow"):
+            raise ValueError("a flow-matching process goes with flow (velocity) prediction, and only with it")
+        if self.process == "flow" and self.variance_type == "learned_range":
+            raise ValueError("a flow-matching teacher has no learned variance")
         if self.conditioning == "class" and not self.num_classes:
             raise ValueError("a class-conditional teacher needs num_classes")
         if self.conditioning == "text" and not self.text_embed_dim:

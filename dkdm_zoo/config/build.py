@@ -51,6 +51,11 @@ def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
 
 
 def build_method(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> Any:
+    from dkdm_zoo.methods.base import refuse_flow_teacher
+
+    # before the factory runs: a method's set-up reads its teacher's noise process
+    name = recipe.method.name
+    refuse_flow_teacher(registry.get("methods", name).load(), teacher, name)
     return registry.create("methods", recipe.method.name, teacher, student, **recipe.method.options)
 
 

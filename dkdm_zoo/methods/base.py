@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dkdm_zoo.errors import IncompatibleError
 from dkdm_zoo.registry.options import OptionSet
 from dkdm_zoo.sampling.chain import sample_student
 from dkdm_zoo.students.base import split_output
@@ -129,6 +130,17 @@ class Plan:
     passes: Mapping[str, Passes] = field(default_factory=dict)
 
 
+def refuse_flow_teacher(method: Any, teacher: Teacher, name: str | None = None) -> None:
+    """A one-line refusal of a flow-matching teacher by a method that reads only discrete VP chains."""
+    if teacher.spec.process == "flow" and not getattr(method, "supports_flow", False):
+        family = teacher.spec.family or type(teacher).__name__
+        called = f"'{name}'" if name else getattr(method, "__name__", str(method))
+        raise IncompatibleError(
+            f"method {called} does not train from flow-matching teachers yet (teacher '{family}' "
+            "predicts a velocity on a rectified-flow path): sample or evaluate it, or distil a DDPM teacher"
+        )
+
+
 @dataclass(frozen=True)
 class MethodOptions(OptionSet):
     """The options of a built-in method (``Method.Options``): one frozen dataclass, checked on
@@ -145,7 +157,11 @@ class Method(ABC):
         """Whether the exported student is a one-step generator (from its type, as everywhere)."""
         return is_one_step(self.student)
 
+    #: whether the method trains from flow-matching teachers (``spec.process == "flow"``)
+    supports_flow: ClassVar[bool] = False
+
     def __init__(self, teacher: Teacher, student: nn.Module):
+        refuse_flow_teacher(type(self), teacher)
         self.teacher = teacher
         self.student = student  # the network the run exports (a method may wrap what it was given)
         self.teacher_forwards = 0  # samples through the teacher network so far (CFG counts twice)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Passes, Plan
+from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Passes, Plan, refuse_flow_teacher
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import NonNegativeFloat, PositiveInt
 from dkdm_zoo.students.one_step import InitFromTeacher, OneStepGenerator, init_from_teacher_weights
@@ -54,6 +54,7 @@ class BOOT(OneStepMethod):
     Options = BOOTOptions
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
+        refuse_flow_teacher(type(self), teacher)  # before the generator is wrapped on a VP schedule
         self.options = o = BOOTOptions(**options)
         super().__init__(teacher, self.wrap_student(student, teacher, o.init_from_teacher))
         T = teacher.spec.num_train_timesteps

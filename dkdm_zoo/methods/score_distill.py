@@ -30,7 +30,16 @@ import torch
 from annotated_types import Interval
 from torch import Tensor, nn
 
-from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Network, Passes, Plan, Update
+from dkdm_zoo.methods.base import (
+    STUDENT,
+    Logs,
+    MethodOptions,
+    Network,
+    Passes,
+    Plan,
+    Update,
+    refuse_flow_teacher,
+)
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import PositiveFloat, PositiveInt, UnitInterval
 from dkdm_zoo.students.one_step import (
@@ -86,6 +95,7 @@ class ScoreDistillation(OneStepMethod):
     Options: type[ScoreDistillOptions] = ScoreDistillOptions
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
+        refuse_flow_teacher(type(self), teacher)  # before the set-up below reads a VP schedule
         self.options = o = self.Options(**options)
         schedule = teacher.schedule
         t_init = int(schedule.timesteps_for_sigmas(torch.tensor([o.init_sigma]))[0])

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dkdm_zoo.diffusion.flow import FlowSchedule
 from dkdm_zoo.diffusion.schedule import NoiseSchedule, inference_timesteps
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import split_output
@@ -131,3 +132,39 @@ def sample_student(
     return sample_denoiser(
         eps_fn, spec, schedule, noise, steps=steps, sampler=sampler, generator=generator, progress=progress
     )
+
+
+PredictFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+@torch.no_grad()
+def sample_flow(
+    predict_fn: PredictFn,
+    schedule: FlowSchedule,
+    noise: Tensor,
+    *,
+    steps: int = 50,
+    sampler: str = "ddim",
+    generator: torch.Generator | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """A flow-matching model sampled on its teacher's own grid (``FlowSchedule.sampling_sigmas``):
+    ``predict_fn(x, t)`` gives (eps, x0) at timesteps t = s T. "ddim" takes Euler steps of the ODE,
+    x <- x + (s' - s) v with v = eps - x0 (the teacher's FlowMatchEuler step); "ddpm" the stochastic
+    variant, x <- (1 - s') x0 + s' z with fresh noise z (FlowMatchEuler's ``stochastic_sampling``)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    sigmas = schedule.sampling_sigmas(steps).tolist()
+    x = noise
+    T = schedule.num_train_timesteps
+    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        t = torch.full((x.shape[0],), s * T, device=x.device, dtype=torch.float32)
+        eps, x0 = predict_fn(x, t)
+        if sampler == "ddim":
+            x = x + (s_next - s) * (eps - x0)
+        else:
+            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = (1.0 - s_next) * x0 + s_next * z
+        if progress is not None:
+            progress(1)
+    return x

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dkdm_zoo.diffusion.schedule import NoiseSchedule
+from dkdm_zoo.diffusion import schedule_for
 from dkdm_zoo.errors import IncompatibleError, UserError
-from dkdm_zoo.sampling.chain import sample_denoiser
+from dkdm_zoo.sampling.chain import sample_denoiser, sample_flow
 from dkdm_zoo.sampling.guidance import applies, guided
 from dkdm_zoo.spec import TeacherSpec
 
@@ -109,7 +109,7 @@ class Teacher(ABC):
 
     def __init__(self, spec: TeacherSpec, *, guidance_scale: float | None = None):
         self.spec = spec
-        self.schedule = NoiseSchedule.from_spec(spec)
+        self.schedule = schedule_for(spec)  # the noise process: a VP chain or a flow-matching path
         self.guidance_scale = guidance_scale
         self.device = torch.device("cpu")
         self.dtype = torch.float32
@@ -283,6 +283,11 @@ class Teacher(ABC):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, TeacherOutput]:
         """One ancestral step x_t -> x_{t-1} at per-sample t, as the teacher's own sampler does."""
+        if self.spec.process == "flow":
+            raise IncompatibleError(
+                f"teacher '{self.spec.family or type(self).__name__}' is a flow-matching teacher: one step of "
+                "a discrete chain is not defined on its path yet (it samples, methods do not train from it yet)"
+            )
         pred = self.predict(x_t, t, cond) if prediction is None else prediction
         x_prev = self.schedule.ddpm_step(
             x_t.float(),
@@ -314,6 +319,22 @@ class Teacher(ABC):
             cond = self.sample_conditions(n, generator)
         if noise is None:
             noise = torch.randn((n, *self.spec.sample_shape), generator=generator).to(self.device)
+
+        if self.spec.process == "flow":
+
+            def predict_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+                pred = self.predict(x, t, cond, guidance_scale)
+                return pred.eps, pred.x0
+
+            return sample_flow(
+                predict_fn,
+                self.schedule,
+                noise,
+                steps=steps,
+                sampler=sampler,
+                generator=generator,
+                progress=progress,
+            )
 
         def eps_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
             pred = self.predict(x, t, cond, guidance_scale)

@@ -35,7 +35,11 @@ def spec_from_unet(
         sample_shape=(channels, size, size),
         space="pixel",
         **schedule_spec_fields(
-            scheduler_config, learned=cfg.out_channels == 2 * channels, where=family, built_as="DDPMScheduler"
+            scheduler_config,
+            learned=cfg.out_channels == 2 * channels,
+            where=family,
+            built_as="DDPMScheduler",
+            flow=True,  # a UNet2DModel beside a FlowMatchEuler scheduler: a pixel flow teacher
         ),
         # Convention: the last class embedding is the null label used for classifier-free guidance.
         conditioning="class" if num_class_embeds else "none",

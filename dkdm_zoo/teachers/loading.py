@@ -223,12 +223,18 @@ def load_pretrained(
 
 
 def schedule_spec_fields(
-    scheduler_config: dict[str, Any], *, learned: bool, where: Any = "", built_as: str | None = None
+    scheduler_config: dict[str, Any],
+    *,
+    learned: bool,
+    where: Any = "",
+    built_as: str | None = None,
+    flow: bool = False,
 ) -> dict[str, Any]:
     """The TeacherSpec fields a diffusers scheduler config determines (T, betas, prediction, variance,
     clipping), every value checked and none guessed (``dkdm_zoo.teachers.schedulers.read_schedule``;
-    ``built_as``: the scheduler class a dict built in code holds the arguments of)."""
-    return read_schedule(scheduler_config, learned=learned, where=where, built_as=built_as)
+    ``built_as``: the scheduler class a dict built in code holds the arguments of; ``flow``: the family
+    reads flow-matching teachers too)."""
+    return read_schedule(scheduler_config, learned=learned, where=where, built_as=built_as, flow=flow)
 
 
 def read_config(source: Source, subfolder: str | None) -> dict[str, Any]:

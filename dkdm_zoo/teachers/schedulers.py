@@ -112,12 +112,18 @@ VARIANCE_TYPES = {
 
 
 def read_schedule(
-    config: Mapping[str, Any], *, learned: bool, where: Any = "", built_as: str | None = None
+    config: Mapping[str, Any],
+    *,
+    learned: bool,
+    where: Any = "",
+    built_as: str | None = None,
+    flow: bool = False,
 ) -> dict[str, Any]:
     """The TeacherSpec fields a scheduler config determines: T, the betas, prediction and variance
     type, clipping. ``learned``: the network outputs IDDPM's variance interpolation (2C channels).
     ``built_as``: the class a config built in code (no ``_class_name``, not read from a file) holds
-    the keyword arguments of; a file must name its class."""
+    the keyword arguments of; a file must name its class. ``flow``: the family reads flow-matching
+    teachers (their network takes s T as its timestep and predicts the velocity)."""
     config = dict(config)
     at = _where(config, where)
     name = config.get("_class_name")
@@ -128,14 +134,21 @@ def read_schedule(
             f"{at}names no scheduler class (_class_name): cannot tell which noise schedule it is; save the "
             "scheduler with diffusers' save_pretrained"
         )
+    if name == "FlowMatchEulerDiscreteScheduler":
+        if not flow:
+            raise UserError(
+                f"{at}{name} is a flow-matching (rectified-flow) schedule, which this teacher family does "
+                "not read (the `ddpm-unet` family does, for UNet2DModel folders): refused rather than misread"
+            )
+        return _flow_fields(config, at)
     if (
         name in FLOW_SCHEDULERS
         or config.get("use_flow_sigmas") is True
         or config.get("prediction_type") == "flow_prediction"
     ):
         raise UserError(
-            f"{at}{name} is a flow-matching (rectified-flow) schedule: this dkdm-zoo reads discrete "
-            "variance-preserving (DDPM) schedules only, so the teacher is refused rather than misread"
+            f"{at}{name} is a flow-matching (rectified-flow) schedule that dkdm-zoo does not read yet "
+            "(FlowMatchEulerDiscreteScheduler it does): refused rather than misread"
         )
     if name not in VP_SCHEDULERS:
         raise UserError(
@@ -201,6 +214,61 @@ def read_schedule(
         "variance_type": variance_type,
         "clip_sample": clip,
         "clip_sample_range": float(clip_range),
+    }
+
+
+#: FlowMatchEulerDiscreteScheduler keys and what each must hold to be read; the sampling grid is the
+#: scheduler's own, rebuilt from these, so its spacing and sigma options are honoured as they are
+FLOW_KEYS: dict[str, Any] = {
+    "num_train_timesteps": "int",
+    "shift": "positive",
+    "use_dynamic_shifting": False,  # resolution-dependent shift (FLUX-dev): needs the image size
+    "base_shift": "number",
+    "max_shift": "number",
+    "base_image_seq_len": "int",
+    "max_image_seq_len": "int",
+    "invert_sigmas": False,
+    "shift_terminal": "number-or-none",
+    "use_karras_sigmas": "bool",
+    "use_exponential_sigmas": "bool",
+    "use_beta_sigmas": "bool",
+    "time_shift_type": ("exponential", "linear"),
+    "stochastic_sampling": "bool",
+}
+_RULES = {
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
+    "positive": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "number": (lambda v: _number(v), "a number"),
+    "number-or-none": (lambda v: v is None or _number(v), "a number or null"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _flow_fields(config: Mapping[str, Any], at: str) -> dict[str, Any]:
+    name = str(config["_class_name"])
+    values = {**_class_defaults(name), **{k: v for k, v in config.items() if not k.startswith("_")}}
+    for key, value in values.items():
+        if key not in FLOW_KEYS:
+            raise UserError(
+                f"{at}{key} = {value!r} is a scheduler key dkdm-zoo does not understand; remove it"
+            )
+        rule = FLOW_KEYS[key]
+        if isinstance(rule, str):
+            check, wanted = _RULES[rule]
+        elif isinstance(rule, tuple):
+            check, wanted = (lambda v, r=rule: v in r), f"one of {', '.join(map(repr, rule))}"
+        else:
+            check, wanted = (lambda v, r=rule: v is r), f"{rule!r} (the only value supported yet)"
+        if not check(value):
+            raise UserError(f"{at}{key} = {value!r} is not {wanted}")
+    return {
+        "num_train_timesteps": values["num_train_timesteps"],
+        "schedule": {"_class_name": name, **values},
+        "prediction_type": "flow",
+        "variance_type": "fixed_small",
+        "clip_sample": False,
+        "clip_sample_range": 1.0,
+        "process": "flow",
     }
 
 

@@ -75,6 +75,14 @@ def ddpm_unet_teacher(seed: int = 0) -> Teacher:
     return DDPMUNetTeacher(tiny_unet(1, seed=seed), scheduler_config())
 
 
+def flow_unet_teacher(seed: int = 0) -> Teacher:
+    """Pixel space, unconditional, a rectified-flow path (velocity prediction, FlowMatchEuler, shift 3)."""
+    from dkdm_zoo.teachers.ddpm_unet import DDPMUNetTeacher
+
+    config = {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": T, "shift": 3.0}
+    return DDPMUNetTeacher(tiny_unet(1, seed=seed), config)
+
+
 def dit_teacher(seed: int = 0) -> Teacher:
     """Latent space with a VAE, class-conditional, learned variance (the DiT-XL/2 recipe, tiny)."""
     from diffusers import DiTTransformer2DModel
@@ -180,6 +188,7 @@ def spec_teacher(seed: int = 0) -> Teacher:
 #: family name -> (builder(workdir, registry), optional modules it needs).
 TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]] = {
     "ddpm-unet": (lambda workdir, registry: ddpm_unet_teacher(), ()),
+    "flow-unet": (lambda workdir, registry: flow_unet_teacher(), ()),
     "dit": (lambda workdir, registry: dit_teacher(), ()),
     "latent-sd": (lambda workdir, registry: latent_sd_teacher(), ("transformers",)),
     "run": (lambda workdir, registry: run_teacher(workdir, registry), ()),

@@ -3,14 +3,21 @@ value the reader does not understand is refused in one line naming the file and 
 
 from __future__ import annotations
 
-import json
+import re
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, FlowMatchEulerDiscreteScheduler, PNDMScheduler
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    PNDMScheduler,
+    UNet2DModel,
+)
 from typer.testing import CliRunner
 
 from dkdm_zoo.cli.app import create_app
+from dkdm_zoo.diffusion.flow import FlowSchedule
 from dkdm_zoo.diffusion.schedule import NoiseSchedule
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry import build_registry
@@ -115,20 +122,67 @@ def flow_folder(path, **scheduler):
     return path
 
 
-def test_a_flat_flow_folder_is_refused_not_read_as_a_ddpm(tmp_path):
+def test_flow_path_conversions_are_the_closed_forms():
+    schedule = FlowSchedule({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000})
+    x0, eps = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.0, 250.0, 999.5, 1000.0])  # s = 1 (pure noise) included
+    x_t = schedule.add_noise(x0, eps, t)
+    s = (t / 1000).reshape(-1, 1, 1, 1).double()
+    torch.testing.assert_close(x_t, (1 - s) * x0 + s * eps)
+    got_eps, got_x0 = schedule.to_eps_x0(eps - x0, x_t, t, "flow")
+    torch.testing.assert_close(got_x0, x0)
+    torch.testing.assert_close(got_eps, eps)
+
+
+def test_a_flat_flow_folder_is_a_flow_teacher_sampled_by_its_own_scheduler(tmp_path):
     """The silent misread this reader exists for: a FlowMatchEuler scheduler beside a UNet2DModel was
-    sampled as a linear-beta epsilon model (FD 64, exit 0)."""
+    sampled as a linear-beta epsilon model (FD 64, exit 0). Now it is read as the flow teacher it is,
+    and dkdm-zoo's Euler steps equal diffusers' own FlowMatchEulerDiscreteScheduler loop."""
     folder = flow_folder(tmp_path / "flow", shift=3.0)
-    assert json.loads((folder / "scheduler_config.json").read_text())["_class_name"] == (
-        "FlowMatchEulerDiscreteScheduler"
-    )
     registry = build_registry(entry_points=False)
-    with pytest.raises(UserError, match=r"scheduler_config\.json: FlowMatchEulerDiscreteScheduler is a flow"):
-        registry.create("teachers", "ddpm-unet", path=str(folder))
-    for args in (
-        ["sample", str(folder), "--n", "2"],
-        ["distill", "--teacher", str(folder), "--student", "unet", "--dry-run"],
-    ):
-        result = CliRunner().invoke(create_app(registry), args)
+    teacher = registry.create("teachers", "ddpm-unet", path=str(folder))
+    spec = teacher.spec
+    assert (spec.process, spec.prediction_type, spec.num_train_timesteps) == ("flow", "flow", 1000)
+    assert spec.schedule["shift"] == 3.0
+    noise = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    ours = teacher.sample(3, steps=4, noise=noise)
+
+    unet = UNet2DModel.from_pretrained(folder).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder)
+    scheduler.set_timesteps(4)
+    x = noise.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+    stochastic = teacher.sample(
+        3, steps=4, sampler="ddpm", noise=noise, generator=torch.Generator().manual_seed(1)
+    )
+    assert (stochastic - ours).abs().max() > 1e-3 and torch.isfinite(stochastic).all()
+
+
+def test_flow_teachers_sample_from_the_cli_and_methods_refuse_them_in_one_line(tmp_path):
+    folder = flow_folder(tmp_path / "flow", shift=3.0)
+    app = create_app(build_registry(entry_points=False))
+    grid = tmp_path / "g.png"
+    result = CliRunner().invoke(app, ["sample", str(folder), "--n", "2", "--steps", "3", "--out", str(grid)])
+    assert result.exit_code == 0 and grid.is_file(), result.output
+    for method in ("dkdm", "sid", "boot", "synthetic"):
+        args = ["distill", "--teacher", str(folder), "--student", "unet", "--method", method, "--dry-run"]
+        result = CliRunner().invoke(app, args)
         assert result.exit_code == 2, result.output
-        assert "flow-matching" in result.output and "Traceback" not in result.output
+        assert "does not train from flow-matching teachers yet" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_flow_scheduler_values_it_cannot_honour_are_refused(tmp_path):
+    for key, value, needle in (
+        ("use_dynamic_shifting", True, "use_dynamic_shifting = True is not False"),
+        ("shift", -1.0, "shift = -1.0 is not a number > 0"),
+        ("time_shift_type", "cubic", "time_shift_type = 'cubic' is not one of"),
+    ):
+        config = {"_class_name": "FlowMatchEulerDiscreteScheduler", key: value, SOURCE_KEY: "s.json"}
+        with pytest.raises(UserError, match=re.escape(f"s.json: {needle}")):
+            read_schedule(config, learned=False, flow=True)
+    with pytest.raises(UserError, match="which this teacher family does not read"):
+        read_schedule({"_class_name": "FlowMatchEulerDiscreteScheduler"}, learned=False)
