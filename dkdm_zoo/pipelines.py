@@ -211,9 +211,11 @@ class DKDMZooPipeline(DiffusionPipeline):
         guide = null is not None and applies(guidance_scale)
         inputs = {k: torch.cat([v, null[k]]) for k, v in cond.items()} if guide else cond
         self.scheduler.set_timesteps(steps, device=x.device)
-        x = x * self.scheduler.init_noise_sigma
+        x = x * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at 1
         for t in self.progress_bar(self.scheduler.timesteps):
-            x_in = self.scheduler.scale_model_input(x, t)
+            # flow-matching schedulers take the sample as it is (they have no scale_model_input)
+            scale = getattr(self.scheduler, "scale_model_input", None)
+            x_in = scale(x, t) if scale is not None else x
             x_in = torch.cat([x_in, x_in]) if guide else x_in
             out = self.student(x_in, t.expand(len(x_in)).to(x.device), **inputs)
             if guide:

@@ -62,6 +62,11 @@ class TeacherSpec:
             object.__setattr__(self, "image_shape", tuple(self.sample_shape))
 
     @property
+    def student_prediction(self) -> PredictionType:
+        """What a student's first C output channels predict: eps, or the velocity on a flow path."""
+        return "flow" if self.process == "flow" else "epsilon"
+
+    @property
     def learned_variance(self) -> bool:
         return self.variance_type == "learned_range"
 

@@ -8,6 +8,7 @@ the teacher saved, so dkdm-zoo's Euler steps are the teacher's own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,6 +57,37 @@ class FlowSchedule:
             raise ValueError(f"a flow-matching path reads velocity outputs, not {prediction_type!r}")
         s = self.s(t, x_t)
         return x_t + (1.0 - s) * model_output, x_t - s * model_output
+
+    # -- the EDM view: x / (1 - s) = x0 + sigma eps, sigma = s / (1 - s) -------------------------------
+    def edm_sigma(self, t: Tensor, like: Tensor) -> Tensor:
+        s = self.s(t, like)
+        return s / (1.0 - s).clamp(min=1e-12)
+
+    def timesteps_for_sigmas(self, sigmas: Tensor) -> Tensor:
+        """The timesteps s T at which the path has EDM noise level ``sigmas`` (continuous: s = sigma / (1 + sigma))."""
+        sigmas = sigmas.to(torch.float64)
+        return (sigmas / (1.0 + sigmas) * self.num_train_timesteps).float()
+
+    # -- the teacher's training chain: T levels, index k -> network timestep ---------------------------
+    @functools.cached_property
+    def chain_times(self) -> Tensor:
+        """The timesteps s_k T of the teacher's training grid (its scheduler's, shift applied),
+        ascending in k: index T-1 is pure noise (s = 1)."""
+        return (self.scheduler().sigmas.to(torch.float64).flip(0) * self.num_train_timesteps).cpu()
+
+    def time_of(self, k: Tensor) -> Tensor:
+        """The network timesteps of chain indices ``k`` (float32; index -1 is the clean end, s = 0)."""
+        table = self.chain_times.to(k.device)
+        k = k.long()
+        return torch.where(
+            k >= 0, table[k.clamp(min=0)], torch.zeros((), dtype=table.dtype, device=k.device)
+        ).float()
+
+    def jump(self, x_t: Tensor, t: Tensor, t_prev: Tensor, eps: Tensor, x0: Tensor, **_: Any) -> Tensor:
+        """The deterministic move from level t to t_prev along the prediction: (1 - s') x0 + s' eps, which
+        is exactly the Euler step x + (s' - s) v of the flow ODE."""
+        s_prev = self.s(t_prev, x_t)
+        return (1.0 - s_prev) * x0 + s_prev * eps
 
     # -- the teacher's own sampling grid ---------------------------------------------------------------
     def scheduler(self) -> Any:

@@ -106,6 +106,10 @@ class NoiseSchedule:
         """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) at every timestep (float64, increasing)."""
         return self.edm_sigmas_cache.clone()
 
+    def edm_sigma(self, t: Tensor, like: Tensor) -> Tensor:
+        """The EDM noise level sqrt((1 - alpha_bar_t) / alpha_bar_t) at per-sample timesteps."""
+        return self.gather("edm_sigmas_cache", t, like)
+
     def timesteps_for_sigmas(self, sigmas: Tensor) -> Tensor:
         """The timestep whose EDM sigma is nearest (in log) to each of ``sigmas``, clamped to the schedule."""
         table = torch.log(self._table("edm_sigmas_cache", sigmas.device))
@@ -145,6 +149,27 @@ class NoiseSchedule:
         if prediction_type == "sample":
             return self.x0_to_eps(x_t, model_output, t), model_output
         raise ValueError(f"unknown prediction type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+
+    # -- the chain: index k is the timestep ------------------------------------------------------------
+    def time_of(self, k: Tensor) -> Tensor:
+        """The network timesteps of chain indices (a discrete VP chain's index is its timestep)."""
+        return k
+
+    def jump(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        t_prev: Tensor,
+        eps: Tensor,
+        x0: Tensor | None = None,
+        *,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+    ) -> Tensor:
+        """The deterministic (DDIM) move from t to t_prev; x0 is implied by eps (clipped if asked)."""
+        return self.ddim_step(
+            x_t, t, t_prev, eps, clip_sample=clip_sample, clip_sample_range=clip_sample_range
+        )
 
     # -- reverse steps ---------------------------------------------------------------------------
     def posterior_log_variance(

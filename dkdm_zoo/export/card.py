@@ -239,7 +239,7 @@ def write_model_card(
         f"| teacher space | {spec.space}, {'x'.join(map(str, spec.sample_shape))} samples, "
         f"{'x'.join(map(str, spec.image_shape))} images, {what[spec.conditioning]} |",
         f"| schedule | T = {spec.num_train_timesteps} {_options(spec.schedule)}, the teacher predicts "
-        f"{spec.prediction_type}; {'the generator maps noise to a sample' if manifest.one_step else 'the student predicts eps'} |",
+        f"{spec.prediction_type}; {_student_predicts(manifest.one_step, spec)} |",
         f"| student | {student}, class `{manifest.student_class}` {_options(manifest.student_options)} |",
         f"| method | `{manifest.method}` {_options(manifest.method_options)} |",
         f"| training | {_training_line(train, facts)} |",
@@ -275,6 +275,16 @@ def write_model_card(
     path = folder / "README.md"
     card.save(path)
     return path
+
+
+def _student_predicts(one_step: bool, spec: Any) -> str:
+    if one_step:
+        return "the generator maps noise to a sample"
+    if spec.process == "flow":
+        return (
+            "the student predicts the velocity on the teacher's flow-matching path (FlowMatchEuler scheduler)"
+        )
+    return "the student predicts eps"
 
 
 def _options(options: dict[str, Any]) -> str:

@@ -37,9 +37,16 @@ from dkdm_zoo.teachers.base import PipelineComponents
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
 
 
-def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any) -> DDPMScheduler:
+def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any) -> Any:
     """The teacher's schedule with eps prediction; ``variance=False`` for pipelines that drop a
-    learned variance (DiTPipeline): they get the fixed posterior variance instead."""
+    learned variance (DiTPipeline): they get the fixed posterior variance instead. A flow-matching
+    teacher's student predicts its velocity on its path: the teacher's own FlowMatchEuler scheduler."""
+    if spec.process == "flow":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        return FlowMatchEulerDiscreteScheduler.from_config(
+            {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
+        )
     variance_type = spec.variance_type if variance or not spec.learned_variance else "fixed_small"
     return DDPMScheduler(
         **extra,
@@ -60,7 +67,7 @@ def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
 def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineComponents) -> str:
     """The diffusers pipeline class a student is exported as."""
     latent_ok = spec.space == "latent" and components.vae is not None
-    if isinstance(student, OneStepGenerator):
+    if isinstance(student, OneStepGenerator) or spec.process == "flow":  # no stock pipeline samples these
         return DKDMZooPipeline.__name__
     if isinstance(student, UNet2DModel) and spec.space == "pixel" and spec.conditioning == "none":
         return DDPMPipeline.__name__

@@ -45,6 +45,7 @@ class DenoisingTraining(Method):
     """Eps-prediction training on clean samples ``self.samples`` (in the teacher's diffusion space)."""
 
     Options: type[DenoisingOptions] = DenoisingOptions
+    supports_flow = True  # on a flow-matching path the student learns the velocity noise - x0
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         super().__init__(teacher, student)
@@ -63,16 +64,16 @@ class DenoisingTraining(Method):
         gen, spec, schedule = self.generator, self.teacher.spec, self.teacher.schedule
         idx = self.host_rng.integers(0, len(self.samples), batch_size)
         x0 = self.samples[host_to_device(idx, self.samples.device)].to(self.device).float()
-        t = torch.randint(0, spec.num_train_timesteps, (batch_size,), generator=gen, device=gen.device).to(
-            self.device
-        )
+        k = torch.randint(0, spec.num_train_timesteps, (batch_size,), generator=gen, device=gen.device)
+        t = schedule.time_of(k.to(self.device))  # a level of the teacher's chain, as its networks read it
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(self.device)
         x_t = schedule.add_noise(x0, noise, t)
         refs = None if self.sample_refs is None else self.sample_refs[idx]
         refs = drop_refs(self.teacher, refs, self.options.cond_drop_prob, self.host_rng)
         cond = self.teacher.conditions_from_refs(refs)
         eps, var = student_eps(student, x_t, t, cond.to(self.device) if cond else None, spec.channels)
-        mse = F.mse_loss(eps.float(), noise)
+        target = noise - x0 if spec.process == "flow" else noise  # the velocity on a flow path, else eps
+        mse = F.mse_loss(eps.float(), target)
         logs: Logs = {"mse": mse.detach()}
         loss = mse
         if var is not None and self.options.vlb:

@@ -70,9 +70,11 @@ class DKDMOptions(MethodOptions):
 
 
 class DKDM(Method):
-    """Dynamic iterative distillation; ``variant`` selects the paper's ablations."""
+    """Dynamic iterative distillation; ``variant`` selects the paper's ablations. On a flow-matching
+    teacher the pool walks its training grid by Euler steps and the student learns its velocity."""
 
     Options = DKDMOptions
+    supports_flow = True
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         super().__init__(teacher, student)
@@ -82,6 +84,11 @@ class DKDM(Method):
         # None for the paper's plain eps MSE.
         self.loss_weights: np.ndarray | None = None
         if (self.options.target, self.options.weighting) != ("eps", "none"):
+            if teacher.spec.process == "flow":
+                raise UserError(
+                    "method.target and method.weighting reweight a VP chain's eps loss: a flow-matching "
+                    "teacher's students learn its velocity with the plain MSE; leave them at eps and none"
+                )
             acp = teacher.schedule.alphas_cumprod.numpy()
             self.loss_weights = eps_loss_weights(
                 acp, self.options.target, self.options.weighting, self.options.snr_gamma
@@ -242,16 +249,17 @@ class DKDM(Method):
         cond = self.teacher.conditions_from_refs(
             drop_refs(self.teacher, refs, self.options.cond_drop_prob, self.host_rng)
         )
-        pred = self.predict_teacher(x, k, cond)
-        x_prev, _ = self.teacher.step(x, k, cond, prediction=pred, generator=self.generator)
+        t = self.teacher.schedule.time_of(k)  # the networks' timesteps of the chain indices
+        pred = self.predict_teacher(x, t, cond)
+        x_prev, _ = self.teacher.chain_step(x, k, cond, prediction=pred, generator=self.generator)
         self.pool.write(idx, x_prev)
         self.pool.k[idx] = k_host - 1
 
         spec = self.teacher.spec
         eps, var = student_eps(
-            student, x, k, cond.to(self.device) if cond is not None else None, spec.channels
+            student, x, t, cond.to(self.device) if cond is not None else None, spec.channels
         )
-        target = pred.eps.to(eps.device)
+        target = self.teacher.student_target(pred).to(eps.device)  # eps, or the velocity on a flow path
         per_sample = (eps.float() - target).pow(2).flatten(1).mean(dim=1)
         mse = per_sample.mean()
         logs: Logs = {

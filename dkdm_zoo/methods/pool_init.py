@@ -120,10 +120,11 @@ class PoolInit:
         for idx in _chunks(self.slots, 65536):
             pool.write(idx, method.noise(len(idx)))
 
-    def _step(self, method: Any, x: Tensor, t: Tensor, refs: np.ndarray | None) -> Tensor:
+    def _step(self, method: Any, x: Tensor, k: Tensor, refs: np.ndarray | None) -> Tensor:
+        """One step of the teacher's chain from index k (its own ancestral or, on a flow path, Euler step)."""
         cond = method.teacher.conditions_from_refs(refs)
-        pred = method.predict_teacher(x, t, cond)
-        x_prev, _ = method.teacher.step(x, t, cond, prediction=pred, generator=method.generator)
+        pred = method.predict_teacher(x, method.teacher.schedule.time_of(k), cond)
+        x_prev, _ = method.teacher.chain_step(x, k, cond, prediction=pred, generator=method.generator)
         return x_prev
 
     def _ancestral(self, method, pool, chunk, advance, save) -> None:
@@ -146,15 +147,16 @@ class PoolInit:
             for rows in _chunks(active, chunk):
                 idx = self.slots[rows]
                 x = pool.read(idx)
-                t = host_to_device(times[rows, j], method.device)
-                prev = host_to_device(times[rows, j + 1], method.device)
+                t = schedule.time_of(host_to_device(times[rows, j], method.device))
+                prev = schedule.time_of(host_to_device(times[rows, j + 1], method.device))
                 refs = None if pool.refs is None else pool.refs[idx]
                 pred = method.predict_teacher(x, t, method.teacher.conditions_from_refs(refs))
-                x = schedule.ddim_step(
+                x = schedule.jump(
                     x.float(),
                     t,
                     prev,
                     pred.eps.to(x.device),
+                    pred.x0.to(x.device),
                     clip_sample=spec.clip_sample,
                     clip_sample_range=spec.clip_sample_range,
                 )

@@ -9,7 +9,9 @@ match). Each training step first updates f_psi (``fake_score_steps`` times), the
 Both papers use EDM denoisers D(x, sigma) on x = x0 + sigma eps. A discrete VP teacher maps over
 exactly: sigma_t = sqrt((1 - abar_t) / abar_t), x_t^VP = alpha_t (x0 + sigma_t eps), and D is the
 teacher's x0 prediction (from its eps / v / x0 output, guided when the teacher is). A continuous
-sigma drawn as the papers do is rounded to the teacher's nearest timestep (in log sigma).
+sigma drawn as the papers do is rounded to the teacher's nearest timestep (in log sigma). A
+flow-matching teacher maps over continuously: x_s = (1 - s)(x0 + sigma eps) with sigma = s / (1 - s),
+D = x_s - s v, at timestep s T (SiD's flow-teacher setting).
 
 - fake-score update (G frozen): x_g = G(z), t ~ p_fake, x_t = alpha x_g + s eps,
   L_psi = lambda(sigma_t) ||f_psi(x_t) - x_g||^2, lambda = (sigma^2 + sigma_d^2) / (sigma sigma_d)^2
@@ -93,19 +95,23 @@ class ScoreDistillation(OneStepMethod):
     methods (SiD, DiffInstruct) declare their options (``Options``) and the generator loss."""
 
     Options: type[ScoreDistillOptions] = ScoreDistillOptions
+    supports_flow = True  # through the EDM view sigma = s / (1 - s) of the flow path (SiD's flow setting)
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         refuse_flow_teacher(type(self), teacher)  # before the set-up below reads a VP schedule
         self.options = o = self.Options(**options)
         schedule = teacher.schedule
-        t_init = int(schedule.timesteps_for_sigmas(torch.tensor([o.init_sigma]))[0])
-        alpha = float(schedule.sqrt_alphas_cumprod[t_init])
-        sigma = float(schedule.sqrt_one_minus_alphas_cumprod[t_init])
+        # the generator's input level: a VP chain's nearest timestep, or a flow teacher's s T
+        t_init = schedule.timesteps_for_sigmas(torch.tensor([o.init_sigma]))
+        probe = torch.zeros(1, dtype=torch.float64)
+        alpha, sigma = float(schedule.alpha(t_init, probe)), float(schedule.sigma(t_init, probe))
+        timestep = float(t_init[0]) if teacher.spec.process == "flow" else int(t_init[0])
         fraction = 0.0
         if not isinstance(student, OneStepGenerator):
             fraction = init_from_teacher_weights(student, teacher, o.init_from_teacher)
-        # A backbone that starts as the teacher reads its output as the teacher does; else eps.
-        prediction = teacher.spec.prediction_type if fraction == 1.0 else "epsilon"
+        # A backbone that starts as the teacher reads its output as the teacher does; else as a
+        # student of the teacher (eps, or the velocity on a flow path).
+        prediction = teacher.spec.prediction_type if fraction == 1.0 else teacher.spec.student_prediction
         generator = (
             student
             if isinstance(student, OneStepGenerator)
@@ -113,7 +119,7 @@ class ScoreDistillation(OneStepMethod):
                 student,
                 teacher.spec.channels,
                 input_scale=sigma,
-                timestep=t_init,
+                timestep=timestep,
                 prediction_type=prediction,
                 alpha=alpha,
                 sigma=sigma,
@@ -123,7 +129,6 @@ class ScoreDistillation(OneStepMethod):
         # The fake score: a trainable float32 copy of the teacher's network (its other parts are shared).
         self.fake_net = copy.deepcopy(teacher.denoiser()).float().train().requires_grad_(True)
         self.betas = (o.adam_beta1, o.adam_beta2)
-        self.sigmas = schedule.edm_sigmas.float()
 
     # -- the contract ------------------------------------------------------------------------------
     def networks(self) -> dict[str, Network]:
@@ -181,8 +186,9 @@ class ScoreDistillation(OneStepMethod):
         gen = self.generator
         device = gen.device if gen is not None else self.device
         T = self.teacher.spec.num_train_timesteps
-        if distribution == "uniform":
-            return torch.randint(0, T, (n,), generator=gen, device=device).to(self.device)
+        if distribution == "uniform":  # a level of the teacher's chain, as its networks read it
+            k = torch.randint(0, T, (n,), generator=gen, device=device).to(self.device)
+            return self.teacher.schedule.time_of(k)
         if distribution == "lognormal":
             z = torch.randn((n,), generator=gen, device=device, dtype=torch.float64)
             sigma = torch.exp(self.options.p_mean + self.options.p_std * z)
@@ -218,7 +224,7 @@ class ScoreDistillation(OneStepMethod):
             x_g = self.generate_x0(generator, self.noise(batch_size), cond)
         t = self.draw_timesteps(batch_size, self.options.fake_time)
         x_t = self.noised(x_g, t)
-        sigma = self.sigmas.to(x_g.device)[t].view(-1, *([1] * (x_g.ndim - 1)))
+        sigma = self.teacher.schedule.edm_sigma(t, x_g)
         weight = (sigma**2 + self.options.sigma_data**2) / (sigma * self.options.sigma_data) ** 2
         error = (self.fake_x0(fake, x_t, t, cond) - x_g) ** 2
         loss = (weight * error).flatten(1).mean(1).mean()

@@ -108,7 +108,7 @@ def sample_denoiser(
 def sample_student(
     student: nn.Module,
     spec: TeacherSpec,
-    schedule: NoiseSchedule,
+    schedule: NoiseSchedule | FlowSchedule,
     noise: Tensor,
     model_kwargs: dict[str, Tensor],
     *,
@@ -118,12 +118,22 @@ def sample_student(
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
     """A student's samples in diffusion space (float32): a one-step generator in exactly one network
-    call per image, any other student as an eps-model through ``sample_denoiser``."""
+    call per image, a flow teacher's student as a velocity model through ``sample_flow``, any other
+    student as an eps-model through ``sample_denoiser``."""
     if is_one_step(student):
         samples = student.generate(noise, **model_kwargs).float()
         if progress is not None:
             progress(1)
         return samples
+    if spec.process == "flow":  # the student predicts the velocity at timesteps s T
+
+        def predict_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+            v = split_output(student(x, t, **model_kwargs), spec.channels)[0].float()
+            return schedule.to_eps_x0(v, x, t, "flow")
+
+        return sample_flow(
+            predict_fn, schedule, noise, steps=steps, sampler=sampler, generator=generator, progress=progress
+        )
 
     def eps_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
         eps, var = split_output(student(x, t, **model_kwargs), spec.channels)

@@ -38,7 +38,7 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         backbone_config: dict[str, Any],
         channels: int,
         input_scale: float = 1.0,
-        timestep: int = 0,
+        timestep: int | float = 0,
         prediction_type: str = "sample",
         alpha: float = 1.0,
         sigma: float = 0.0,
@@ -69,7 +69,9 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
     def generator_input(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         """The backbone's input for noise z and its timestep: (input_scale * z, t_gen)."""
         cfg = self.config
-        t = torch.full((noise.shape[0],), int(cfg.timestep), dtype=torch.long, device=noise.device)
+        # an int is a VP chain's timestep; a float a flow-matching teacher's s T
+        dtype = torch.long if isinstance(cfg.timestep, int) else torch.float32
+        t = torch.full((noise.shape[0],), cfg.timestep, dtype=dtype, device=noise.device)
         return noise * cfg.input_scale, t
 
     def to_sample(self, output: Tensor, backbone_input: Tensor) -> Tensor:
@@ -100,6 +102,8 @@ def output_to_x0(output: Tensor, x_in: Tensor, alpha: float, sigma: float, predi
         return (x_in - sigma * output) / alpha
     if prediction_type == "v_prediction":
         return alpha * x_in - sigma * output
+    if prediction_type == "flow":  # a velocity eps - x0 on the path x = (1 - s) x0 + s eps, sigma = s
+        return x_in - sigma * output
     raise ValueError(f"unknown prediction type {prediction_type!r}")
 
 

@@ -302,6 +302,31 @@ class Teacher(ABC):
         return x_prev, pred
 
     @torch.no_grad()
+    def chain_step(
+        self,
+        x_t: Tensor,
+        k: Tensor,
+        cond: Condition | None = None,
+        *,
+        prediction: TeacherOutput | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, TeacherOutput]:
+        """One step of the teacher's own training chain, from index k to k - 1 (k = 0 ends clean): the
+        ancestral step of a VP chain, the Euler step on a flow path. ``prediction`` is the teacher's
+        at ``schedule.time_of(k)`` when the caller has it."""
+        t = self.schedule.time_of(k)
+        pred = self.predict(x_t, t, cond) if prediction is None else prediction
+        if self.spec.process == "flow":
+            x_prev = self.schedule.jump(x_t.float(), t, self.schedule.time_of(k - 1), pred.eps, pred.x0)
+            return x_prev, pred
+        return self.step(x_t, t, cond, prediction=pred, generator=generator)
+
+    def student_target(self, pred: TeacherOutput) -> Tensor:
+        """What a student of this teacher predicts, from the teacher's prediction: eps on a VP chain,
+        the velocity eps - x0 on a flow path (``spec.student_prediction``)."""
+        return pred.eps - pred.x0 if self.spec.process == "flow" else pred.eps
+
+    @torch.no_grad()
     def sample(
         self,
         n: int,

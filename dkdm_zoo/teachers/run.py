@@ -118,7 +118,8 @@ def from_run(
             f"{run.path} holds a one-step generator (BOOT): it is not a diffusion model and cannot be a teacher"
         )
     student = load_student(run, registry, dtype=parse_dtype(dtype))
-    spec = dataclasses.replace(run.manifest.teacher_spec, prediction_type="epsilon", family="run")
+    original = run.manifest.teacher_spec  # the student predicts eps, or a flow teacher's velocity
+    spec = dataclasses.replace(original, prediction_type=original.student_prediction, family="run")
     teacher = RunTeacher(
         student, spec, lambda: original_teacher(run, registry), guidance_scale=guidance_scale
     )
