@@ -1,6 +1,6 @@
 """Train the reference digits teachers on real data and ship them in dkdm_zoo/assets/<name>/.
 
-    python tools/train_reference_teachers.py digits-ddpm   # or digits-dit, or all
+    python tools/train_reference_teachers.py digits-ddpm   # or digits-dit, digits-flow, or all
 
 Each teacher trains with the project's own engine (``dkdm_zoo.engine.train``, method ``data``, the
 network-free ``spec`` teacher) from ``recipes/train-<name>.toml``, on CPU, seeded; the EMA network is
@@ -21,7 +21,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "dkdm_zoo" / "assets"
-TEACHERS = ("digits-ddpm", "digits-dit")
+TEACHERS = ("digits-ddpm", "digits-dit", "digits-flow")
+EULER_STEPS = (10, 50)  # digits-flow: its own Euler sampler at 10 and 50 steps
 N_EVAL = 1797  # every real digit: the reference set size
 EVAL_STEPS = 50
 DIT_SCALES = (1.0, 3.0)
@@ -61,11 +62,29 @@ def scheduler_for(spec: Any) -> Any:
 
 
 def export(name: str, run: Path, student: Any, spec: Any, dest: Path) -> None:
-    """The trained (EMA) network in its family layout: DDPMPipeline or DiTPipeline without a VAE."""
+    """The trained (EMA) network in its family layout: a DDPMPipeline, a flat flow-matching folder
+    (UNet2DModel + FlowMatchEuler scheduler at the root, as diffusers saves them), or a DiTPipeline
+    without a VAE."""
     if dest.exists():
         shutil.rmtree(dest)
     if name == "digits-ddpm":
-        shutil.copytree(run / "pipeline", dest)  # the engine's DDPMPipeline export (unet/, scheduler/)
+        from dkdm_zoo.export.run import export_run
+        from dkdm_zoo.registry import build_registry
+        from dkdm_zoo.runs import Run
+
+        export_run(Run(run), build_registry(entry_points=False), student=student)  # DDPMPipeline
+        shutil.copytree(run / "pipeline", dest)
+        (dest / "README.md").unlink(missing_ok=True)  # the run's card; MODEL_CARD.md describes the asset
+        (dest / "samples.png").unlink(missing_ok=True)
+        return
+    if name == "digits-flow":
+        from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+        from dkdm_zoo.students.base import plain_copy
+
+        plain_copy(student, UNet2DModel).save_pretrained(dest, safe_serialization=True)
+        scheduler = {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
+        FlowMatchEulerDiscreteScheduler.from_config(scheduler).save_pretrained(dest)
         return
     from diffusers import DiTPipeline
 
@@ -99,6 +118,12 @@ def evaluate_teacher(name: str, out: Path, seed: int = 0) -> dict[str, Any]:
             metrics.pop("per_class_accuracy", None)
             results[f"guidance_{scale:g}"] = metrics
             grids[f"samples-cfg{scale:g}.png"] = x[:100]
+    elif teacher.spec.process == "flow":
+        for steps in EULER_STEPS:
+            gen = torch.Generator().manual_seed(seed)
+            x = teacher.sample(N_EVAL, steps=steps, generator=gen)
+            results[f"euler_{steps}"] = evaluate(x, "data")
+            grids[f"samples-euler{steps}.png"] = x[:100]
     else:
         gen = torch.Generator().manual_seed(seed)
         x = teacher.sample(N_EVAL, steps=EVAL_STEPS, generator=gen)
@@ -115,6 +140,8 @@ def model_card(name: str, recipe: Any, student: Any, info: dict[str, Any]) -> st
     params = sum(p.numel() for p in student.parameters())
     arch = {
         "digits-ddpm": "diffusers `UNet2DModel`, unconditional, eps prediction; DDPMPipeline layout",
+        "digits-flow": "diffusers `UNet2DModel`, unconditional, rectified flow (velocity prediction at timestep "
+        "s T); flat layout: config.json, the weights and scheduler_config.json (FlowMatchEulerDiscreteScheduler) at the root",
         "digits-dit": "diffusers `DiTTransformer2DModel` in pixel space, class-conditional (10 classes, "
         "null label 10 for classifier-free guidance), learned variance (out_channels 2, learned_range); "
         "DiTPipeline layout without vae/",
@@ -124,7 +151,10 @@ def model_card(name: str, recipe: Any, student: Any, info: dict[str, Any]) -> st
         "",
         f"- Architecture: {arch}; {params:,} parameters; config in the model folder's config.json.",
         f"- Student options used: `{json.dumps(recipe.student.options)}`",
-        "- Schedule: DDPM linear betas 1e-4..0.02, T = 1000, clip_sample true (scheduler/).",
+        "- Schedule: rectified flow x_s = (1 - s) x0 + s eps, FlowMatchEulerDiscreteScheduler, shift 1.0, T = 1000; "
+        "trained on logit-normal noise levels s = sigmoid(N(0, 1)), SD3's draw."
+        if name == "digits-flow"
+        else "- Schedule: DDPM linear betas 1e-4..0.02, T = 1000, clip_sample true (scheduler/).",
         "- Data: the 1,797 digits of `sklearn.datasets.load_digits` (all of them), pixels scaled to [-1, 1] "
         "(`dkdm_zoo.datasets.load_digits_images`).",
         f"- Training: method `data`, {recipe.train.steps} steps, batch {recipe.train.batch_size}, AdamW lr "
@@ -135,7 +165,9 @@ def model_card(name: str, recipe: Any, student: Any, info: dict[str, Any]) -> st
         f"- Training wall time: {info['train_seconds'] / 60:.1f} min on a shared 2-core CPU "
         f"(load average {info['load_average']:.1f} at the end); torch {info['torch']}, diffusers {info['diffusers']}.",
         "",
-        f"## Quality (N = {N_EVAL} samples, {EVAL_STEPS}-step DDIM, `dkdm_zoo.evaluation.evaluate` vs all real digits)",
+        f"## Quality (N = {N_EVAL} samples, "
+        + ("its own Euler sampler" if name == "digits-flow" else f"{EVAL_STEPS}-step DDIM")
+        + ", `dkdm_zoo.evaluation.evaluate` vs all real digits)",
         "",
         "Feature space of the shipped digit classifier; for scale: real-vs-real halves FD ~1.2, uniform noise ~82.",
         "",

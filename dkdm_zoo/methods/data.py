@@ -10,7 +10,7 @@ conditioning are all a student, this method and the engine need.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,6 +39,9 @@ from dkdm_zoo.teachers.base import Teacher, host_to_device
 class DenoisingOptions(MethodOptions):
     cond_drop_prob: UnitInterval = 0.0  # conditions replaced by the null one (to learn guidance)
     vlb: bool = True  # IDDPM's hybrid vlb term for a learned-variance student
+    # "uniform": a level of the teacher's chain; "logit-normal": s = sigmoid(N(0, 1)), SD3's draw of
+    # the noise level on a flow path (flow-matching teachers only)
+    time_sampling: Literal["uniform", "logit-normal"] = "uniform"
 
 
 class DenoisingTraining(Method):
@@ -50,6 +53,11 @@ class DenoisingTraining(Method):
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         super().__init__(teacher, student)
         self.options = self.Options(**options)
+        if self.options.time_sampling == "logit-normal" and teacher.spec.process != "flow":
+            raise UserError(
+                "method.time_sampling = 'logit-normal' draws levels of a flow-matching path; a VP chain's "
+                "levels are its timesteps: leave it at 'uniform'"
+            )
         self.samples: Tensor | None = None
         self.sample_refs: np.ndarray | None = None  # condition references, one per sample (host)
 
@@ -64,8 +72,12 @@ class DenoisingTraining(Method):
         gen, spec, schedule = self.generator, self.teacher.spec, self.teacher.schedule
         idx = self.host_rng.integers(0, len(self.samples), batch_size)
         x0 = self.samples[host_to_device(idx, self.samples.device)].to(self.device).float()
-        k = torch.randint(0, spec.num_train_timesteps, (batch_size,), generator=gen, device=gen.device)
-        t = schedule.time_of(k.to(self.device))  # a level of the teacher's chain, as its networks read it
+        if self.options.time_sampling == "logit-normal":  # a continuous level s of the flow path
+            z = torch.randn((batch_size,), generator=gen, device=gen.device)
+            t = (torch.sigmoid(z) * spec.num_train_timesteps).to(self.device)
+        else:  # a level of the teacher's chain, as its networks read it
+            k = torch.randint(0, spec.num_train_timesteps, (batch_size,), generator=gen, device=gen.device)
+            t = schedule.time_of(k.to(self.device))
         noise = torch.randn(x0.shape, generator=gen, device=gen.device).to(self.device)
         x_t = schedule.add_noise(x0, noise, t)
         refs = None if self.sample_refs is None else self.sample_refs[idx]

@@ -50,6 +50,11 @@ def register_teachers(register):
         summary="reference: unconditional 8x8 digits UNet2DModel (DDPM, eps, T=1000), shipped; no download",
     )
     register(
+        "digits-flow",
+        "dkdm_zoo.teachers.reference:digits_flow",
+        summary="reference: unconditional 8x8 digits rectified-flow UNet2DModel (velocity, FlowMatchEuler), shipped",
+    )
+    register(
         "digits-dit",
         "dkdm_zoo.teachers.reference:digits_dit",
         summary="reference: class-conditional 8x8 pixel-space digits DiT, learned variance, CFG; shipped",

@@ -27,7 +27,7 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 def asset_folder(name: str) -> Path:
     """The shipped folder of reference teacher ``name``, or a one-line error naming the command that trains it."""
     folder = ASSETS / name
-    if not (folder / "model_index.json").is_file():
+    if not any((folder / name).is_file() for name in ("model_index.json", "config.json")):
         raise UserError(
             f"reference teacher '{name}' is not shipped in {folder}: train it with "
             f"`python tools/train_reference_teachers.py {name}`"
@@ -41,6 +41,14 @@ def digits_ddpm(options: TeacherOptions) -> Any:
     from dkdm_zoo.teachers import ddpm_unet
 
     return ddpm_unet.load(path=asset_folder("digits-ddpm"), **options.to_dict())
+
+
+@takes_options(TeacherOptions)
+def digits_flow(options: TeacherOptions) -> Any:
+    """The unconditional rectified-flow digits UNet (a flat UNet2DModel + FlowMatchEuler folder) through `ddpm-unet`."""
+    from dkdm_zoo.teachers import ddpm_unet
+
+    return ddpm_unet.load(path=asset_folder("digits-flow"), **options.to_dict())
 
 
 @dataclass(frozen=True)

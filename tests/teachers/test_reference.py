@@ -114,3 +114,34 @@ def test_missing_asset_is_a_one_line_error(monkeypatch, tmp_path: Path, registry
         registry.create("teachers", "digits-ddpm")
     message = str(info.value)
     assert "\n" not in message and "python tools/train_reference_teachers.py digits-ddpm" in message
+
+
+def test_digits_flow_is_a_flat_flow_folder_sampled_by_its_own_scheduler(registry):
+    """The shipped rectified-flow teacher: a UNet2DModel and a FlowMatchEuler scheduler at the root;
+    dkdm-zoo's sampler is diffusers' own loop over them, and its samples are digits."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+
+    from dkdm_zoo.evaluation import evaluate
+
+    folder = reference.ASSETS / "digits-flow"
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", "scheduler_config.json", "MODEL_CARD.md"} <= files
+    assert any(name.endswith(".safetensors") for name in files) and not any(
+        name.endswith(".bin") for name in files
+    )
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < MAX_FOLDER_BYTES
+    teacher = registry.create("teachers", "digits-flow")
+    spec = teacher.spec
+    assert (spec.process, spec.prediction_type, spec.sample_shape) == ("flow", "flow", (1, 8, 8))
+    noise = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    ours = teacher.sample(4, steps=5, noise=noise)
+    unet = UNet2DModel.from_pretrained(folder, use_safetensors=True).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder)
+    scheduler.set_timesteps(5)
+    x = noise.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+    samples = teacher.sample(300, steps=10, generator=torch.Generator().manual_seed(0))
+    assert evaluate(samples.clamp(-1, 1), "data")["fd"] < 25.0
