@@ -41,6 +41,13 @@ def distill(
     resume: Annotated[
         bool, typer.Option(help="continue the run in --out from its latest checkpoint")
     ] = False,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            help="--resume: train on with settings the checkpoints were not trained with (batch size, "
+            "seed, method options...); run.json records them"
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a recipe value: section.key=value")
@@ -72,10 +79,12 @@ def distill(
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if allow_changes and not resume:
+        raise UserError("--allow-changes applies to --resume only")
     registry = registry_of(ctx)
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
-    resolved, changed = None, []
+    resolved, changed, allowed = None, [], []
     if resume and out is None:  # the run folder this command would have created
         resolved = resolver.resolve(registry, recipe=recipe, **flags, **common)
         out = resolver.default_out(resolved)
@@ -86,7 +95,9 @@ def distill(
         resolved = resolver.resolve(
             registry, recipe=recipe, base=None if recipe else stored, **flags, **common
         )
-        changed = resume_changes(stored, resolved, str(out))
+        # against what the newest checkpoint was trained with (recipe.toml may have been edited since)
+        trained_with, where = _checkpoint_recipe(out, registry, stored)
+        changed, allowed = resume_changes(trained_with, resolved, where, allow=allow_changes)
     elif resolved is None:
         resolved = resolver.resolve(registry, recipe=recipe, **flags, **common)
     out = out if out is not None else resolver.default_out(resolved)
@@ -116,6 +127,8 @@ def distill(
         writer.clear()  # --overwrite: the old run goes only once the new one is built
         # the engine's one line on what it resumed from, with what this command changed
         note = f"; changed: {', '.join(changed)}" if changed else ""
+        note += f"; allowed (--allow-changes): {', '.join(allowed)}" if allowed else ""
+        history = _allowed_before(run) + allowed if resume else []
         result = train(
             resolved,
             built.teacher,
@@ -125,6 +138,7 @@ def distill(
             resume=resume,
             quiet=quiet,
             announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
+            allowed_changes=history,
         )
         written = list(result.exported)
         if main and result.exported:
@@ -163,6 +177,40 @@ def _stored_recipe(out: Path, registry):
     if not (out / "recipe.toml").is_file():
         return None
     return validate_against_registry(load_recipe_file(out / "recipe.toml"), registry)
+
+
+def _checkpoint_recipe(out: Path, registry, stored):
+    """(the recipe the newest checkpoint was trained with, where it is), for a resume to compare
+    against; refuses a folder with no checkpoint, saying what it holds. Checkpoints written before
+    they recorded their recipe: RUN/recipe.toml."""
+    from dkdm_zoo.config.recipes import load_recipe_file
+    from dkdm_zoo.config.validation import validate_against_registry
+    from dkdm_zoo.engine.checkpoint import RECIPE, find_latest
+    from dkdm_zoo.runs import Run
+
+    run = Run(out)
+    latest = find_latest(run.checkpoints_dir)
+    if latest is None:
+        then = (
+            "sample, eval or export it, or retrain it with --overwrite"
+            if run.finished
+            else "start it again with --overwrite"
+        )
+        raise UserError(
+            f"--resume: {out} has no checkpoint to resume from (it holds {run.summary()}); {then}"
+        )
+    if not (latest / RECIPE).is_file():
+        return stored, str(out)
+    recipe = validate_against_registry(load_recipe_file(latest / RECIPE), registry)
+    return recipe, f"{out} (trained as {latest.name}/{RECIPE} says)"
+
+
+def _allowed_before(run) -> list[str]:
+    """What earlier ``--allow-changes`` resumes recorded in run.json (kept: the history grows)."""
+    try:
+        return list(run.manifest.allowed_changes)
+    except UserError:
+        return []
 
 
 def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:

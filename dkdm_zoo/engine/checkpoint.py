@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from dkdm_zoo.errors import UserError
 
 LATEST = "latest"
+RECIPE = "recipe.toml"  # in a checkpoint: the recipe it was trained with
 TEMP_PREFIX = ".tmp-"
 _NAME = re.compile(r"^checkpoint-(\d{7,})$")
 
@@ -72,7 +73,9 @@ def save_mixed(state: dict[str, Any], folder: Path, stem: str) -> None:
 
 
 def load_mixed(folder: Path, stem: str) -> dict[str, Any]:
-    state: dict[str, Any] = _read(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
+    state = _read(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
+    if not isinstance(state, dict):
+        raise UnreadableFile(f"{stem}.json: not a JSON object")
     state.update(_read(folder / f"{stem}.safetensors", lambda p: load_file(str(p))))
     return state
 
@@ -155,7 +158,15 @@ def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def save_training_state(
-    acc: Any, checkpoints: Path, step: int, trained: Any, ema: Any, method: Any, generator, keep: int
+    acc: Any,
+    checkpoints: Path,
+    step: int,
+    trained: Any,
+    ema: Any,
+    method: Any,
+    generator,
+    keep: int,
+    recipe_text: str | None = None,
 ) -> Path | None:
     """Write checkpoint ``step`` atomically (collective: every process calls it).
 
@@ -191,13 +202,19 @@ def save_training_state(
                 for (name, _), p in zip(student.named_parameters(), state.pop("shadow_params"), strict=True)
             }
             save_mixed({**state, **shadow}, temp, "ema")
+        if recipe_text is not None:
+            (temp / RECIPE).write_text(recipe_text)
+            fsync_path(temp / RECIPE)
         write_json(temp / "state.json", {"step": step, "world_size": acc.num_processes})  # last: complete
 
     final = None
     error = _attempt(shared_files) if acc.is_main_process else None
     _raise_together(acc, error, checkpoints, step, trained, ema, method)
     if acc.is_main_process:
-        final = publish(temp, checkpoints, step, keep)
+        error = _attempt(lambda: publish(temp, checkpoints, step, keep))
+    _raise_together(acc, error, checkpoints, step, trained, ema, method)
+    if acc.is_main_process:
+        final = checkpoints / checkpoint_name(step)
     acc.wait_for_everyone()
     return final
 
@@ -207,11 +224,26 @@ class DiskFullError(UserError):
 
 
 def _attempt(write: Any) -> OSError | None:
+    """The error of ``write`` as an OSError: safetensors (SafetensorError) and torch.save
+    (RuntimeError) report a full disk with their own types, a plugin's state a JSON TypeError."""
     try:
         write()
     except OSError as exc:
         return exc
+    except Exception as exc:  # noqa: BLE001 - every writer's failure ends as one line, temp removed
+        return as_os_error(exc)
     return None
+
+
+def as_os_error(exc: BaseException) -> OSError:
+    """An OSError carrying ``exc``'s errno where its text names one ("os error 28", "No space left")."""
+    text = _first_line(exc)
+    match = re.search(r"os error (\d+)", text)
+    code = int(match.group(1)) if match else (errno.ENOSPC if "No space left" in text else None)
+    error = OSError(code, text) if code is not None else OSError(text)
+    if code is None:
+        error.strerror = text
+    return error
 
 
 def _raise_together(
@@ -227,14 +259,16 @@ def _raise_together(
     if acc.is_main_process:
         clean_temp(checkpoints)  # frees what the half-written checkpoint took
     last = find_latest(checkpoints)
+    need = checkpoint_bytes(trained, ema, method, acc.num_processes)
+    free = shutil.disk_usage(checkpoints).free
+    if error is not None and error.errno is None and free < need:  # torch.save's "unexpected pos"
+        error.errno = errno.ENOSPC
     kept = (
         f"the last checkpoint ({last.name}) is kept" if last is not None else "no checkpoint was written yet"
     )
     if error is None or error.errno not in (errno.ENOSPC, errno.EDQUOT):
         reason = f"{error.strerror or error}" if error is not None else "another process failed to write it"
         raise UserError(f"cannot write checkpoint {step} in {checkpoints}: {reason}; {kept}")
-    need = checkpoint_bytes(trained, ema, method, acc.num_processes)
-    free = shutil.disk_usage(checkpoints).free
     raise DiskFullError(
         f"no space left on the disk of {checkpoints} for checkpoint {step}: it needs about {_mib(need)} "
         f"({_mib(free)} free); {kept}: free some space, then run the same command with --resume"
@@ -272,25 +306,68 @@ def load_training_state(
     """
     from safetensors.torch import load_model
 
+    # state.json first: a step that is not this folder's (a tampered or copied file) is not believed
+    state = _read(folder / "state.json", lambda p: json.loads(p.read_text()))
+    step = state.get("step") if isinstance(state, dict) else None
+    match = _NAME.match(folder.name)
+    if type(step) is not int or match is None or step != int(match.group(1)):
+        raise UnreadableFile(f"state.json: step {step!r} is not the step of {folder.name}")
     for name, net in trained.items():
         weights, optimizer, schedule = _files(name)
         base_lrs = list(net.lr_schedule.base_lrs)  # this run's lr (the optimiser state holds the old one)
         _read(folder / weights, lambda p, net=net: load_model(net.module, str(p), device=str(device)))
-        net.optimizer.load_state_dict(_read(folder / optimizer, lambda p: load_torch(p, device)))
-        net.lr_schedule.load_state_dict(_read(folder / schedule, lambda p: json.loads(p.read_text())))
+        _read(folder / optimizer, lambda p, net=net: net.optimizer.load_state_dict(load_torch(p, device)))
+        _read(
+            folder / schedule, lambda p, net=net: net.lr_schedule.load_state_dict(json.loads(p.read_text()))
+        )
         _continue_schedule(net.lr_schedule, base_lrs)
     if ema is not None and (folder / "ema.json").exists():
-        state = load_mixed(folder, "ema")
-        names = [name for name, _ in trained["student"].module.named_parameters()]
-        state["shadow_params"] = [state.pop(name).to(device) for name in names]
-        ema.load_state_dict(state)
-    rng = load_mixed(folder, f"rng-rank{rank}")
-    torch.set_rng_state(rng["torch"].to(torch.uint8))
-    generator.set_state(rng["method"].to(torch.uint8))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
-    step = int(_read(folder / "state.json", lambda p: json.loads(p.read_text()))["step"])
-    return step, load_mixed(folder, f"method-rank{rank}")
+
+        def load_ema(_: Path) -> None:
+            state = load_mixed(folder, "ema")
+            names = [name for name, _ in trained["student"].module.named_parameters()]
+            state["shadow_params"] = [state.pop(name).to(device) for name in names]
+            ema.load_state_dict(state)
+
+        _read(folder / "ema.safetensors", load_ema)
+
+    def load_rng(_: Path) -> None:
+        rng = load_mixed(folder, f"rng-rank{rank}")
+        torch.set_rng_state(rng["torch"].to(torch.uint8))
+        generator.set_state(rng["method"].to(torch.uint8))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
+
+    _read(folder / f"rng-rank{rank}.safetensors", load_rng)
+    method_state = load_mixed(folder, f"method-rank{rank}")
+    # every method's state holds the base Method's counters and host RNG: an emptied or
+    # hand-edited file is refused here rather than silently restarting the method
+    missing = [key for key in METHOD_STATE_KEYS if key not in method_state]
+    if missing or any(type(method_state.get(k)) is not int for k in METHOD_STATE_KEYS[:2]):
+        what = f"no {', '.join(missing)}" if missing else "teacher_forwards/teacher_calls are not integers"
+        raise UnreadableFile(f"method-rank{rank}.json: {what}")
+    return step, method_state
+
+
+def check_method_state(state: Any, who: str) -> None:
+    """A method's ``state_dict()`` is checkpointable: a dict of tensors and JSON values (checked at
+    set-up, not at the first checkpoint after hours of training)."""
+    if not isinstance(state, dict):
+        raise UserError(f"{who}.state_dict() returned {type(state).__name__}, not a dict")
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            continue
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise UserError(
+                f"{who}.state_dict()[{key!r}] is a {type(value).__name__}, which a checkpoint cannot hold "
+                f"({exc}): return a torch.Tensor or JSON values (numbers, strings, lists, dicts)"
+            ) from None
+
+
+#: what every method's state_dict holds (``methods.base.Method.state_dict``)
+METHOD_STATE_KEYS = ("teacher_forwards", "teacher_calls", "host_rng")
 
 
 class UnreadableFile(Exception):
@@ -300,6 +377,8 @@ class UnreadableFile(Exception):
 def _read(path: Path, load: Any) -> Any:
     try:
         return load(path)
+    except UnreadableFile:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the reader raises, name the file
         raise UnreadableFile(f"{path.name}: {_first_line(exc)}") from exc
 
@@ -324,8 +403,8 @@ def resume_from(
     checkpoints: Path, acc: Any, trained: Any, ema: Any, generator, device, announce: Any
 ) -> tuple[int, dict[str, Any] | None]:
     """Load the newest checkpoint every process can read: ``latest``, else older ones, newest first,
-    saying in one line which one (and which were skipped, and why). No checkpoint: (0, None). Checkpoints that all
-    fail to load, or were written by another number of processes: a ``UserError``."""
+    saying in one line which one (and which were skipped, and why). No checkpoint, checkpoints that
+    all fail to load, or were written by another number of processes: a ``UserError``."""
     candidates = _candidates(checkpoints)
     skipped: list[str] = []
     for folder in candidates:
@@ -360,7 +439,9 @@ def resume_from(
             f"--resume: no readable checkpoint in {checkpoints}: {'; '.join(skipped)}; start a new run "
             "(--overwrite) or restore a checkpoint"
         )
-    return 0, None
+    raise UserError(
+        f"--resume: {checkpoints} holds no checkpoint to resume from; start the run again with --overwrite"
+    )
 
 
 def _candidates(checkpoints: Path) -> list[Path]:

@@ -73,12 +73,14 @@ def train(
     quiet: bool = False,
     stop_at: int | None = None,
     announce: Callable[[str], None] | None = None,
+    allowed_changes: list[str] | None = None,
 ) -> TrainResult:
     """Run (or continue, with ``resume``) ``recipe.train.steps`` optimiser steps into ``run``'s folder.
 
     ``student`` is ``method.student`` (the exported network). ``stop_at`` ends the run early after
     that step (checkpointing it), as an interruption would. ``announce`` gets one-line notes for the
-    user (default: stderr), e.g. that resuming skipped an unreadable checkpoint.
+    user (default: stderr), e.g. that resuming skipped an unreadable checkpoint. ``allowed_changes``
+    (``--allow-changes``) go to run.json.
     """
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -113,7 +115,7 @@ def train(
 
     if main:
         ckpt.clean_temp(checkpoints)
-        run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step))
+        run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step, allowed_changes))
     acc.wait_for_everyone()
 
     trained: dict[str, Trained] = {}
@@ -144,34 +146,53 @@ def train(
         )
 
     setup_clock = {"last": time.monotonic()}
+    recipe_text = recipe.dumps()  # each checkpoint records what it was trained with
+    stop = _DeferredInterrupt(enabled=main and not quiet)
 
     def save_progress() -> None:
-        """Checkpoint mid-setup (step 0) when the main process's clock says it is time (collective)."""
-        due = torch.tensor(
-            [float(time.monotonic() - setup_clock["last"] >= 60 * cfg.setup_checkpoint_minutes)]
+        """Checkpoint mid-setup (step 0) when the main process's clock says it is time, or a Ctrl-C
+        asked to stop (then stop after saving): collective, called between consistent states."""
+        flags = torch.tensor(
+            [
+                float(time.monotonic() - setup_clock["last"] >= 60 * cfg.setup_checkpoint_minutes),
+                stop.requested,
+            ]
         )
         if world > 1:
-            due = acc.reduce(due.to(device), "sum").cpu()  # rank 0's decision would need a broadcast
-        if float(due) > 0:
+            flags = acc.reduce(flags.to(device), "sum").cpu()  # rank 0's decision would need a broadcast
+        if float(flags.sum()) > 0:
             ckpt.save_training_state(
-                acc, checkpoints, 0, trained, ema, method, generator, cfg.checkpoints_keep
+                acc, checkpoints, 0, trained, ema, method, generator, cfg.checkpoints_keep, recipe_text
             )
             setup_clock["last"] = time.monotonic()
+        if float(flags[1]) > 0:
+            raise KeyboardInterrupt("interrupted during set-up; its progress is saved at step 0")
 
-    method.setup(
-        SetupContext(
-            device=device,
-            generator=generator,
-            batch_size=cfg.batch_size,
-            steps=cfg.steps,
-            grad_accum=cfg.grad_accum,
-            rank=rank,
-            world_size=world,
-            show_progress=main and not quiet,
-            state=method_state,
-            save_progress=save_progress,
-        )
+    context = SetupContext(
+        device=device,
+        generator=generator,
+        batch_size=cfg.batch_size,
+        steps=cfg.steps,
+        grad_accum=cfg.grad_accum,
+        rank=rank,
+        world_size=world,
+        show_progress=main and not quiet,
+        state=method_state,
+        save_progress=save_progress,
     )
+    with stop:
+        if method_state is None:
+            method.setup(context)
+        else:
+            try:
+                method.setup(context)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+                raise UserError(
+                    f"--resume: the method state in {ckpt.find_latest(checkpoints)} does not fit "
+                    f"{recipe.method.name} ({type(exc).__name__}: {exc}); restore the checkpoint or start "
+                    "a new run (--overwrite)"
+                ) from None
+    ckpt.check_method_state(method.state_dict(), type(method).__name__)
 
     names = list(trained)
     prepared = acc.prepare(
@@ -272,7 +293,7 @@ def train(
                 _preview(acc, run, step, student, ema, method, cfg, progress)
             if checkpoint_now:
                 ckpt.save_training_state(
-                    acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep
+                    acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep, recipe_text
                 )
     finally:
         progress.close()
@@ -354,6 +375,39 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )
     acc.wait_for_everyone()
+
+
+class _DeferredInterrupt:
+    """While a method sets up (a pool initialisation can take hours), the first Ctrl-C asks it to
+    stop at its next consistent point (``save_progress`` saves, then raises KeyboardInterrupt), so
+    the finished part survives; a second Ctrl-C stops at once. Only in the main thread."""
+
+    def __init__(self, enabled: bool = True):
+        self.requested = 0.0
+        self.enabled = enabled
+        self._previous: Any = None
+
+    def __enter__(self) -> _DeferredInterrupt:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = 1.0
+        if self.enabled:
+            _stderr_line("interrupt: stopping at the next set-up checkpoint (Ctrl-C again to stop now)")
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _stderr_line(line: str) -> None:

@@ -38,9 +38,19 @@ class Manifest:
     #: the train settings filled from the student's or method's declared defaults: key -> value and
     #: who declared it (``recipes.apply_train_defaults``); everything else came from the recipe or flags
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    #: changes a ``--resume --allow-changes`` made to what the checkpoints were trained with, in order
+    #: ("train.batch_size 4 -> 8"): the run is no longer what one uninterrupted command would give
+    allowed_changes: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, recipe: Recipe, spec: TeacherSpec, student: Any, one_step: bool) -> Manifest:
+    def of(
+        cls,
+        recipe: Recipe,
+        spec: TeacherSpec,
+        student: Any,
+        one_step: bool,
+        allowed_changes: list[str] | None = None,
+    ) -> Manifest:
         """The manifest of a run of ``recipe`` training ``student`` (the module the engine optimises)."""
         from dkdm_zoo.registry.classes import class_reference
 
@@ -61,6 +71,7 @@ class Manifest:
                 key: {"value": getattr(recipe.train, key), "from": who}
                 for key, who in sorted(recipe.train_defaults.items())
             },
+            allowed_changes=list(allowed_changes or []),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +89,8 @@ class Manifest:
             "one_step": self.one_step,
             "train_defaults": self.train_defaults,
         }
+        if self.allowed_changes:
+            data["allowed_changes"] = self.allowed_changes
         return json.loads(json.dumps(data))  # JSON types only (tuples -> lists), as read back
 
     @classmethod
@@ -115,4 +128,5 @@ class Manifest:
             method_options=dict(method.get("options") or {}),
             one_step=data.get("one_step") is True,
             train_defaults=dict(data.get("train_defaults") or {}),
+            allowed_changes=[str(c) for c in data.get("allowed_changes") or [] if isinstance(c, str)],
         )
