@@ -121,36 +121,55 @@ def distill(
 
     main = is_main_process()
     run = Run(out)
-    # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
-    with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
-        built = builder.build(resolved, registry)
-        writer.clear()  # --overwrite: the old run goes only once the new one is built
-        # the engine's one line on what it resumed from, with what this command changed
-        note = f"; changed: {', '.join(changed)}" if changed else ""
-        note += f"; allowed (--allow-changes): {', '.join(allowed)}" if allowed else ""
-        history = _allowed_before(run) + allowed if resume else []
-        result = train(
-            resolved,
-            built.teacher,
-            built.student,
-            built.method,
-            run,
-            resume=resume,
-            quiet=quiet,
-            announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
-            allowed_changes=history,
-        )
-        written = list(result.exported)
-        if main and result.exported:
-            if resolved.train.final_eval_samples > 0:
-                _final_evaluation(run, resolved, built.teacher, registry, quiet)
-            written += _export(run, registry, built)
+    try:
+        # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
+        with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
+            built = builder.build(resolved, registry)
+            writer.clear()  # --overwrite: the old run goes only once the new one is built
+            # the engine's one line on what it resumed from, with what this command changed
+            note = f"; changed: {', '.join(changed)}" if changed else ""
+            note += f"; allowed (--allow-changes): {', '.join(allowed)}" if allowed else ""
+            history = _allowed_before(run) + allowed if resume else []
+            result = train(
+                resolved,
+                built.teacher,
+                built.student,
+                built.method,
+                run,
+                resume=resume,
+                quiet=quiet,
+                announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
+                allowed_changes=history,
+            )
+            written = list(result.exported)
+            if main and result.exported:
+                if resolved.train.final_eval_samples > 0:
+                    _final_evaluation(run, resolved, built.teacher, registry, quiet)
+                written += _export(run, registry, built)
+    except KeyboardInterrupt:
+        if main:
+            _interrupted(ctx, run, resume)
+        raise typer.Exit(130) from None
     if not quiet and main:
         console.print(
             f"run {out}: {result.step} steps on {result.world_size} process(es), "
             f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(written) or 'checkpoints only'}; "
             f"wall time {time.perf_counter() - started:.1f} s"
         )
+
+
+def _interrupted(ctx: typer.Context, run, resume: bool) -> None:
+    """Ctrl-C: one line on what is saved and the command that continues from it."""
+    from dkdm_zoo.cli.common import invocation, print_error
+    from dkdm_zoo.engine.checkpoint import find_latest
+
+    latest = find_latest(run.checkpoints_dir) if run.path.is_dir() else None
+    if latest is None:
+        print_error(f"interrupted: no checkpoint was written; {run.path} is as it was before this command")
+        return
+    command = invocation(ctx)
+    command += "" if resume else " --resume"
+    print_error(f"interrupted: {latest} is saved; continue with: {command}")
 
 
 def _export(run, registry, built) -> list[str]:

@@ -24,7 +24,7 @@ from dkdm_zoo.errors import UserError
 LATEST = "latest"
 RECIPE = "recipe.toml"  # in a checkpoint: the recipe it was trained with
 TEMP_PREFIX = ".tmp-"
-_NAME = re.compile(r"^checkpoint-(\d{7,})$")
+NAME_PATTERN = re.compile(r"^checkpoint-(\d{7,})$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -73,10 +73,10 @@ def save_mixed(state: dict[str, Any], folder: Path, stem: str) -> None:
 
 
 def load_mixed(folder: Path, stem: str) -> dict[str, Any]:
-    state = _read(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
+    state = read_checked(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
     if not isinstance(state, dict):
         raise UnreadableFile(f"{stem}.json: not a JSON object")
-    state.update(_read(folder / f"{stem}.safetensors", lambda p: load_file(str(p))))
+    state.update(read_checked(folder / f"{stem}.safetensors", lambda p: load_file(str(p))))
     return state
 
 
@@ -98,7 +98,7 @@ def list_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
     found = []
     if checkpoints.is_dir():
         for child in checkpoints.iterdir():
-            match = _NAME.match(child.name)
+            match = NAME_PATTERN.match(child.name)
             if match and is_complete(child):
                 found.append((int(match.group(1)), child))
     return sorted(found)
@@ -144,7 +144,7 @@ def clean_temp(checkpoints: Path) -> None:
 
 
 # -- the training state: networks, optimisers, schedules, EMA, method state, RNG --------------------
-def _files(name: str) -> tuple[str, str, str]:
+def network_files(name: str) -> tuple[str, str, str]:
     """Weights, optimiser and lr-schedule files of a network (the student keeps the historical names)."""
     suffix = "" if name == "student" else f"-{name}"
     return f"{name}.safetensors", f"optimizer{suffix}.pt", f"lr_schedule{suffix}.json"
@@ -189,7 +189,7 @@ def save_training_state(
 
     def shared_files() -> None:
         for name, net in trained.items():
-            weights, optimizer, schedule = _files(name)
+            weights, optimizer, schedule = network_files(name)
             save_model(net.module, str(temp / weights))
             fsync_path(temp / weights)
             save_torch(net.optimizer.state_dict(), temp / optimizer)
@@ -237,7 +237,7 @@ def _attempt(write: Any) -> OSError | None:
 
 def as_os_error(exc: BaseException) -> OSError:
     """An OSError carrying ``exc``'s errno where its text names one ("os error 28", "No space left")."""
-    text = _first_line(exc)
+    text = first_line(exc)
     match = re.search(r"os error (\d+)", text)
     code = int(match.group(1)) if match else (errno.ENOSPC if "No space left" in text else None)
     error = OSError(code, text) if code is not None else OSError(text)
@@ -296,171 +296,19 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def load_training_state(
-    folder: Path, rank: int, trained: Any, ema: Any, generator, device
-) -> tuple[int, dict[str, Any]]:
-    """Restore networks, optimisers, schedules, EMA and RNG; return (step, this process's method state).
-
-    The lr schedules continue from the checkpoint's step but with this run's settings: the learning
-    rate, warm-up, schedule and total steps of the (possibly changed) recipe take effect.
-    """
-    from safetensors.torch import load_model
-
-    # state.json first: a step that is not this folder's (a tampered or copied file) is not believed
-    state = _read(folder / "state.json", lambda p: json.loads(p.read_text()))
-    step = state.get("step") if isinstance(state, dict) else None
-    match = _NAME.match(folder.name)
-    if type(step) is not int or match is None or step != int(match.group(1)):
-        raise UnreadableFile(f"state.json: step {step!r} is not the step of {folder.name}")
-    for name, net in trained.items():
-        weights, optimizer, schedule = _files(name)
-        base_lrs = list(net.lr_schedule.base_lrs)  # this run's lr (the optimiser state holds the old one)
-        _read(folder / weights, lambda p, net=net: load_model(net.module, str(p), device=str(device)))
-        _read(folder / optimizer, lambda p, net=net: net.optimizer.load_state_dict(load_torch(p, device)))
-        _read(
-            folder / schedule, lambda p, net=net: net.lr_schedule.load_state_dict(json.loads(p.read_text()))
-        )
-        _continue_schedule(net.lr_schedule, base_lrs)
-    if ema is not None and (folder / "ema.json").exists():
-
-        def load_ema(_: Path) -> None:
-            state = load_mixed(folder, "ema")
-            names = [name for name, _ in trained["student"].module.named_parameters()]
-            state["shadow_params"] = [state.pop(name).to(device) for name in names]
-            ema.load_state_dict(state)
-
-        _read(folder / "ema.safetensors", load_ema)
-
-    def load_rng(_: Path) -> None:
-        rng = load_mixed(folder, f"rng-rank{rank}")
-        torch.set_rng_state(rng["torch"].to(torch.uint8))
-        generator.set_state(rng["method"].to(torch.uint8))
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
-
-    _read(folder / f"rng-rank{rank}.safetensors", load_rng)
-    method_state = load_mixed(folder, f"method-rank{rank}")
-    # every method's state holds the base Method's counters and host RNG: an emptied or
-    # hand-edited file is refused here rather than silently restarting the method
-    missing = [key for key in METHOD_STATE_KEYS if key not in method_state]
-    if missing or any(type(method_state.get(k)) is not int for k in METHOD_STATE_KEYS[:2]):
-        what = f"no {', '.join(missing)}" if missing else "teacher_forwards/teacher_calls are not integers"
-        raise UnreadableFile(f"method-rank{rank}.json: {what}")
-    return step, method_state
-
-
-def check_method_state(state: Any, who: str) -> None:
-    """A method's ``state_dict()`` is checkpointable: a dict of tensors and JSON values (checked at
-    set-up, not at the first checkpoint after hours of training)."""
-    if not isinstance(state, dict):
-        raise UserError(f"{who}.state_dict() returned {type(state).__name__}, not a dict")
-    for key, value in state.items():
-        if isinstance(value, torch.Tensor):
-            continue
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as exc:
-            raise UserError(
-                f"{who}.state_dict()[{key!r}] is a {type(value).__name__}, which a checkpoint cannot hold "
-                f"({exc}): return a torch.Tensor or JSON values (numbers, strings, lists, dicts)"
-            ) from None
-
-
-#: what every method's state_dict holds (``methods.base.Method.state_dict``)
-METHOD_STATE_KEYS = ("teacher_forwards", "teacher_calls", "host_rng")
-
-
 class UnreadableFile(Exception):
     """A checkpoint file that cannot be read back (truncated, corrupt): resuming falls back."""
 
 
-def _read(path: Path, load: Any) -> Any:
+def read_checked(path: Path, load: Any) -> Any:
     try:
         return load(path)
     except UnreadableFile:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the reader raises, name the file
-        raise UnreadableFile(f"{path.name}: {_first_line(exc)}") from exc
+        raise UnreadableFile(f"{path.name}: {first_line(exc)}") from exc
 
 
-def _continue_schedule(schedule: Any, base_lrs: list[float]) -> None:
-    """The restored schedule's step with this run's base lr and lr function (a LambdaLR, as diffusers'
-    ``get_scheduler`` builds): unchanged settings give exactly the saved learning rate."""
-    from torch.optim.lr_scheduler import LambdaLR
-
-    if not isinstance(schedule, LambdaLR):
-        return
-    schedule.base_lrs = list(base_lrs)
-    for group, base, lr_lambda in zip(
-        schedule.optimizer.param_groups, base_lrs, schedule.lr_lambdas, strict=True
-    ):
-        group["initial_lr"] = base
-        group["lr"] = base * lr_lambda(schedule.last_epoch)
-    schedule._last_lr = [group["lr"] for group in schedule.optimizer.param_groups]
-
-
-def resume_from(
-    checkpoints: Path, acc: Any, trained: Any, ema: Any, generator, device, announce: Any
-) -> tuple[int, dict[str, Any] | None]:
-    """Load the newest checkpoint every process can read: ``latest``, else older ones, newest first,
-    saying in one line which one (and which were skipped, and why). No checkpoint, checkpoints that
-    all fail to load, or were written by another number of processes: a ``UserError``."""
-    candidates = _candidates(checkpoints)
-    skipped: list[str] = []
-    for folder in candidates:
-        saved_world = _saved_world_size(folder)
-        if saved_world is not None and saved_world != acc.num_processes:
-            raise UserError(
-                f"--resume: {folder} was written by {saved_world} processes, this run has {acc.num_processes}; "
-                f"resume with {saved_world}"
-            )
-        try:
-            if saved_world is None:
-                raise ValueError("state.json: unreadable")
-            loaded: tuple[int, dict[str, Any]] | None = load_training_state(
-                folder, acc.process_index, trained, ema, generator, device
-            )
-            reason = ""
-        except UnreadableFile as exc:  # truncated safetensors, bad JSON, a torch.load error: fall back
-            loaded, reason = None, str(exc)
-        except ValueError as exc:
-            loaded, reason = None, str(exc)
-        ok = torch.tensor([float(loaded is not None)], device=device)
-        if acc.num_processes > 1:
-            ok = acc.reduce(ok, "sum") / acc.num_processes
-        if float(ok.item()) == 1.0 and loaded is not None:
-            announce(
-                f"--resume: {''.join(s + '; ' for s in skipped)}resuming from {folder.name} (step {loaded[0]})"
-            )
-            return loaded
-        skipped.append(f"{folder.name} is unreadable ({reason or 'on another process'})")
-    if skipped:
-        raise UserError(
-            f"--resume: no readable checkpoint in {checkpoints}: {'; '.join(skipped)}; start a new run "
-            "(--overwrite) or restore a checkpoint"
-        )
-    raise UserError(
-        f"--resume: {checkpoints} holds no checkpoint to resume from; start the run again with --overwrite"
-    )
-
-
-def _candidates(checkpoints: Path) -> list[Path]:
-    """Complete checkpoints, the ``latest`` pointer's first, then the others newest first."""
-    found = [folder for _, folder in reversed(list_checkpoints(checkpoints))]
-    latest = find_latest(checkpoints)
-    if latest is not None and latest in found:
-        found.remove(latest)
-        found.insert(0, latest)
-    return found
-
-
-def _saved_world_size(folder: Path) -> int | None:
-    try:
-        return int(json.loads((folder / "state.json").read_text())["world_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

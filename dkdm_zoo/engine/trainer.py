@@ -25,6 +25,8 @@ from torch import nn
 
 from dkdm_zoo.config.recipes import Recipe
 from dkdm_zoo.engine import checkpoint as ckpt
+from dkdm_zoo.engine import restore
+from dkdm_zoo.engine.interrupt import DeferredInterrupt
 from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
@@ -141,13 +143,13 @@ def train(
     step, method_state = 0, None
     if resume:  # the newest readable checkpoint (an unreadable latest one falls back, said in one line)
         say = announce if announce is not None else _stderr_line
-        step, method_state = ckpt.resume_from(
+        step, method_state = restore.resume_from(
             checkpoints, acc, trained, ema, generator, device, say if main else lambda line: None
         )
 
     setup_clock = {"last": time.monotonic()}
     recipe_text = recipe.dumps()  # each checkpoint records what it was trained with
-    stop = _DeferredInterrupt(enabled=main and not quiet)
+    stop = DeferredInterrupt(enabled=main and not quiet)
 
     def save_progress() -> None:
         """Checkpoint mid-setup (step 0) when the main process's clock says it is time, or a Ctrl-C
@@ -192,7 +194,7 @@ def train(
                     f"{recipe.method.name} ({type(exc).__name__}: {exc}); restore the checkpoint or start "
                     "a new run (--overwrite)"
                 ) from None
-    ckpt.check_method_state(method.state_dict(), type(method).__name__)
+    restore.check_method_state(method.state_dict(), type(method).__name__)
 
     names = list(trained)
     prepared = acc.prepare(
@@ -375,39 +377,6 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )
     acc.wait_for_everyone()
-
-
-class _DeferredInterrupt:
-    """While a method sets up (a pool initialisation can take hours), the first Ctrl-C asks it to
-    stop at its next consistent point (``save_progress`` saves, then raises KeyboardInterrupt), so
-    the finished part survives; a second Ctrl-C stops at once. Only in the main thread."""
-
-    def __init__(self, enabled: bool = True):
-        self.requested = 0.0
-        self.enabled = enabled
-        self._previous: Any = None
-
-    def __enter__(self) -> _DeferredInterrupt:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = 1.0
-        if self.enabled:
-            _stderr_line("interrupt: stopping at the next set-up checkpoint (Ctrl-C again to stop now)")
-
-    def __exit__(self, *exc: object) -> None:
-        import signal
-
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
 
 
 def _stderr_line(line: str) -> None:
