@@ -62,6 +62,9 @@ def load_training_state(
 
     def load_rng(_: Path) -> None:
         rng = load_mixed(folder, f"rng-rank{rank}")
+        wrong = [k for k, v in rng.items() if not (isinstance(v, torch.Tensor) and v.dtype == torch.uint8)]
+        if wrong or not {"torch", "method"} <= rng.keys():
+            raise ValueError(f"expected uint8 RNG states torch and method, got {sorted(rng)} ({wrong} not)")
         torch.set_rng_state(rng["torch"].to(torch.uint8))
         generator.set_state(rng["method"].to(torch.uint8))
         if "cuda" in rng and torch.cuda.is_available():
