@@ -25,8 +25,11 @@ def refused(result, *needles: str) -> str:
     """A one-line refusal: exit code 2, one stderr line holding every needle, no traceback."""
     assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
     assert "Traceback" not in result.output
-    err = result.stderr
-    assert err.count("\n") == 1 and err.startswith("error: "), err
+    lines = result.stderr.splitlines()
+    # one error line, last; before it only the line saying which checkpoint a resume started from
+    assert lines and lines[-1].startswith("error: "), result.stderr
+    assert all(line.startswith("--resume: resuming from") for line in lines[:-1]), result.stderr
+    err = lines[-1] + "\n"
     for needle in needles:
         assert needle in err, (needle, err)
     return err
