@@ -79,6 +79,10 @@ def distill(
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if quiet:
+        from dkdm_zoo.cli.common import quiet_libraries
+
+        quiet_libraries()
     if allow_changes and not resume:
         raise UserError("--allow-changes applies to --resume only")
     registry = registry_of(ctx)
@@ -286,15 +290,21 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
     console.print(
         f"teacher forwards per process: init {init:,} + training {tr:,} = {init + tr:,} (samples; CFG counts twice)"
     )
-    init_s, train_s = budget.seconds(train.steps, peak, utilisation)
-    if init_s is not None and train_s is not None:
-        console.print(
-            f"estimate on {gpu} at {utilisation:.0%} of {peak / 1e12:,.0f} TFLOP/s bf16: init {_duration(init_s)}, "
-            f"training {_duration(train_s)} ({train_s / train.steps * 1e3:,.1f} ms/step)"
-        )
+    from dkdm_zoo.engine.budget import cpu_flops
+
+    cpu = cpu_flops()
+    for where, rate, kind in ((gpu, peak, "bf16"), ("this CPU", cpu, "fp32 matmul, measured")):
+        init_s, train_s = budget.seconds(train.steps, rate, utilisation)
+        if init_s is not None and train_s is not None:
+            console.print(
+                f"estimate on {where} at {utilisation:.0%} of {rate / 1e12:,.3g} TFLOP/s {kind}: init "
+                f"{_duration(init_s)}, training {_duration(train_s)} ({_duration(train_s / train.steps)}/step)"
+            )
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:  # a small run is not "0.0 s"
+        return f"{seconds * 1e3:.3g} ms"
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:

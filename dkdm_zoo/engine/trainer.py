@@ -30,7 +30,7 @@ from dkdm_zoo.engine.interrupt import DeferredInterrupt
 from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.generation.images import save_grid
+from dkdm_zoo.generation.images import PREVIEW_WIDTH, save_grid
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.runs import Manifest, Run
 from dkdm_zoo.runs.student import save_student
@@ -372,7 +372,7 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
         student.train()
         if ema is not None:
             ema.restore(params)
-        save_grid(torch.cat(images), run.preview_path(step))
+        save_grid(torch.cat(images), run.preview_path(step), min_width=PREVIEW_WIDTH)
         run.append_metrics(
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )
