@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import types
 
 import numpy as np
@@ -34,9 +33,8 @@ def test_a_run_name_longer_than_the_file_system_allows(tmp_path):
     ids=["steps-flag", "batch-size-flag", "steps-set", "method-int"],
 )
 def test_integers_past_int64_are_refused_before_any_work(tmp_path, args):
-    started = time.monotonic()
     refused(invoke("distill", *TINY, *args, "--out", tmp_path / "run", *FAST), "is not an integer")
-    assert time.monotonic() - started < 10 and not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
@@ -57,10 +55,9 @@ def test_a_misspelled_local_path_is_not_looked_up_on_the_hub(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     source = source.replace("SUBDIR", "runs")
-    started = time.monotonic()
+    # the local-path line, not the hub's (retries, then advice to download)
     err = refused(invoke("sample", source, "--n", "2"), "does not exist", "check the spelling")
-    assert time.monotonic() - started < 5  # no hub retries
-    assert "hub" not in err
+    assert "hub" not in err and "download" not in err
 
 
 def test_a_hub_id_is_still_a_hub_id():
@@ -135,3 +132,13 @@ def test_a_method_state_a_checkpoint_cannot_hold_is_refused_at_setup(tmp_path, m
     )
     assert calls["n"] == 0  # before the first training step, not at the first checkpoint
     assert not (tmp_path / "r").exists()
+
+
+def test_a_prompts_folder_is_called_a_folder(tmp_path):
+    from dkdm_zoo.errors import UserError
+    from dkdm_zoo.teachers.latent_sd import read_prompts
+
+    with pytest.raises(UserError, match="is a folder: pass a text file"):
+        read_prompts(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        read_prompts(tmp_path / "prompts.txt")
