@@ -142,3 +142,53 @@ def test_a_prompts_folder_is_called_a_folder(tmp_path):
         read_prompts(tmp_path)
     with pytest.raises(UserError, match="does not exist"):
         read_prompts(tmp_path / "prompts.txt")
+
+
+RECIPES = {
+    "array-of-tables": '[[teacher]]\nname = "tiny"\n[student]\nname = "tiny-unet"\n',
+    "top-level-key": 'teacher = "tiny"\nstudent = "tiny-unet"\n',
+    "not-toml": "this is { not toml",
+    "empty": "",
+    "binary": b"\x00\xff\xfe\x80garbage",
+    "unknown-section": '[teacher]\nname = "tiny"\n[student]\nname = "tiny-unet"\n[trian]\nsteps = 2\n',
+    "string-for-a-number": '[teacher]\nname = "tiny"\n[student]\nname = "tiny-unet"\n[train]\nsteps = "2"\n',
+    "negative-steps": '[teacher]\nname = "tiny"\n[student]\nname = "tiny-unet"\n[train]\nsteps = -2\n',
+    "nan-lr": '[teacher]\nname = "tiny"\n[student]\nname = "tiny-unet"\n[train]\nlr = nan\n',
+}
+
+
+def test_a_key_that_toml_puts_in_the_student_table_is_refused(tmp_path):
+    """``train = 5`` after [student] belongs to [student] (TOML): an unknown student option."""
+    path = tmp_path / "recipe.toml"
+    path.write_text('[teacher]\nname = "tiny"\n[student]\nname = "tiny-unet"\ntrain = 5\n')
+    refused(invoke("distill", "--recipe", path, "--out", tmp_path / "run", *FAST), "has no option 'train'")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_a_hostile_recipe_is_one_line_naming_the_file(tmp_path, name):
+    path = tmp_path / "recipe.toml"
+    data = RECIPES[name]
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    refused(invoke("distill", "--recipe", path, "--out", tmp_path / "run", *FAST), str(path))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e400"])
+def test_a_non_finite_teacher_guidance_in_distill_is_refused(tmp_path, value):
+    from dkdm_zoo.registry.loader import build_registry as real_registry
+
+    result = invoke(
+        "distill",
+        "--teacher",
+        "digits-dit",
+        "--student",
+        "dit",
+        "--set",
+        f"teacher.guidance_scale={value}",
+        "--out",
+        tmp_path / "run",
+        "--dry-run",
+        registry=real_registry(entry_points=False),
+    )
+    refused(result, "teacher.guidance_scale")
