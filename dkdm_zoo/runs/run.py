@@ -164,8 +164,12 @@ class Run:
 def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temporary file and a rename: never half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C: no half-written temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def replace_folder(new: Path, target: Path) -> None:

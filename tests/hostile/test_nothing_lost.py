@@ -197,3 +197,15 @@ def test_sample_writes_beside_the_runs_samples_png(run_copy, tmp_path):
     assert (run_copy / "samples-3-7.png").is_file()
     result = invoke("sample", run_copy, "--n", "3", "--steps", "2", "--out", tmp_path / "mine.png")
     assert result.exit_code == 0 and (tmp_path / "mine.png").is_file()
+
+
+def test_a_run_json_that_does_not_fit_leaves_no_temp_file(tmp_path):
+    """write_atomic on a full disk: the error, and neither a half file nor its temp file."""
+    with _small_tmpfs(tmp_path / "disk", "64k") as disk:
+        from dkdm_zoo.runs.run import write_atomic
+
+        (disk / "run.json").write_text("{}")
+        with pytest.raises(OSError):
+            write_atomic(disk / "run.json", "x" * 200_000)
+        assert sorted(p.name for p in disk.iterdir()) == ["run.json"]
+        assert (disk / "run.json").read_text() == "{}"
