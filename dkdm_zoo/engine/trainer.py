@@ -89,6 +89,7 @@ def train(
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
+    entered = time.time()  # the card's wall time counts set-up (pool initialisation) too
     cfg = recipe.train
     cpu = not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
@@ -218,6 +219,7 @@ def train(
                 "world_size": world,
                 "processes": processes,
                 "device": str(device),
+                "setup_s": time.time() - entered,
             },
         )
 

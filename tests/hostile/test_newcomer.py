@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 
+import pytest
 from PIL import Image
 
 from dkdm_zoo.engine.progress import TrainingProgress
@@ -81,3 +82,24 @@ def test_info_lists_the_fields_a_set_may_change():
     fields = json.loads(result.output)["preset_fields"]
     assert fields["layers_per_block"] == ["an integer > 0", "tiny 1, small 2, base 3"]
     assert fields["dropout"][0] == "a finite number >= 0 and < 1"
+
+
+def test_the_cards_wall_time_counts_the_pool_initialisation(tmp_path):
+    """metrics.jsonl's start event records the set-up before it; the card's wall time includes it."""
+    import json
+
+    from dkdm_zoo.export.card import _training
+    from dkdm_zoo.runs import Run
+
+    out = tmp_path / "run"
+    result = invoke(
+        "distill", *TINY, "--steps", "2", "--out", out, *FAST, "--set", "method.pool_init=ancestral"
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    start, last = records[0], records[-1]
+    assert start["event"] == "start" and start["setup_s"] > 0
+    assert _training(Run(out))["wall_s"] == pytest.approx(last["time"] - start["time"] + start["setup_s"])
+    assert (
+        "| wall time (set-up, pool initialisation and training) |" in (out / "pipeline/README.md").read_text()
+    )
