@@ -66,6 +66,21 @@ def announce(line: str) -> None:
         err_console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
+def quiet_libraries() -> None:
+    """--quiet: no progress bars from the libraries either (transformers' "Loading weights" and
+    "Writing model shards", diffusers' and huggingface_hub's), for the rest of this process."""
+    import importlib
+
+    for module in ("transformers.utils.logging", "diffusers.utils.logging"):
+        try:
+            importlib.import_module(module).disable_progress_bar()
+        except (ImportError, AttributeError):
+            pass
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+
+
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 

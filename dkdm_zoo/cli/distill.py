@@ -41,6 +41,13 @@ def distill(
     resume: Annotated[
         bool, typer.Option(help="continue the run in --out from its latest checkpoint")
     ] = False,
+    allow_changes: Annotated[
+        bool,
+        typer.Option(
+            help="--resume: train on with settings the checkpoints were not trained with (batch size, "
+            "seed, method options...); run.json records them"
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run folder")] = False,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="override a recipe value: section.key=value")
@@ -72,10 +79,16 @@ def distill(
 
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
+    if quiet:
+        from dkdm_zoo.cli.common import quiet_libraries
+
+        quiet_libraries()
+    if allow_changes and not resume:
+        raise UserError("--allow-changes applies to --resume only")
     registry = registry_of(ctx)
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
-    resolved, changed = None, []
+    resolved, changed, allowed = None, [], []
     if resume and out is None:  # the run folder this command would have created
         resolved = resolver.resolve(registry, recipe=recipe, **flags, **common)
         out = resolver.default_out(resolved)
@@ -86,7 +99,9 @@ def distill(
         resolved = resolver.resolve(
             registry, recipe=recipe, base=None if recipe else stored, **flags, **common
         )
-        changed = resume_changes(stored, resolved, str(out))
+        # against what the newest checkpoint was trained with (recipe.toml may have been edited since)
+        trained_with, where = _checkpoint_recipe(out, registry, stored)
+        changed, allowed = resume_changes(trained_with, resolved, where, allow=allow_changes)
     elif resolved is None:
         resolved = resolver.resolve(registry, recipe=recipe, **flags, **common)
     out = out if out is not None else resolver.default_out(resolved)
@@ -110,33 +125,55 @@ def distill(
 
     main = is_main_process()
     run = Run(out)
-    # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
-    with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
-        built = builder.build(resolved, registry)
-        writer.clear()  # --overwrite: the old run goes only once the new one is built
-        # the engine's one line on what it resumed from, with what this command changed
-        note = f"; changed: {', '.join(changed)}" if changed else ""
-        result = train(
-            resolved,
-            built.teacher,
-            built.student,
-            built.method,
-            run,
-            resume=resume,
-            quiet=quiet,
-            announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
-        )
-        written = list(result.exported)
-        if main and result.exported:
-            if resolved.train.final_eval_samples > 0:
-                _final_evaluation(run, resolved, built.teacher, registry, quiet)
-            written += _export(run, registry, built)
+    try:
+        # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
+        with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
+            built = builder.build(resolved, registry)
+            writer.clear()  # --overwrite: the old run goes only once the new one is built
+            # the engine's one line on what it resumed from, with what this command changed
+            note = f"; changed: {', '.join(changed)}" if changed else ""
+            note += f"; allowed (--allow-changes): {', '.join(allowed)}" if allowed else ""
+            history = _allowed_before(run) + allowed if resume else []
+            result = train(
+                resolved,
+                built.teacher,
+                built.student,
+                built.method,
+                run,
+                resume=resume,
+                quiet=quiet,
+                announce=lambda line: announce(f"{line}{note}" if line.startswith("--resume") else line),
+                allowed_changes=history,
+            )
+            written = list(result.exported)
+            if main and result.exported:
+                if resolved.train.final_eval_samples > 0:
+                    _final_evaluation(run, resolved, built.teacher, registry, quiet)
+                written += _export(run, registry, built)
+    except KeyboardInterrupt:
+        if main:
+            _interrupted(ctx, run, resume)
+        raise typer.Exit(130) from None
     if not quiet and main:
         console.print(
             f"run {out}: {result.step} steps on {result.world_size} process(es), "
             f"{result.teacher_forwards:,} teacher forwards; wrote {', '.join(written) or 'checkpoints only'}; "
             f"wall time {time.perf_counter() - started:.1f} s"
         )
+
+
+def _interrupted(ctx: typer.Context, run, resume: bool) -> None:
+    """Ctrl-C: one line on what is saved and the command that continues from it."""
+    from dkdm_zoo.cli.common import invocation, print_error
+    from dkdm_zoo.engine.checkpoint import find_latest
+
+    latest = find_latest(run.checkpoints_dir) if run.path.is_dir() else None
+    if latest is None:
+        print_error(f"interrupted: no checkpoint was written; {run.path} is as it was before this command")
+        return
+    command = invocation(ctx)
+    command += "" if resume else " --resume"
+    print_error(f"interrupted: {latest} is saved; continue with: {command}")
 
 
 def _export(run, registry, built) -> list[str]:
@@ -163,6 +200,40 @@ def _stored_recipe(out: Path, registry):
     if not (out / "recipe.toml").is_file():
         return None
     return validate_against_registry(load_recipe_file(out / "recipe.toml"), registry)
+
+
+def _checkpoint_recipe(out: Path, registry, stored):
+    """(the recipe the newest checkpoint was trained with, where it is), for a resume to compare
+    against; refuses a folder with no checkpoint, saying what it holds. Checkpoints written before
+    they recorded their recipe: RUN/recipe.toml."""
+    from dkdm_zoo.config.recipes import load_recipe_file
+    from dkdm_zoo.config.validation import validate_against_registry
+    from dkdm_zoo.engine.checkpoint import RECIPE, find_latest
+    from dkdm_zoo.runs import Run
+
+    run = Run(out)
+    latest = find_latest(run.checkpoints_dir)
+    if latest is None:
+        then = (
+            "sample, eval or export it, or retrain it with --overwrite"
+            if run.finished
+            else "start it again with --overwrite"
+        )
+        raise UserError(
+            f"--resume: {out} has no checkpoint to resume from (it holds {run.summary()}); {then}"
+        )
+    if not (latest / RECIPE).is_file():
+        return stored, str(out)
+    recipe = validate_against_registry(load_recipe_file(latest / RECIPE), registry)
+    return recipe, f"{out} (trained as {latest.name}/{RECIPE} says)"
+
+
+def _allowed_before(run) -> list[str]:
+    """What earlier ``--allow-changes`` resumes recorded in run.json (kept: the history grows)."""
+    try:
+        return list(run.manifest.allowed_changes)
+    except UserError:
+        return []
 
 
 def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
@@ -219,15 +290,21 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
     console.print(
         f"teacher forwards per process: init {init:,} + training {tr:,} = {init + tr:,} (samples; CFG counts twice)"
     )
-    init_s, train_s = budget.seconds(train.steps, peak, utilisation)
-    if init_s is not None and train_s is not None:
-        console.print(
-            f"estimate on {gpu} at {utilisation:.0%} of {peak / 1e12:,.0f} TFLOP/s bf16: init {_duration(init_s)}, "
-            f"training {_duration(train_s)} ({train_s / train.steps * 1e3:,.1f} ms/step)"
-        )
+    from dkdm_zoo.engine.budget import cpu_flops
+
+    cpu = cpu_flops()
+    for where, rate, kind in ((gpu, peak, "bf16"), ("this CPU", cpu, "fp32 matmul, measured")):
+        init_s, train_s = budget.seconds(train.steps, rate, utilisation)
+        if init_s is not None and train_s is not None:
+            console.print(
+                f"estimate on {where} at {utilisation:.0%} of {rate / 1e12:,.3g} TFLOP/s {kind}: init "
+                f"{_duration(init_s)}, training {_duration(train_s)} ({_duration(train_s / train.steps)}/step)"
+            )
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:  # a small run is not "0.0 s"
+        return f"{seconds * 1e3:.3g} ms"
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:

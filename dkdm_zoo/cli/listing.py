@@ -115,7 +115,7 @@ def info_cmd(
             show(name)
             return
         raise registry.unknown_name("names", name, [*registry.all_names(), *recipes])
-    described = [e.describe() for e in entries]
+    described = [{**e.describe(), **_preset_fields(e)} for e in entries]
     if teacher is not None:
         student_entries = [e for e in entries if e.kind == "students"]
         if not student_entries:
@@ -159,6 +159,11 @@ def info_cmd(
             "options",
             Text("\n".join(f"{k} = {v!r}  ({types_.get(k, 'any')})" for k, v in options.items()) or "(none)"),
         )
+        if d.get("preset_fields"):
+            table.add_row(
+                "--set student.",
+                Text("\n".join(f"{k}  ({t}): {v}" for k, (t, v) in d["preset_fields"].items())),
+            )
         if d.get("accepts"):
             table.add_row("detects", Text(", ".join(d["accepts"])))
         if d.get("train_defaults"):
@@ -172,6 +177,30 @@ def info_cmd(
             table.add_row(key, Text(str(value)))
         console.print(table)
         console.print()
+
+
+def _preset_fields(entry) -> dict[str, object]:
+    """A student's preset fields (what ``--set student.KEY=VALUE`` may change): each one's type and
+    value per preset, read off the ``PRESETS`` of the factory's module (built-ins and the scaffold's)."""
+    import sys
+
+    if entry.kind != "students" or not entry.available:
+        return {}
+    presets = getattr(sys.modules.get(getattr(entry.load(), "__module__", ""), None), "PRESETS", None)
+    if not isinstance(presets, dict) or not presets:
+        return {}
+    from dkdm_zoo.registry.options import describe
+    from dkdm_zoo.students.base import preset_types, preset_values
+
+    types = preset_types(presets)
+    values = {name: preset_values(p) for name, p in presets.items()}
+    fields = next(iter(values.values()))
+    return {
+        "preset_fields": {
+            key: (describe(types.get(key, object)), ", ".join(f"{n} {v[key]!r}" for n, v in values.items()))
+            for key in fields
+        }
+    }
 
 
 def plugins_cmd(

@@ -30,10 +30,11 @@ def parse_labels(value: str | None) -> list[int] | str | None:
     return labels
 
 
-def default_output(source: Any) -> Path:
-    """``RUN/samples.png`` for a run, ``samples-<name>.png`` in the working folder for a teacher."""
+def default_output(source: Any, n: int, seed: int) -> Path:
+    """``RUN/samples-N-SEED.png`` for a run (beside, never over, the samples.png that distill's
+    evaluation wrote and export ships), ``samples-<name>.png`` in the working folder for a teacher."""
     if source.run is not None:
-        return source.run.samples_path
+        return source.run.path / f"samples-{n}-{seed}.png"
     return Path(f"samples-{source.name}.png")
 
 
@@ -57,7 +58,9 @@ def sample(
     batch_size: flags.BatchSize = flags.BATCH_SIZE,
     out: Annotated[
         Path | None,
-        typer.Option(help="PNG grid path (default: RUN/samples.png, or samples-NAME.png for a teacher)"),
+        typer.Option(
+            help="PNG grid path (default: RUN/samples-N-SEED.png, or samples-NAME.png for a teacher)"
+        ),
     ] = None,
     individual: Annotated[
         Path | None, typer.Option(help="also write each image as a PNG into this folder")
@@ -92,7 +95,7 @@ def sample(
     images, _, info = timed_generate(
         src, n, settings, labels=parsed, prompts=prompt, progress=is_main_process()
     )
-    grid = save_grid(images, out if out is not None else default_output(src))
+    grid = save_grid(images, out if out is not None else default_output(src, n, seed))
     console.print(f"wrote {len(images)} images to {grid} ({images.shape[-1]}x{images.shape[-2]} each)")
     if individual is not None:
         save_individual(images, individual)

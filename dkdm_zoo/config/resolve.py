@@ -50,8 +50,10 @@ def resolve_teacher(value: str, registry: Any) -> TeacherRef:
         return TeacherRef(name, source)
     if source is None and name in {e.name for e in registry.list("teachers")}:
         return TeacherRef(name)
-    from dkdm_zoo.teachers.sources import is_hub_id
+    from dkdm_zoo.teachers.sources import is_hub_id, looks_local, missing_path_error
 
+    if not Path(text).expanduser().exists() and looks_local(text):
+        raise missing_path_error(text, "teacher or run folder")
     if not (Path(text).expanduser().exists() or is_hub_id(text)):
         registry.get("teachers", name)  # an unknown name: the error suggests the closest ones
     from dkdm_zoo.teachers.detect import detect_family

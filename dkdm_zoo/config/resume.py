@@ -37,10 +37,13 @@ RESUMABLE_TRAIN = frozenset(
 )
 
 
-def resume_changes(stored: Recipe, requested: Recipe, where: str) -> list[str]:
+def resume_changes(
+    stored: Recipe, requested: Recipe, where: str, *, allow: bool = False
+) -> tuple[list[str], list[str]]:
     """What ``requested`` changes in the ``stored`` recipe of a run being resumed, as
-    ``train.lr 0.0001 -> 5e-05`` lines; a change to anything a checkpoint fixes is one ``UserError``
-    listing every such difference."""
+    ``train.lr 0.0001 -> 5e-05`` lines: (changes a resume may make, changes that alter what the
+    checkpoints fix). The latter are one ``UserError`` listing every such difference, unless
+    ``allow`` (``--allow-changes``)."""
     refused, changed = [], []
     for section in ("teacher", "student", "method"):
         before, after = _plain(getattr(stored, section)), _plain(getattr(requested, section))
@@ -52,12 +55,13 @@ def resume_changes(stored: Recipe, requested: Recipe, where: str) -> list[str]:
         if old[key] != new[key]:
             line = f"train.{key} {_text(old[key])} -> {_text(new[key])}"
             (changed if key in RESUMABLE_TRAIN else refused).append(line)
-    if refused:
+    if refused and not allow:
         raise UserError(
             f"--resume: {where} cannot change {', '.join(refused)} (its checkpoints fix them); "
-            "drop these changes, or start a new run in another --out"
+            "drop these changes, pass --allow-changes to train on with them anyway (run.json records "
+            "them), or start a new run in another --out"
         )
-    return changed
+    return changed, refused
 
 
 def _plain(component: Component) -> dict[str, Any]:

@@ -45,6 +45,21 @@ def peak_flops(name: str) -> float | None:
     return None
 
 
+def cpu_flops(size: int = 512, repeats: int = 8) -> float:
+    """This CPU's fp32 matmul FLOP/s, measured (about 0.1 s): the peak a --dry-run's CPU estimate
+    takes, as a GPU's datasheet bf16 peak is for a GPU."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / max(time.perf_counter() - start, 1e-9)
+
+
 @dataclass(frozen=True)
 class NetworkCost:
     """One network at batch 1: FLOPs of a forward and a backward, bytes saved for the backward."""

@@ -22,8 +22,9 @@ from safetensors.torch import load_file, save_file
 from dkdm_zoo.errors import UserError
 
 LATEST = "latest"
+RECIPE = "recipe.toml"  # in a checkpoint: the recipe it was trained with
 TEMP_PREFIX = ".tmp-"
-_NAME = re.compile(r"^checkpoint-(\d{7,})$")
+NAME_PATTERN = re.compile(r"^checkpoint-(\d{7,})$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -55,9 +56,13 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
-    tmp.write_text(text)
-    fsync_path(tmp)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_path(path.parent)
 
 
@@ -72,8 +77,10 @@ def save_mixed(state: dict[str, Any], folder: Path, stem: str) -> None:
 
 
 def load_mixed(folder: Path, stem: str) -> dict[str, Any]:
-    state: dict[str, Any] = _read(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
-    state.update(_read(folder / f"{stem}.safetensors", lambda p: load_file(str(p))))
+    state = read_checked(folder / f"{stem}.json", lambda p: json.loads(p.read_text()))
+    if not isinstance(state, dict):
+        raise UnreadableFile(f"{stem}.json: not a JSON object")
+    state.update(read_checked(folder / f"{stem}.safetensors", lambda p: load_file(str(p))))
     return state
 
 
@@ -95,7 +102,7 @@ def list_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
     found = []
     if checkpoints.is_dir():
         for child in checkpoints.iterdir():
-            match = _NAME.match(child.name)
+            match = NAME_PATTERN.match(child.name)
             if match and is_complete(child):
                 found.append((int(match.group(1)), child))
     return sorted(found)
@@ -141,7 +148,7 @@ def clean_temp(checkpoints: Path) -> None:
 
 
 # -- the training state: networks, optimisers, schedules, EMA, method state, RNG --------------------
-def _files(name: str) -> tuple[str, str, str]:
+def network_files(name: str) -> tuple[str, str, str]:
     """Weights, optimiser and lr-schedule files of a network (the student keeps the historical names)."""
     suffix = "" if name == "student" else f"-{name}"
     return f"{name}.safetensors", f"optimizer{suffix}.pt", f"lr_schedule{suffix}.json"
@@ -155,7 +162,15 @@ def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
 
 
 def save_training_state(
-    acc: Any, checkpoints: Path, step: int, trained: Any, ema: Any, method: Any, generator, keep: int
+    acc: Any,
+    checkpoints: Path,
+    step: int,
+    trained: Any,
+    ema: Any,
+    method: Any,
+    generator,
+    keep: int,
+    recipe_text: str | None = None,
 ) -> Path | None:
     """Write checkpoint ``step`` atomically (collective: every process calls it).
 
@@ -178,7 +193,7 @@ def save_training_state(
 
     def shared_files() -> None:
         for name, net in trained.items():
-            weights, optimizer, schedule = _files(name)
+            weights, optimizer, schedule = network_files(name)
             save_model(net.module, str(temp / weights))
             fsync_path(temp / weights)
             save_torch(net.optimizer.state_dict(), temp / optimizer)
@@ -191,13 +206,19 @@ def save_training_state(
                 for (name, _), p in zip(student.named_parameters(), state.pop("shadow_params"), strict=True)
             }
             save_mixed({**state, **shadow}, temp, "ema")
+        if recipe_text is not None:
+            (temp / RECIPE).write_text(recipe_text)
+            fsync_path(temp / RECIPE)
         write_json(temp / "state.json", {"step": step, "world_size": acc.num_processes})  # last: complete
 
     final = None
     error = _attempt(shared_files) if acc.is_main_process else None
     _raise_together(acc, error, checkpoints, step, trained, ema, method)
     if acc.is_main_process:
-        final = publish(temp, checkpoints, step, keep)
+        error = _attempt(lambda: publish(temp, checkpoints, step, keep))
+    _raise_together(acc, error, checkpoints, step, trained, ema, method)
+    if acc.is_main_process:
+        final = checkpoints / checkpoint_name(step)
     acc.wait_for_everyone()
     return final
 
@@ -207,11 +228,26 @@ class DiskFullError(UserError):
 
 
 def _attempt(write: Any) -> OSError | None:
+    """The error of ``write`` as an OSError: safetensors (SafetensorError) and torch.save
+    (RuntimeError) report a full disk with their own types, a plugin's state a JSON TypeError."""
     try:
         write()
     except OSError as exc:
         return exc
+    except Exception as exc:  # noqa: BLE001 - every writer's failure ends as one line, temp removed
+        return as_os_error(exc)
     return None
+
+
+def as_os_error(exc: BaseException) -> OSError:
+    """An OSError carrying ``exc``'s errno where its text names one ("os error 28", "No space left")."""
+    text = first_line(exc)
+    match = re.search(r"os error (\d+)", text)
+    code = int(match.group(1)) if match else (errno.ENOSPC if "No space left" in text else None)
+    error = OSError(code, text) if code is not None else OSError(text)
+    if code is None:
+        error.strerror = text
+    return error
 
 
 def _raise_together(
@@ -227,14 +263,16 @@ def _raise_together(
     if acc.is_main_process:
         clean_temp(checkpoints)  # frees what the half-written checkpoint took
     last = find_latest(checkpoints)
+    need = checkpoint_bytes(trained, ema, method, acc.num_processes)
+    free = shutil.disk_usage(checkpoints).free
+    if error is not None and error.errno is None and free < need:  # torch.save's "unexpected pos"
+        error.errno = errno.ENOSPC
     kept = (
         f"the last checkpoint ({last.name}) is kept" if last is not None else "no checkpoint was written yet"
     )
     if error is None or error.errno not in (errno.ENOSPC, errno.EDQUOT):
         reason = f"{error.strerror or error}" if error is not None else "another process failed to write it"
         raise UserError(f"cannot write checkpoint {step} in {checkpoints}: {reason}; {kept}")
-    need = checkpoint_bytes(trained, ema, method, acc.num_processes)
-    free = shutil.disk_usage(checkpoints).free
     raise DiskFullError(
         f"no space left on the disk of {checkpoints} for checkpoint {step}: it needs about {_mib(need)} "
         f"({_mib(free)} free); {kept}: free some space, then run the same command with --resume"
@@ -262,124 +300,19 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def load_training_state(
-    folder: Path, rank: int, trained: Any, ema: Any, generator, device
-) -> tuple[int, dict[str, Any]]:
-    """Restore networks, optimisers, schedules, EMA and RNG; return (step, this process's method state).
-
-    The lr schedules continue from the checkpoint's step but with this run's settings: the learning
-    rate, warm-up, schedule and total steps of the (possibly changed) recipe take effect.
-    """
-    from safetensors.torch import load_model
-
-    for name, net in trained.items():
-        weights, optimizer, schedule = _files(name)
-        base_lrs = list(net.lr_schedule.base_lrs)  # this run's lr (the optimiser state holds the old one)
-        _read(folder / weights, lambda p, net=net: load_model(net.module, str(p), device=str(device)))
-        net.optimizer.load_state_dict(_read(folder / optimizer, lambda p: load_torch(p, device)))
-        net.lr_schedule.load_state_dict(_read(folder / schedule, lambda p: json.loads(p.read_text())))
-        _continue_schedule(net.lr_schedule, base_lrs)
-    if ema is not None and (folder / "ema.json").exists():
-        state = load_mixed(folder, "ema")
-        names = [name for name, _ in trained["student"].module.named_parameters()]
-        state["shadow_params"] = [state.pop(name).to(device) for name in names]
-        ema.load_state_dict(state)
-    rng = load_mixed(folder, f"rng-rank{rank}")
-    torch.set_rng_state(rng["torch"].to(torch.uint8))
-    generator.set_state(rng["method"].to(torch.uint8))
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"].to(torch.uint8))
-    step = int(_read(folder / "state.json", lambda p: json.loads(p.read_text()))["step"])
-    return step, load_mixed(folder, f"method-rank{rank}")
-
-
 class UnreadableFile(Exception):
     """A checkpoint file that cannot be read back (truncated, corrupt): resuming falls back."""
 
 
-def _read(path: Path, load: Any) -> Any:
+def read_checked(path: Path, load: Any) -> Any:
     try:
         return load(path)
+    except UnreadableFile:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever the reader raises, name the file
-        raise UnreadableFile(f"{path.name}: {_first_line(exc)}") from exc
+        raise UnreadableFile(f"{path.name}: {first_line(exc)}") from exc
 
 
-def _continue_schedule(schedule: Any, base_lrs: list[float]) -> None:
-    """The restored schedule's step with this run's base lr and lr function (a LambdaLR, as diffusers'
-    ``get_scheduler`` builds): unchanged settings give exactly the saved learning rate."""
-    from torch.optim.lr_scheduler import LambdaLR
-
-    if not isinstance(schedule, LambdaLR):
-        return
-    schedule.base_lrs = list(base_lrs)
-    for group, base, lr_lambda in zip(
-        schedule.optimizer.param_groups, base_lrs, schedule.lr_lambdas, strict=True
-    ):
-        group["initial_lr"] = base
-        group["lr"] = base * lr_lambda(schedule.last_epoch)
-    schedule._last_lr = [group["lr"] for group in schedule.optimizer.param_groups]
-
-
-def resume_from(
-    checkpoints: Path, acc: Any, trained: Any, ema: Any, generator, device, announce: Any
-) -> tuple[int, dict[str, Any] | None]:
-    """Load the newest checkpoint every process can read: ``latest``, else older ones, newest first,
-    saying in one line which one (and which were skipped, and why). No checkpoint: (0, None). Checkpoints that all
-    fail to load, or were written by another number of processes: a ``UserError``."""
-    candidates = _candidates(checkpoints)
-    skipped: list[str] = []
-    for folder in candidates:
-        saved_world = _saved_world_size(folder)
-        if saved_world is not None and saved_world != acc.num_processes:
-            raise UserError(
-                f"--resume: {folder} was written by {saved_world} processes, this run has {acc.num_processes}; "
-                f"resume with {saved_world}"
-            )
-        try:
-            if saved_world is None:
-                raise ValueError("state.json: unreadable")
-            loaded: tuple[int, dict[str, Any]] | None = load_training_state(
-                folder, acc.process_index, trained, ema, generator, device
-            )
-            reason = ""
-        except UnreadableFile as exc:  # truncated safetensors, bad JSON, a torch.load error: fall back
-            loaded, reason = None, str(exc)
-        except ValueError as exc:
-            loaded, reason = None, str(exc)
-        ok = torch.tensor([float(loaded is not None)], device=device)
-        if acc.num_processes > 1:
-            ok = acc.reduce(ok, "sum") / acc.num_processes
-        if float(ok.item()) == 1.0 and loaded is not None:
-            announce(
-                f"--resume: {''.join(s + '; ' for s in skipped)}resuming from {folder.name} (step {loaded[0]})"
-            )
-            return loaded
-        skipped.append(f"{folder.name} is unreadable ({reason or 'on another process'})")
-    if skipped:
-        raise UserError(
-            f"--resume: no readable checkpoint in {checkpoints}: {'; '.join(skipped)}; start a new run "
-            "(--overwrite) or restore a checkpoint"
-        )
-    return 0, None
-
-
-def _candidates(checkpoints: Path) -> list[Path]:
-    """Complete checkpoints, the ``latest`` pointer's first, then the others newest first."""
-    found = [folder for _, folder in reversed(list_checkpoints(checkpoints))]
-    latest = find_latest(checkpoints)
-    if latest is not None and latest in found:
-        found.remove(latest)
-        found.insert(0, latest)
-    return found
-
-
-def _saved_world_size(folder: Path) -> int | None:
-    try:
-        return int(json.loads((folder / "state.json").read_text())["world_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

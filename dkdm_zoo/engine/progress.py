@@ -38,12 +38,17 @@ class TrainingProgress:
     def update(self, step: int, rate: float) -> None:
         if self.bar is not None:
             self.rate = rate
-            self.bar.update(self.task, completed=step, info=f"loss {self.loss:.4f}  {rate:.1f} samples/s")
+            self.bar.update(self.task, completed=step, info=self.info())
 
     def show_loss(self, loss: float) -> None:
         self.loss = loss
         if self.bar is not None:
-            self.bar.update(self.task, info=f"loss {loss:.4f}  {self.rate:.1f} samples/s")
+            self.bar.update(self.task, info=self.info())
+
+    def info(self) -> str:
+        """The bar's text: no loss until the first log window has read one (never "loss nan")."""
+        loss = f"loss {self.loss:.4f}  " if math.isfinite(self.loss) else ""
+        return f"{loss}{self.rate:.1f} samples/s"
 
     def close(self) -> None:
         if self.bar is not None:

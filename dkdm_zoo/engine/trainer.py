@@ -25,10 +25,12 @@ from torch import nn
 
 from dkdm_zoo.config.recipes import Recipe
 from dkdm_zoo.engine import checkpoint as ckpt
+from dkdm_zoo.engine import restore
+from dkdm_zoo.engine.interrupt import DeferredInterrupt
 from dkdm_zoo.engine.meter import MetricWindow
 from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.generation.images import save_grid
+from dkdm_zoo.generation.images import PREVIEW_WIDTH, save_grid
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.runs import Manifest, Run
 from dkdm_zoo.runs.student import save_student
@@ -73,18 +75,21 @@ def train(
     quiet: bool = False,
     stop_at: int | None = None,
     announce: Callable[[str], None] | None = None,
+    allowed_changes: list[str] | None = None,
 ) -> TrainResult:
     """Run (or continue, with ``resume``) ``recipe.train.steps`` optimiser steps into ``run``'s folder.
 
     ``student`` is ``method.student`` (the exported network). ``stop_at`` ends the run early after
     that step (checkpointing it), as an interruption would. ``announce`` gets one-line notes for the
-    user (default: stderr), e.g. that resuming skipped an unreadable checkpoint.
+    user (default: stderr), e.g. that resuming skipped an unreadable checkpoint. ``allowed_changes``
+    (``--allow-changes``) go to run.json.
     """
     from accelerate import Accelerator
     from accelerate.utils import gather_object
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
+    entered = time.time()  # the card's wall time counts set-up (pool initialisation) too
     cfg = recipe.train
     cpu = not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
@@ -113,7 +118,7 @@ def train(
 
     if main:
         ckpt.clean_temp(checkpoints)
-        run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step))
+        run.start(recipe, Manifest.of(recipe, teacher.spec, student, method.one_step, allowed_changes))
     acc.wait_for_everyone()
 
     trained: dict[str, Trained] = {}
@@ -139,39 +144,58 @@ def train(
     step, method_state = 0, None
     if resume:  # the newest readable checkpoint (an unreadable latest one falls back, said in one line)
         say = announce if announce is not None else _stderr_line
-        step, method_state = ckpt.resume_from(
+        step, method_state = restore.resume_from(
             checkpoints, acc, trained, ema, generator, device, say if main else lambda line: None
         )
 
     setup_clock = {"last": time.monotonic()}
+    recipe_text = recipe.dumps()  # each checkpoint records what it was trained with
+    stop = DeferredInterrupt(enabled=main and not quiet)
 
     def save_progress() -> None:
-        """Checkpoint mid-setup (step 0) when the main process's clock says it is time (collective)."""
-        due = torch.tensor(
-            [float(time.monotonic() - setup_clock["last"] >= 60 * cfg.setup_checkpoint_minutes)]
+        """Checkpoint mid-setup (step 0) when the main process's clock says it is time, or a Ctrl-C
+        asked to stop (then stop after saving): collective, called between consistent states."""
+        flags = torch.tensor(
+            [
+                float(time.monotonic() - setup_clock["last"] >= 60 * cfg.setup_checkpoint_minutes),
+                stop.requested,
+            ]
         )
         if world > 1:
-            due = acc.reduce(due.to(device), "sum").cpu()  # rank 0's decision would need a broadcast
-        if float(due) > 0:
+            flags = acc.reduce(flags.to(device), "sum").cpu()  # rank 0's decision would need a broadcast
+        if float(flags.sum()) > 0:
             ckpt.save_training_state(
-                acc, checkpoints, 0, trained, ema, method, generator, cfg.checkpoints_keep
+                acc, checkpoints, 0, trained, ema, method, generator, cfg.checkpoints_keep, recipe_text
             )
             setup_clock["last"] = time.monotonic()
+        if float(flags[1]) > 0:
+            raise KeyboardInterrupt("interrupted during set-up; its progress is saved at step 0")
 
-    method.setup(
-        SetupContext(
-            device=device,
-            generator=generator,
-            batch_size=cfg.batch_size,
-            steps=cfg.steps,
-            grad_accum=cfg.grad_accum,
-            rank=rank,
-            world_size=world,
-            show_progress=main and not quiet,
-            state=method_state,
-            save_progress=save_progress,
-        )
+    context = SetupContext(
+        device=device,
+        generator=generator,
+        batch_size=cfg.batch_size,
+        steps=cfg.steps,
+        grad_accum=cfg.grad_accum,
+        rank=rank,
+        world_size=world,
+        show_progress=main and not quiet,
+        state=method_state,
+        save_progress=save_progress,
     )
+    with stop:
+        if method_state is None:
+            method.setup(context)
+        else:
+            try:
+                method.setup(context)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+                raise UserError(
+                    f"--resume: the method state in {ckpt.find_latest(checkpoints)} does not fit "
+                    f"{recipe.method.name} ({type(exc).__name__}: {exc}); restore the checkpoint or start "
+                    "a new run (--overwrite)"
+                ) from None
+    restore.check_method_state(method.state_dict(), type(method).__name__)
 
     names = list(trained)
     prepared = acc.prepare(
@@ -195,6 +219,7 @@ def train(
                 "world_size": world,
                 "processes": processes,
                 "device": str(device),
+                "setup_s": time.time() - entered,
             },
         )
 
@@ -272,7 +297,7 @@ def train(
                 _preview(acc, run, step, student, ema, method, cfg, progress)
             if checkpoint_now:
                 ckpt.save_training_state(
-                    acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep
+                    acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep, recipe_text
                 )
     finally:
         progress.close()
@@ -349,7 +374,7 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
         student.train()
         if ema is not None:
             ema.restore(params)
-        save_grid(torch.cat(images), run.preview_path(step))
+        save_grid(torch.cat(images), run.preview_path(step), min_width=PREVIEW_WIDTH)
         run.append_metrics(
             {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
         )

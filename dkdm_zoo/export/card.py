@@ -57,7 +57,8 @@ def teacher_license(run: Run) -> str | None:
 
 def _training(run: Run) -> dict[str, Any]:
     """Steps, processes, teacher forwards and wall time from metrics.jsonl: each segment (a start and the
-    records after it, resumed runs have several) counts from its start to its last record."""
+    records after it, resumed runs have several) counts from its start, less the set-up it records
+    (building the optimisers, the pool initialisation), to its last record."""
     facts: dict[str, Any] = {}
     wall = 0.0
     first = last = None
@@ -66,6 +67,9 @@ def _training(run: Run) -> dict[str, Any]:
             if first is not None and last is not None:
                 wall += last - first
             first = last = record.get("time")
+            setup = record.get("setup_s")
+            if isinstance(setup, int | float) and first is not None:
+                first -= setup  # the segment began when training was entered (pool init included)
             if "world_size" in record:
                 facts["world_size"] = record["world_size"]
             continue
@@ -244,7 +248,7 @@ def write_model_card(
         f"| method | `{manifest.method}` {_options(manifest.method_options)} |",
         f"| training | {_training_line(train, facts)} |",
         f"| teacher forwards | {_count(facts.get('teacher_forwards'))} |",
-        f"| wall time | {_duration(facts.get('wall_s'))} |",
+        f"| wall time (set-up, pool initialisation and training) | {_duration(facts.get('wall_s'))} |",
         f"| pipeline | `{kind}` |",
         "",
     ]

@@ -266,9 +266,12 @@ def _type_hints(factory: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _strict_numbers(annotation: Any) -> Any:
+    from annotated_types import Interval
     from pydantic import Strict
 
-    if annotation is int or annotation is float:
+    if annotation is int:  # a count past int64 fits no tensor, numpy array or loop (2**64 steps hang)
+        return typing.Annotated[int, Strict(), Interval(ge=-(2**63), le=2**63 - 1)]
+    if annotation is float:
         return typing.Annotated[annotation, Strict()]
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:

@@ -64,8 +64,20 @@ class Entry:
             raise UserError(reason)
         if isinstance(self.factory, str):
             module_name, _, attr = self.factory.partition(":")
-            obj: Any = importlib.import_module(module_name)
+            who = f"{self.kind[:-1]} '{self.name}' (plugin {self.plugin})"
+            try:
+                obj: Any = importlib.import_module(module_name)
+            except ImportError as exc:  # a plugin installed without its module or a dependency
+                raise UserError(
+                    f"{who}: its factory {self.factory!r} cannot be imported ({exc}); reinstall the "
+                    "plugin, or uninstall it"
+                ) from None
             for part in attr.split("."):
+                if not hasattr(obj, part):
+                    raise UserError(
+                        f"{who}: its factory {self.factory!r} names {part!r}, which {module_name} does "
+                        "not define; reinstall the plugin, or uninstall it"
+                    )
                 obj = getattr(obj, part)
             self.factory = obj
         return self.factory

@@ -79,6 +79,30 @@ class Run:
                 f"{self.path} has no student/ folder: the run did not finish; resume it or pick a finished run"
             )
 
+    def summary(self) -> str:
+        """What the folder holds, for a message: "recipe.toml, run.json, metrics.jsonl (last logged
+        step 2), student/ (the run finished)"."""
+        if not self.path.is_dir():
+            return "nothing"
+        parts = []
+        for child in sorted(self.path.iterdir()):
+            if child.name.startswith("."):
+                continue
+            text = f"{child.name}/" if child.is_dir() else child.name
+            if child == self.metrics_path:
+                try:
+                    steps = [r["step"] for r in self.read_metrics() if "event" not in r and "step" in r]
+                except UserError:
+                    steps = []
+                text += f" (last logged step {steps[-1]})" if steps else " (no logged step)"
+            elif child == self.student_dir and self.finished:
+                text += " (the run finished)"
+            elif child == self.checkpoints_dir:
+                names = sorted(p.name for p in child.iterdir())
+                text += f" ({', '.join(names)})" if names else " (empty)"
+            parts.append(text)
+        return ", ".join(parts) or "nothing"
+
     # -- the manifest (a writing command opens the folder with dkdm_zoo.runs.writer.open_run) --------
     def start(self, recipe: Recipe, manifest: Manifest) -> None:
         """recipe.toml and run.json, written when training starts (and again on resume)."""
@@ -140,8 +164,12 @@ class Run:
 def write_atomic(path: Path, text: str) -> None:
     """``text`` into ``path`` through a temporary file and a rename: never half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C: no half-written temp file left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def replace_folder(new: Path, target: Path) -> None:

@@ -257,7 +257,14 @@ def open_run(path: str | os.PathLike[str], *, resume: bool, overwrite: bool, loc
 
 
 def _check_folder(path: Path) -> None:
-    """``path`` may become a folder: it is none of a file, a path under a file."""
+    """``path`` may become a folder: it is none of a file, a path under a file, a name too long."""
+    limit = _name_max(path)
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise UserError(
+                f"--out {path}: the name {part[:40]}... is {len(os.fsencode(part))} bytes, the file system "
+                f"allows {limit}: pass a shorter --out"
+            )
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file: pass a folder for the run")
     for parent in path.parents:
@@ -265,6 +272,16 @@ def _check_folder(path: Path) -> None:
             if not parent.is_dir():
                 raise UserError(f"--out {path}: {parent} is a file, not a folder")
             break
+
+
+def _name_max(path: Path) -> int:
+    """The longest file name the file system under ``path`` takes (255 bytes where unknown)."""
+    for parent in (path, *path.parents):
+        try:
+            return os.pathconf(parent, "PC_NAME_MAX")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return 255
 
 
 def _topmost_missing(path: Path) -> Path | None:

@@ -45,7 +45,7 @@ def resolve_preset(
     """
     if preset not in presets:
         raise UserError(f"student '{arch}' has no preset '{preset}': choose one of {', '.join(presets)}")
-    config = _preset_values(presets[preset])
+    config = preset_values(presets[preset])
     unknown = sorted(set(overrides) - set(config))
     if unknown:
         raise UserError(
@@ -67,12 +67,12 @@ def preset_types(presets: Mapping[str, Any]) -> dict[str, Any]:
         return typing.get_type_hints(type(first), include_extras=True)
     values: dict[str, list[Any]] = {}
     for fields in presets.values():
-        for key, value in _preset_values(fields).items():
+        for key, value in preset_values(fields).items():
             values.setdefault(key, []).append(value)
     return {key: _inferred_type(seen) for key, seen in values.items()}
 
 
-def _preset_values(preset: Any) -> dict[str, Any]:
+def preset_values(preset: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(preset):
         return {f.name: getattr(preset, f.name) for f in dataclasses.fields(preset)}
     return dict(preset)

@@ -75,6 +75,10 @@ def read_prompts(prompts: str | os.PathLike[str] | Sequence[str] | None) -> Sequ
         return None
     if isinstance(prompts, str | os.PathLike):
         path = Path(prompts).expanduser()
+        if path.is_dir():
+            raise UserError(
+                f"prompt file {path} is a folder: pass a text file with one prompt per line, or a list"
+            )
         if not path.is_file():
             raise UserError(
                 f"prompt file {path} does not exist: pass a text file with one prompt per line, or a list"

@@ -34,7 +34,29 @@ def offline(local_files_only: bool | None = None) -> bool:
 
 
 def is_hub_id(text: str) -> bool:
-    return bool(_HUB_ID.match(text)) and not text.startswith((".", "~"))
+    return bool(_HUB_ID.match(text)) and not looks_local(text)
+
+
+def looks_local(text: str) -> bool:
+    """A value meant as a local path: ./ ../ / ~ in front, a backslash, or a first component that
+    is a folder here ("runs/typo" with runs/ present). A misspelled one is then reported at once,
+    not looked up on the hub (a dozen retries, half a minute, then advice to download)."""
+    if text.startswith(("/", ".", "~")) or "\\" in text:
+        return True
+    first = text.split("/", 1)[0]
+    return "/" in text and Path(first).is_dir()
+
+
+def missing_path_error(text: str, what: str) -> UserError:
+    """``text`` (a local path) does not exist: say which part does, so the typo is easy to find."""
+    path = Path(text).expanduser()
+    parent = next((p for p in path.parents if p.is_dir()), None)
+    if parent is None:
+        where = "no part of it exists"
+    else:
+        folder = "the working folder" if str(parent) == "." else f"{parent}/"
+        where = f"{folder} exists, {path.relative_to(parent)} does not"
+    return UserError(f"{what} {text} does not exist ({where}): check the spelling")
 
 
 @dataclass(frozen=True)
@@ -115,6 +137,8 @@ def resolve_source(path: str | os.PathLike[str] | None, local_files_only: bool |
         from huggingface_hub import constants
 
         return _hub_source(text, offline(local_files_only), str(constants.HF_HUB_CACHE))
+    if looks_local(text):
+        raise missing_path_error(text, "teacher path")
     raise UserError(
         f"teacher path {text} does not exist and is not a hub id (org/name): "
         "pass an existing diffusers folder or a hub id like google/ddpm-cifar10-32"
