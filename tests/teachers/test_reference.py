@@ -119,9 +119,8 @@ def test_missing_asset_is_a_one_line_error(monkeypatch, tmp_path: Path, registry
 def test_digits_flow_is_a_flat_flow_folder_sampled_by_its_own_scheduler(registry):
     """The shipped rectified-flow teacher: a UNet2DModel and a FlowMatchEuler scheduler at the root;
     dkdm-zoo's sampler is diffusers' own loop over them, and its samples are digits."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
-
     from dkdm_zoo.evaluation import evaluate
+    from tests.teachers.test_schedulers import diffusers_flow_loop
 
     folder = reference.ASSETS / "digits-flow"
     files = {p.name for p in folder.iterdir()}
@@ -135,13 +134,6 @@ def test_digits_flow_is_a_flat_flow_folder_sampled_by_its_own_scheduler(registry
     assert (spec.process, spec.prediction_type, spec.sample_shape) == ("flow", "flow", (1, 8, 8))
     noise = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     ours = teacher.sample(4, steps=5, noise=noise)
-    unet = UNet2DModel.from_pretrained(folder, use_safetensors=True).eval()
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder)
-    scheduler.set_timesteps(5)
-    x = noise.clone()
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            x = scheduler.step(unet(x, t).sample, t, x).prev_sample
-    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours, diffusers_flow_loop(folder, noise, 5), rtol=1e-4, atol=1e-4)
     samples = teacher.sample(300, steps=10, generator=torch.Generator().manual_seed(0))
     assert evaluate(samples.clamp(-1, 1), "data")["fd"] < 25.0

@@ -23,20 +23,9 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry import build_registry
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.schedulers import SOURCE_KEY, read_schedule
+from dkdm_zoo.testing.hub_configs import DDPM_CIFAR10_SCHEDULER as CIFAR_SCHEDULER
 from dkdm_zoo.testing.hub_configs import DIT_SCHEDULER, SD_SCHEDULER
 from dkdm_zoo.testing.tiny_teachers import tiny_unet
-
-CIFAR_SCHEDULER = {  # google/ddpm-cifar10-32's scheduler_config.json
-    "_class_name": "DDPMScheduler",
-    "_diffusers_version": "0.1.1",
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "beta_start": 0.0001,
-    "clip_sample": True,
-    "num_train_timesteps": 1000,
-    "trained_betas": None,
-    "variance_type": "fixed_large",
-}
 
 
 @pytest.mark.parametrize(
@@ -122,6 +111,18 @@ def flow_folder(path, **scheduler):
     return path
 
 
+def diffusers_flow_loop(folder, noise, steps: int):
+    """The reference: diffusers' own FlowMatchEuler loop over the folder's UNet2DModel and scheduler."""
+    unet = UNet2DModel.from_pretrained(folder, use_safetensors=True).eval()
+    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder)
+    scheduler.set_timesteps(steps)
+    x = noise.clone()
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            x = scheduler.step(unet(x, t).sample, t, x).prev_sample
+    return x
+
+
 def test_flow_path_conversions_are_the_closed_forms():
     schedule = FlowSchedule({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000})
     x0, eps = torch.randn(4, 1, 8, 8, dtype=torch.float64), torch.randn(4, 1, 8, 8, dtype=torch.float64)
@@ -147,14 +148,7 @@ def test_a_flat_flow_folder_is_a_flow_teacher_sampled_by_its_own_scheduler(tmp_p
     noise = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(0))
     ours = teacher.sample(3, steps=4, noise=noise)
 
-    unet = UNet2DModel.from_pretrained(folder).eval()
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(folder)
-    scheduler.set_timesteps(4)
-    x = noise.clone()
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            x = scheduler.step(unet(x, t).sample, t, x).prev_sample
-    torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours, diffusers_flow_loop(folder, noise, 4), rtol=1e-4, atol=1e-4)
     stochastic = teacher.sample(
         3, steps=4, sampler="ddpm", noise=noise, generator=torch.Generator().manual_seed(1)
     )
