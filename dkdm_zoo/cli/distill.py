@@ -67,11 +67,15 @@ def distill(
     utilisation: Annotated[
         float, typer.Option(help="--dry-run: the share of the accelerator's bf16 peak the estimate assumes")
     ] = 0.4,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="--dry-run: print the plan as one JSON object (nothing else on stdout)"),
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars or summaries")] = False,
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
     started = time.perf_counter()
-    from dkdm_zoo.cli.common import announce, console, is_main_process, registry_of
+    from dkdm_zoo.cli.common import announce, console, is_main_process, print_json, registry_of
     from dkdm_zoo.config import build as builder
     from dkdm_zoo.config import resolve as resolver
     from dkdm_zoo.config.resume import resume_changes
@@ -117,8 +121,14 @@ def distill(
         if not 0 < utilisation <= 1:
             raise UserError(f"--utilisation must be in (0, 1], got {utilisation}")
         built = builder.build(resolved, registry)
-        _print_plan(console, plan(built), resolved, out, gpu=gpu, peak=peak, utilisation=utilisation)
+        budget = plan(built)
+        if as_json:
+            print_json(_plan_json(budget, resolved, out, gpu=gpu, peak=peak, utilisation=utilisation))
+        else:
+            _print_plan(console, budget, resolved, out, gpu=gpu, peak=peak, utilisation=utilisation)
         return
+    if as_json:
+        raise UserError("--json prints the --dry-run plan: pass --dry-run with it")
 
     from dkdm_zoo.engine import train
     from dkdm_zoo.runs import Run
@@ -248,6 +258,39 @@ def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
         seed=recipe.train.seed,
         quiet=quiet,
     )
+
+
+def _plan_json(budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float) -> dict:
+    """The plan as data: per process of DDP (every process holds every network whole), the batch per process."""
+    train = recipe.train
+    init_s, train_s = budget.seconds(train.steps, peak, utilisation)
+    return {
+        "out": str(out),
+        "teacher": recipe.teacher.name,
+        "student": recipe.student.name,
+        "method": recipe.method.name,
+        "sharding": "ddp",
+        "steps": train.steps,
+        "batch_size_per_process": train.batch_size,
+        "parameters": {
+            "teacher": budget.teacher_params,
+            "student": budget.student_params,
+            "other_trainable": budget.other_params,
+        },
+        "memory_per_process_bytes": budget.memory_bytes,
+        "memory_bytes": {
+            "weights_gradients_adamw_ema": budget.weight_bytes,
+            **{f"state_{name}": size for name, size in budget.state_bytes.items()},
+            "activations": budget.activation_bytes,
+        },
+        "teacher_forwards": budget.init_forwards + budget.train_forwards,
+        "teacher_forwards_init": budget.init_forwards,
+        "teacher_forwards_training": budget.train_forwards,
+        "flops": budget.flops_per_step,  # per training step and process
+        "passes": {name: {"forward": f, "backward": b} for name, (f, b) in budget.passes.items()},
+        "estimate": {"accelerator": gpu, "utilisation": utilisation, "init_s": init_s, "training_s": train_s},
+        "details": budget.details,
+    }
 
 
 def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float) -> None:
