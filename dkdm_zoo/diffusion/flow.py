@@ -46,9 +46,6 @@ class FlowSchedule:
         s = self.s(t, x0)
         return (1.0 - s) * x0 + s * noise
 
-    def velocity(self, x0: Tensor, noise: Tensor) -> Tensor:
-        return noise - x0
-
     def to_eps_x0(
         self, model_output: Tensor, x_t: Tensor, t: Tensor, prediction_type: str
     ) -> tuple[Tensor, Tensor]:

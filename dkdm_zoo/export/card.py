@@ -221,6 +221,9 @@ def write_model_card(
         tags=tags,
         license=teacher_license(run),
     )
+    teacher_options = dict(manifest.teacher_options)
+    if "path" in teacher_options:  # named as base_model names it: no path of this machine
+        teacher_options["path"] = base
     train = _train_settings(run)
     facts = _training(run)
     params = _student_parameters(run)
@@ -239,7 +242,7 @@ def write_model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| teacher | `{manifest.teacher}` {_options({**manifest.teacher_options, **({'path': base} if 'path' in manifest.teacher_options else {})})} |",
+        f"| teacher | `{manifest.teacher}` {_options(teacher_options)} |",
         f"| teacher space | {spec.space}, {'x'.join(map(str, spec.sample_shape))} samples, "
         f"{'x'.join(map(str, spec.image_shape))} images, {what[spec.conditioning]} |",
         f"| schedule | T = {spec.num_train_timesteps} {_options(spec.schedule)}, the teacher predicts "

@@ -40,7 +40,6 @@ from dkdm_zoo.methods.base import (
     Passes,
     Plan,
     Update,
-    refuse_flow_teacher,
 )
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import PositiveFloat, PositiveInt, UnitInterval
@@ -98,7 +97,6 @@ class ScoreDistillation(OneStepMethod):
     supports_flow = True  # through the EDM view sigma = s / (1 - s) of the flow path (SiD's flow setting)
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
-        refuse_flow_teacher(type(self), teacher)  # before the set-up below reads a VP schedule
         self.options = o = self.Options(**options)
         schedule = teacher.schedule
         # the generator's input level: a VP chain's nearest timestep, or a flow teacher's s T
