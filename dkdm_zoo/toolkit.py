@@ -50,7 +50,8 @@ from dkdm_zoo.students.base import (
     resolve_preset,
 )
 from dkdm_zoo.students.contract import check_student
-from dkdm_zoo.teachers.base import Condition, Teacher, TeacherOutput
+from dkdm_zoo.teachers.base import Teacher, TeacherOutput
+from dkdm_zoo.teachers.condition import Condition
 from dkdm_zoo.teachers.contract import check_teacher
 from dkdm_zoo.teachers.loading import (
     load_pretrained,

@@ -23,57 +23,7 @@ from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.sampling.chain import sample_denoiser, sample_flow
 from dkdm_zoo.sampling.guidance import applies, guided
 from dkdm_zoo.spec import TeacherSpec
-
-
-@dataclass
-class Condition:
-    """A batch of conditions. Class labels use index ``num_classes`` as the null (unconditional) label."""
-
-    labels: Tensor | None = None  # (B,) long
-    text_embeds: Tensor | None = None  # (B, L, D) encoder hidden states
-    prompts: list[str] | None = None
-
-    def __len__(self) -> int:
-        if self.labels is not None:
-            return len(self.labels)
-        if self.text_embeds is not None:
-            return len(self.text_embeds)
-        return len(self.prompts or [])
-
-    def to(self, device: torch.device | str) -> Condition:
-        return Condition(
-            labels=None if self.labels is None else self.labels.to(device),
-            text_embeds=None if self.text_embeds is None else self.text_embeds.to(device),
-            prompts=self.prompts,
-        )
-
-    def select(self, index: Tensor) -> Condition:
-        idx = index.tolist()
-        return Condition(
-            labels=None if self.labels is None else self.labels[index.to(self.labels.device)],
-            text_embeds=None
-            if self.text_embeds is None
-            else self.text_embeds[index.to(self.text_embeds.device)],
-            prompts=None if self.prompts is None else [self.prompts[i] for i in idx],
-        )
-
-    @staticmethod
-    def cat(conditions: list[Condition]) -> Condition:
-        first = conditions[0]
-        return Condition(
-            labels=None if first.labels is None else torch.cat([c.labels for c in conditions]),
-            text_embeds=None if first.text_embeds is None else torch.cat([c.text_embeds for c in conditions]),
-            prompts=None if first.prompts is None else [p for c in conditions for p in c.prompts],
-        )
-
-    def model_kwargs(self) -> dict[str, Tensor]:
-        """Keyword arguments of the student contract: ``class_labels`` / ``encoder_hidden_states``."""
-        kwargs: dict[str, Tensor] = {}
-        if self.labels is not None:
-            kwargs["class_labels"] = self.labels
-        if self.text_embeds is not None:
-            kwargs["encoder_hidden_states"] = self.text_embeds
-        return kwargs
+from dkdm_zoo.teachers.condition import Condition
 
 
 def host_to_device(array: np.ndarray, device: torch.device) -> Tensor:
