@@ -101,19 +101,16 @@ class DKDMZooPipeline(DiffusionPipeline):
     def one_step(self) -> bool:
         return is_one_step(self.student)
 
-    def _labels(self, class_labels: Any, batch_size: int, generator: Any, device: torch.device) -> Tensor:
+    def _labels(self, class_labels: Any, device: torch.device) -> Tensor:
         classes = self.config.num_classes
-        if class_labels is None:  # random classes, as dkdm-zoo's sampler draws them
-            gen = generator[0] if isinstance(generator, list) else generator
-            labels = torch.randint(
-                0, classes, (batch_size,), generator=gen, device=gen.device if gen else "cpu"
+        if class_labels is None:  # a class-conditional model fed no class makes no digit at all
+            raise ValueError(
+                f"this pipeline is class-conditional: pass class_labels (one per image, 0..{classes - 1}), "
+                f"e.g. class_labels=[0, 1, 2, 3]"
             )
-        else:
-            if isinstance(class_labels, int):
-                class_labels = [class_labels] * batch_size
-            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-            if bool(((labels < 0) | (labels >= classes)).any()):
-                raise ValueError(f"class_labels must be in 0..{classes - 1}")
+        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
+        if bool(((labels < 0) | (labels >= classes)).any()):
+            raise ValueError(f"class_labels must be in 0..{classes - 1}")
         return labels.to(device)
 
     def _text(self, prompts: list[str], device: torch.device) -> Tensor:
@@ -127,7 +124,7 @@ class DKDMZooPipeline(DiffusionPipeline):
         return self.text_encoder(tokens.input_ids.to(device))[0].to(self.student.dtype)
 
     def _conditions(
-        self, batch_size: int, class_labels: Any, prompt: Any, generator: Any, device: torch.device
+        self, batch_size: int, class_labels: Any, prompt: Any, device: torch.device
     ) -> tuple[int, dict[str, Tensor], dict[str, Tensor] | None]:
         """Batch size, the conditional inputs and the null inputs (for guidance) of the student."""
         if self.text_encoder is not None:
@@ -142,10 +139,11 @@ class DKDMZooPipeline(DiffusionPipeline):
         if prompt is not None:
             raise ValueError("this pipeline takes no text prompt")
         if self.config.num_classes is not None:
-            n = len(class_labels) if isinstance(class_labels, list | tuple | Tensor) else batch_size
-            labels = self._labels(class_labels, n, generator, device)
+            if isinstance(class_labels, int):
+                class_labels = [class_labels] * batch_size
+            labels = self._labels(class_labels, device)
             return (
-                n,
+                len(labels),
                 {"class_labels": labels},
                 {"class_labels": torch.full_like(labels, self.config.num_classes)},
             )
@@ -177,7 +175,7 @@ class DKDMZooPipeline(DiffusionPipeline):
         so ``guidance_scale`` (classifier-free guidance on top) stays 1.0 unless you want more."""
         device = self._execution_device
         channels, height, width = self.config.sample_shape
-        n, cond, null = self._conditions(batch_size, class_labels, prompt, generator, device)
+        n, cond, null = self._conditions(batch_size, class_labels, prompt, device)
         dtype = self.student.dtype
         noise = randn_tensor((n, channels, height, width), generator=generator, device=device, dtype=dtype)
         if self.one_step:

@@ -181,22 +181,26 @@ def test_sd_teacher_dit_student_samples_from_prompts(runs):
 # -- latent DiT ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("student", ["unet", "dit"])
 def test_dit_teacher_students_sample_as_dkdm_zoo_does(runs, registry, student):
-    """The pipeline with diffusers' DDIM (trailing, final alpha 1) draws the images `dkdm-zoo sample` draws."""
+    """The exported pipeline, as loaded, draws the images `dkdm-zoo sample` draws (its DDIM, trailing,
+    final alpha 1); the learned variance still drives diffusers' ancestral sampler when swapped in."""
     run = runs("dit", student)
     assert pipeline_class(run) == "DKDMZooPipeline"
     pipe = DiffusionPipeline.from_pretrained(run / "pipeline")
-    assert pipe.vae is not None and pipe.scheduler.config.variance_type == "learned_range"
-    images = pipe(class_labels=[1, 3], num_inference_steps=3, generator=seeded(5), output_type="pt").images
-    assert images.shape == (2, 3, 16, 16)
-
+    assert pipe.vae is not None and isinstance(pipe.scheduler, DDIMScheduler)
     # diffusers' DDIM steps from t to t - T / steps: a step count dividing T = 20 keeps its grid ours
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True)
     ddim = pipe(class_labels=[1, 3], num_inference_steps=4, generator=seeded(5), output_type="pt").images
     source = load_source(str(run), registry, device="cpu")
     reference, _ = source.generate(
         2, SamplingSettings(steps=4, sampler="ddim", seed=5), labels=[1, 3], progress=False
     )
     torch.testing.assert_close(ddim, (reference + 1) / 2, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="class_labels"):  # no silent garbage from an unlabelled call
+        pipe(batch_size=2, num_inference_steps=2)
+
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config, variance_type="learned_range")
+    assert pipe._scheduler_takes_variance()
+    images = pipe(class_labels=[1, 3], num_inference_steps=3, generator=seeded(5), output_type="pt").images
+    assert images.shape == (2, 3, 16, 16) and not torch.allclose(images, ddim[:, :, :, :])
     check_card(run, "dkdm")
 
 

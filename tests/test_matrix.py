@@ -18,8 +18,6 @@ def expected_refusal(teacher: str, student: str, method: str) -> str | None:
     """The reason a pair must be refused, or None if it must train (stated here, not read off the code)."""
     if teacher == "spec" and method != "data":
         return "has no network"
-    if teacher == "flow-unet" and method == "boot":
-        return "does not train from flow-matching teachers yet"
     if teacher == "latent-sd" and student == "convnext":
         return "no text conditioning"
     if teacher in LATENT and method == "data":

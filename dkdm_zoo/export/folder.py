@@ -7,9 +7,11 @@
 - everything else (class-conditional or latent students, DiT / ConvNeXt / plugin architectures,
   BOOT one-step generators): ``dkdm_zoo.pipelines.DKDMZooPipeline``.
 
-Every pipeline carries a ``DDPMScheduler`` with the teacher's schedule (betas, T, variance,
-clipping) and eps prediction, the student's target, with "trailing" timesteps as dkdm-zoo's own
-sampler uses; swap it with ``SomeScheduler.from_config(pipe.scheduler.config)``.
+Every pipeline carries a ``DDIMScheduler`` with the teacher's schedule (betas, T, clipping), eps
+prediction (the student's target), "trailing" timesteps and the final step to alpha 1: with 50
+steps (the card's snippet) it samples what ``dkdm-zoo sample`` samples; swap it with
+``SomeScheduler.from_config(pipe.scheduler.config)``. Flow students carry the teacher's
+FlowMatchEuler scheduler.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from diffusers import (
+    DDIMScheduler,
     DDPMPipeline,
-    DDPMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
     ModelMixin,
@@ -37,26 +39,28 @@ from dkdm_zoo.teachers.base import PipelineComponents
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
 
 
-def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any) -> Any:
-    """The teacher's schedule with eps prediction; ``variance=False`` for pipelines that drop a
-    learned variance (DiTPipeline): they get the fixed posterior variance instead. A flow-matching
-    teacher's student predicts its velocity on its path: the teacher's own FlowMatchEuler scheduler."""
+def student_scheduler(spec: TeacherSpec, **extra: Any) -> Any:
+    """The scheduler that makes a pipeline's defaults sample what ``dkdm-zoo sample`` samples: DDIM
+    (eta 0) on the teacher's schedule with "trailing" timesteps, the final step to alpha 1, the
+    teacher's clipping and eps prediction (the student's target). Its variance is irrelevant (DDIM
+    adds no noise); ``DDPMScheduler.from_config(pipe.scheduler.config, variance_type=...)`` gives the
+    ancestral sampler. A flow-matching teacher's student predicts the velocity on its path: the
+    teacher's own FlowMatchEuler scheduler."""
     if spec.process == "flow":
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         return FlowMatchEulerDiscreteScheduler.from_config(
             {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
         )
-    variance_type = spec.variance_type if variance or not spec.learned_variance else "fixed_small"
-    return DDPMScheduler(
+    return DDIMScheduler(
         **extra,
         num_train_timesteps=spec.num_train_timesteps,
         **{k: v for k, v in spec.schedule.items() if k in SCHEDULE_KEYS},
-        variance_type=variance_type,
         clip_sample=spec.clip_sample,
         clip_sample_range=spec.clip_sample_range,
         prediction_type="epsilon",  # students always predict eps
         timestep_spacing="trailing",
+        set_alpha_to_one=True,
     )
 
 
@@ -99,7 +103,7 @@ def save_pipeline(
             tokenizer=components.tokenizer,
             unet=_plain(student, UNet2DConditionModel),
             # steps_offset only moves "leading" timesteps; StableDiffusionPipeline insists on 1
-            scheduler=student_scheduler(spec, variance=False, steps_offset=1),
+            scheduler=student_scheduler(spec, steps_offset=1),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -108,7 +112,7 @@ def save_pipeline(
         pipe = DiTPipeline(
             transformer=_plain(student, DiTTransformer2DModel),
             vae=components.vae,
-            scheduler=student_scheduler(spec, variance=False),
+            scheduler=student_scheduler(spec),
         )
     else:
         pipe = DKDMZooPipeline(

@@ -9,6 +9,11 @@ y_t = (x_t - sigma_t eps) / alpha_t. One iteration, for a pair of grid times s <
 
 The eps form of the target is an exact DDIM step in y-space and never divides by alpha, which is
 tiny near T. Everything runs in the teacher's sample space (latents for a latent teacher).
+
+On a flow-matching teacher (alpha = 1 - s, sigma = s at network time t = s T) the DDIM step is the
+Euler step of the flow ODE, the grid is the teacher's own sampling grid (its shift) and the boundary
+is s = 1, where alpha = 0 and r is infinite; there the same target is written as
+x0_hat - r_s (eps - e_hat), which equals the eps form for t < T and stays finite at s_t = 1.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import Tensor, nn
 
 from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Passes, Plan, refuse_flow_teacher
+from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Passes, Plan
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import NonNegativeFloat, PositiveInt
 from dkdm_zoo.students.one_step import InitFromTeacher, OneStepGenerator, init_from_teacher_weights
@@ -52,10 +57,11 @@ class BOOT(OneStepMethod):
     """Data-free bootstrapping distillation into a one-step generator."""
 
     Options = BOOTOptions
+    supports_flow = True  # the signal ODE of the flow path (alpha = 1 - s, sigma = s), see the module
 
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
-        refuse_flow_teacher(type(self), teacher)  # before the generator is wrapped on a VP schedule
         self.options = o = BOOTOptions(**options)
+        self.flow = teacher.spec.process == "flow"
         super().__init__(teacher, self.wrap_student(student, teacher, o.init_from_teacher))
         T = teacher.spec.num_train_timesteps
         if o.num_steps >= T:  # the one bound the teacher sets
@@ -64,20 +70,29 @@ class BOOT(OneStepMethod):
             )
         num_steps, clip, guidance_scale = o.num_steps, o.clip, o.guidance_scale
         self.clip = teacher.spec.clip_sample if clip is None else clip
+        if self.flow and self.clip:
+            raise UserError(
+                "method.clip: a flow-matching teacher's trajectory is not clipped; drop method.clip=true"
+            )
         self.guidance_scale = guidance_scale
-        # Grid of teacher times (descending, "trailing": starts at T-1) ending at 0; pairs (t, s).
-        grid = sorted(set(inference_timesteps(T, num_steps)) | {0}, reverse=True)
-        self.t_grid = torch.tensor(grid[:-1], dtype=torch.long)
-        self.s_grid = torch.tensor(grid[1:], dtype=torch.long)
-        self.delta = max(1, round(T / num_steps))  # step size of "continuous" time sampling
-        # r_t = sigma_t / alpha_t (float32 is plenty: it only scales eps - e_hat)
-        self.r = (
-            teacher.schedule.sqrt_one_minus_alphas_cumprod / teacher.schedule.sqrt_alphas_cumprod
-        ).float()
+        if self.flow:  # the teacher's own N-step grid (shift included), s T from T down to 0, floats
+            levels = teacher.schedule.sampling_sigmas(num_steps) * T
+            self.t_grid, self.s_grid = levels[:-1].float(), levels[1:].float()
+            self.delta = T / num_steps  # a float step on a flow path
+        else:  # grid of teacher times (descending, "trailing": starts at T-1) ending at 0
+            grid = sorted(set(inference_timesteps(T, num_steps)) | {0}, reverse=True)
+            self.t_grid = torch.tensor(grid[:-1], dtype=torch.long)
+            self.s_grid = torch.tensor(grid[1:], dtype=torch.long)
+            self.delta = max(1, round(T / num_steps))  # step size of "continuous" time sampling
+            # r_t = sigma_t / alpha_t (float32 is plenty: it only scales eps - e_hat)
+            self.r = (
+                teacher.schedule.sqrt_one_minus_alphas_cumprod / teacher.schedule.sqrt_alphas_cumprod
+            ).float()
         if o.time_sampling == "grid":
             t_all, s_all = self.t_grid, self.s_grid
         else:
-            t_all = torch.arange(1, T)
+            t_all = torch.arange(1, T + 1 if self.flow else T)
+            t_all = t_all.float() if self.flow else t_all
             s_all = (t_all - self.delta).clamp(min=0)
         # Weights are normalised to mean 1 under the time sampling, so the boundary weight keeps its meaning.
         self.weight_scale = 1.0 / self.pair_weight(t_all, s_all).mean().item()
@@ -89,13 +104,19 @@ class BOOT(OneStepMethod):
         ``min-snr`` is min(SNR_s, 1): y-space errors at small SNR barely move the teacher's input
         x_s = alpha_s y_s + sigma_s eps, and there the teacher's x0 (the target) is mostly noise.
         """
-        r = self.r.to(t.device)
         kind = self.options.weighting
         if kind == "inverse-step":
-            return 1.0 / (torch.log(r[t]) - torch.log(r[s]))
+            return 1.0 / (torch.log(self.ratio(t)) - torch.log(self.ratio(s)))
         if kind == "min-snr":
-            return (1.0 / r[s] ** 2).clamp(max=1.0)
+            return (1.0 / self.ratio(s) ** 2).clamp(max=1.0)
         return torch.ones(t.shape, device=t.device)
+
+    def ratio(self, t: Tensor) -> Tensor:
+        """r_t = sigma_t / alpha_t per sample (float32); on a flow path s / (1 - s), 1e12 at s = 1."""
+        if self.flow:
+            level = t.double() / self.teacher.spec.num_train_timesteps
+            return (level / (1.0 - level).clamp(min=1e-12)).float()
+        return self.r.to(t.device)[t]
 
     # -- the generator ----------------------------------------------------------------------------------
     @staticmethod
@@ -106,7 +127,9 @@ class BOOT(OneStepMethod):
         if isinstance(student, OneStepGenerator):
             return student
         init_from_teacher_weights(student, teacher, init_from_teacher)
-        return OneStepGenerator.wrap(student, teacher.spec.channels)
+        # samples are g(z, 0): the clean end, a float network time on a flow path
+        clean_end = 0.0 if teacher.spec.process == "flow" else 0
+        return OneStepGenerator.wrap(student, teacher.spec.channels, timestep=clean_end)
 
     # -- training ------------------------------------------------------------------------------------
     def _teacher_eps_x0(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
@@ -139,7 +162,10 @@ class BOOT(OneStepMethod):
             pair = torch.randint(0, len(self.t_grid), (n,), generator=self.generator, device=rng_device).cpu()
             return self.t_grid[pair].to(self.device), self.s_grid[pair].to(self.device)
         T = self.teacher.spec.num_train_timesteps
-        t = torch.randint(1, T, (n,), generator=self.generator, device=rng_device).to(self.device)
+        if self.flow:  # t uniform in (0, T]
+            t = (1.0 - torch.rand(n, generator=self.generator, device=rng_device)).to(self.device) * T
+        else:
+            t = torch.randint(1, T, (n,), generator=self.generator, device=rng_device).to(self.device)
         return t, (t - self.delta).clamp(min=0)
 
     @torch.no_grad()
@@ -151,9 +177,11 @@ class BOOT(OneStepMethod):
         kwargs = cond.model_kwargs() if cond is not None else {}
         y_t = student(noise, t, **kwargs).float()
         x_t = sched.alpha(t, y_t) * y_t + sched.sigma(t, y_t) * noise
-        eps_hat, _ = self._teacher_eps_x0(x_t, t, cond)
-        r = self.r.to(noise.device)
-        return signal_ddim_target(y_t, noise, eps_hat, r[t].view(-1, 1, 1, 1), r[s].view(-1, 1, 1, 1))
+        eps_hat, x0_hat = self._teacher_eps_x0(x_t, t, cond)
+        r_s = self.ratio(s).view(-1, 1, 1, 1)
+        if self.flow:  # finite at s_t = 1 (alpha_t = 0), equal to the eps form below elsewhere
+            return x0_hat - r_s * (noise - eps_hat)
+        return signal_ddim_target(y_t, noise, eps_hat, self.ratio(t).view(-1, 1, 1, 1), r_s)
 
     def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
         noise = self.noise(batch_size)
@@ -165,7 +193,8 @@ class BOOT(OneStepMethod):
 
         with_boundary = step % self.options.boundary_every == 0 and self.options.boundary_weight > 0
         if with_boundary:
-            T = torch.full_like(t, self.teacher.spec.num_train_timesteps - 1)
+            # pure noise: the chain's last index, or s = 1 on a flow path
+            T = torch.full_like(t, self.teacher.spec.num_train_timesteps - (0 if self.flow else 1))
             with torch.no_grad():
                 _, f_T = self._teacher_eps_x0(noise, T, cond)
             # One student call for both branches keeps DDP to one forward per backward.

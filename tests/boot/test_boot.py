@@ -250,3 +250,57 @@ def test_the_target_of_a_class_conditional_latent_teacher_is_guided_by_hand():
     method.teacher_forwards = 0  # the plan counts both guided branches, for targets and boundary alike
     method.loss(student, 4, step=0)
     assert method.plan(4, 1).train_forwards == method.teacher_forwards == 16
+
+
+# -- flow-matching teachers -------------------------------------------------------------------------
+def flow_teacher(seed: int = 0, **scheduler) -> DDPMUNetTeacher:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(seed)
+    unet = UNet2DModel(**UNET_CONFIG)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    config = {**FlowMatchEulerDiscreteScheduler(**scheduler).config, "_class_name": "FlowMatchEulerDiscreteScheduler"}
+    return DDPMUNetTeacher(unet, config)
+
+
+def test_on_a_flow_teacher_the_target_is_its_own_euler_step_in_y_space_pure_noise_included():
+    """target = (x_s - s eps) / (1 - s) with x_s diffusers' FlowMatchEuler step from x_t = (1 - t) y_t + t eps,
+    on the teacher's own shifted grid, whose first pair starts at pure noise (alpha = 0)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    teacher = flow_teacher(shift=3.0)
+    method, student = make_boot(teacher, init=False, num_steps=4)
+    reference = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    reference.set_timesteps(4)
+    torch.testing.assert_close(method.t_grid, reference.timesteps)  # the teacher's own grid
+    assert method.t_grid[0] == 1000 and method.s_grid[-1] == 0
+
+    noise = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    t, s = method.t_grid, method.s_grid
+    target = method.bootstrap_target(student, noise, t, s, None)
+    assert torch.isfinite(target).all()
+    with torch.no_grad():
+        y_t = student(noise, t).float()
+        for i in range(4):  # diffusers' scheduler walks its grid one index per call
+            level_t, level_s = float(t[i]) / 1000, float(s[i]) / 1000
+            x_t = (1 - level_t) * y_t[i : i + 1] + level_t * noise[i : i + 1]
+            velocity = teacher.unet(x_t, t[i : i + 1]).sample
+            x_s = reference.step(velocity, t[i], x_t).prev_sample
+            expected = (x_s - level_s * noise[i : i + 1]) / (1 - level_s)
+            torch.testing.assert_close(target[i : i + 1], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_boot_trains_on_a_flow_teacher_and_samples_at_the_clean_end():
+    teacher = flow_teacher()
+    for time_sampling in ("grid", "continuous"):
+        method, student = make_boot(teacher, init=False, num_steps=4, time_sampling=time_sampling)
+        loss, logs = method.loss(student, 4, step=0)
+        loss.backward()
+        assert torch.isfinite(loss) and logs["boundary_loss"] > 0
+        assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+    x_in, t = student.generator_input(torch.randn(2, 1, 8, 8))
+    assert t.dtype == torch.float32 and (t == 0).all()  # one call at s = 0, a float network time
+    with pytest.raises(UserError, match="method.clip"):
+        make_boot(teacher, init=False, clip=True)
