@@ -9,6 +9,7 @@ several seeds; the table reports the mean and the spread (min..max) over seeds.
     python tools/results_digits.py boot --seeds 0 1            # BOOT one-step vs teacher DDIM steps
     python tools/results_digits.py boot-dit --seeds 0 1        # the same on the class-conditional teacher
     python tools/results_digits.py init --seeds 0 1            # DKDM pool initialisations, equal budget
+    python tools/results_digits.py flow --seeds 0 1            # digits-flow: DKDM, SiD, BOOT vs Euler steps
     python tools/results_digits.py arch                        # finished ddpm/dit runs -> digits-arch-*.json
     python tools/results_digits.py table                       # JSON -> docs/results/digits.md
     python tools/results_digits.py figure                      # BOOT vs teacher DDIM, same noise -> PNG
@@ -178,7 +179,8 @@ def teacher_rows(table: str, seeds: list[int], steps_list: list[int]) -> list[di
     results = []
     for steps in steps_list:
         for seed in seeds:
-            row: dict = {"row": f"teacher DDIM {steps}", "seed": seed, "commands": []}
+            sampler = "Euler" if table == "flow" else "DDIM"  # a flow teacher's deterministic sampler
+            row: dict = {"row": f"teacher {sampler} {steps}", "seed": seed, "commands": []}
             for against in AGAINST[table]:
                 suffix = "" if against == "data" else f"-vs-{against}"
                 out = RUNS / table / f"teacher-ddim{steps}-s{seed}{suffix}.json"
@@ -237,8 +239,8 @@ def figure(table: str, seed: int = 0, n: int = 16) -> Path:
 
 def note_for(table: str, seeds: list[int]) -> str:
     return (
-        f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step DDIM "
-        f"(BOOT: 1 step), scored against the 1797 real digits in the shipped classifier's feature space; "
+        f"Equal budget: {BUDGET['steps']} steps x batch {BUDGET['batch_size']}; {EVAL_N} samples, 50-step "
+        f"{'Euler' if table == 'flow' else 'DDIM'} (one-step generators: 1 step), scored against the 1797 real digits in the shipped classifier's feature space; "
         f"mean (min..max) over seeds {seeds}. Command: `python tools/results_digits.py {table} --seeds "
         f"{' '.join(map(str, seeds))} --steps {BUDGET['steps']} --batch-size {BUDGET['batch_size']}`."
     )
@@ -291,7 +293,7 @@ def main() -> None:
     )
     parser.add_argument(
         "what",
-        choices=["ddpm", "dit", "boot", "boot-dit", "init", "collect", "arch", "table", "figure", "score"],
+        choices=["ddpm", "dit", "boot", "boot-dit", "init", "flow", "collect", "arch", "table", "figure", "score"],
     )
     parser.add_argument("run", nargs="?", help="score: the run folder to evaluate (its table from its path)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -307,19 +309,19 @@ def main() -> None:
         return
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.what == "figure":  # the BOOT tables' picture (their seed-0 runs must have finished)
-        for table in BOOT_ROWS:
+        for table in ("boot", "boot-dit"):
             if all((RUNS / table / f"{slug(name)}-s0" / "student").exists() for name in BOOT_ROWS[table]):
                 print(f"wrote {figure(table)}")
         return
     if args.what == "table":
         parts = []
-        for table in ("ddpm", "dit", "boot", "boot-dit", "init"):
+        for table in ("ddpm", "dit", "boot", "boot-dit", "init", "flow"):
             path = RESULTS / f"digits-{table}.json"
             if path.exists():
                 data = json.loads(path.read_text())
                 parts.append(f"### {data['title']}\n\n{data['note']}\n\n{markdown(table, data)}\n")
     elif args.what == "collect":  # tabulate the runs that finished, without training anything
-        for table in ("ddpm", "dit", "boot", "boot-dit", "init"):
+        for table in ("ddpm", "dit", "boot", "boot-dit", "init", "flow"):
             rows = collect(table, args.seeds)
             if rows:
                 path = RESULTS / f"digits-{table}.json"

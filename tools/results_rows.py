@@ -85,10 +85,20 @@ BOOT_ROWS = {
                               "--set", "train.lr=1e-3", "--set", "train.warmup_steps=50",
                               "--set", "train.ema_decay=0.995"],
     },
+    # The flow teacher: DKDM at its defaults, and both one-step methods from the teacher's own architecture.
+    "flow": {
+        "DKDM unet": ["--teacher", "digits-flow", "--student", "unet", "--method", "dkdm"],
+        "SiD (1 step)": ["--recipe", "recipes/digits-flow-sid.toml"],
+        "BOOT unet (1 step)": ["--teacher", "digits-flow", "--student", "unet", "--preset", "small",
+                               "--set", "student.block_out_channels=[32,64,64]", "--set", "student.layers_per_block=1",
+                               "--set", "student.attention_resolutions=[4]", "--set", "student.min_resolution=2",
+                               "--set", "student.dropout=0.0", "--method", "boot", "--set", "train.lr=2e-3",
+                               "--set", "train.ema_decay=0.995"],
+    },
 }  # fmt: skip
-TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm"}
+TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm", "flow": "flow"}
 AGAINST = {"ddpm": ("data", "teacher"), "dit": ("data", "teacher"), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher"),
-           "init": ("data", "teacher")}  # fmt: skip
+           "init": ("data", "teacher"), "flow": ("data", "teacher")}  # fmt: skip
 
 
 TITLES = {
@@ -97,4 +107,5 @@ TITLES = {
     "boot": "BOOT on digits-ddpm: one step vs the teacher's DDIM",
     "boot-dit": "BOOT on digits-dit (guidance 3): one step vs the teacher's DDIM",
     "init": "DKDM pool initialisations on digits-ddpm (UNet student, rho 0.05)",
+    "flow": "digits-flow (rectified flow): DKDM, SiD and BOOT vs the teacher's Euler steps",
 }
