@@ -44,8 +44,20 @@ def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
         raise UserError(f"teacher '{name}' cannot draw the conditions a run trains on: {exc}{hint}") from None
 
 
-def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
+def build_student(recipe: Recipe, spec: Any, registry: Any, teacher: Any = None) -> Any:
+    """The recipe's student for ``spec``; a factory with a ``teacher`` parameter (``--student teacher``)
+    gets the teacher itself, and its own default preset when the recipe names none."""
+    import inspect
+
     options = dict(recipe.student.options)
+    factory = registry.get("students", recipe.student.name).load()
+    try:
+        takes_teacher = "teacher" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_teacher = False
+    if takes_teacher:  # the teacher is the factory's input, not a user option
+        entry = registry.get("students", recipe.student.name)
+        return factory(spec, teacher=teacher, **entry.check_options(options, require=True))
     preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
     return registry.create("students", recipe.student.name, spec, preset=preset, **options)
 
@@ -70,6 +82,6 @@ def build(recipe: Recipe, registry: Any) -> Built:
     teacher = build_teacher(recipe, registry)
     check_run_conditions(teacher, recipe.teacher.name, registry)
     torch.manual_seed(recipe.train.seed)
-    student = build_student(recipe, teacher.spec, registry)
+    student = build_student(recipe, teacher.spec, registry, teacher)
     method = build_method(recipe, teacher, student, registry)
     return Built(recipe, teacher, method.student, method)

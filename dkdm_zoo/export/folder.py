@@ -32,12 +32,15 @@ from dkdm_zoo.pipelines import Denoiser, DKDMZooPipeline
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import plain_copy
 from dkdm_zoo.students.one_step import OneStepGenerator
+from dkdm_zoo.students.teacher_net import is_teacher_network
 from dkdm_zoo.teachers.base import PipelineComponents
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
 
 
-def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any) -> Any:
+def student_scheduler(
+    spec: TeacherSpec, *, variance: bool = True, prediction_type: str = "epsilon", **extra: Any
+) -> Any:
     """The teacher's schedule with eps prediction; ``variance=False`` for pipelines that drop a
     learned variance (DiTPipeline): they get the fixed posterior variance instead. A flow-matching
     teacher's student predicts its velocity on its path: the teacher's own FlowMatchEuler scheduler."""
@@ -55,7 +58,7 @@ def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any)
         variance_type=variance_type,
         clip_sample=spec.clip_sample,
         clip_sample_range=spec.clip_sample_range,
-        prediction_type="epsilon",  # students always predict eps
+        prediction_type=prediction_type,  # students predict eps; a teacher's own network its own type
         timestep_spacing="trailing",
     )
 
@@ -65,7 +68,8 @@ def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
 
 
 def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineComponents) -> str:
-    """The diffusers pipeline class a student is exported as."""
+    """The diffusers pipeline class a student is exported as (a teacher-network student: its network's)."""
+    student = student.network if is_teacher_network(student) else student
     latent_ok = spec.space == "latent" and components.vae is not None
     if isinstance(student, OneStepGenerator) or spec.process == "flow":  # no stock pipeline samples these
         return DKDMZooPipeline.__name__
@@ -88,8 +92,14 @@ def save_pipeline(
         raise UserError("a text-conditional student needs its teacher's text encoder and tokenizer")
     kind = pipeline_kind(student, spec, components)
     student = student.eval()
+    prediction = "epsilon"
+    if is_teacher_network(student) and kind != DKDMZooPipeline.__name__:
+        # the teacher's own pipeline class holds the network itself, read as its own prediction type
+        prediction, student = student.config.prediction_type, student.network
     if kind == DDPMPipeline.__name__:
-        pipe = DDPMPipeline(unet=_plain(student, UNet2DModel), scheduler=student_scheduler(spec))
+        pipe = DDPMPipeline(
+            unet=_plain(student, UNet2DModel), scheduler=student_scheduler(spec, prediction_type=prediction)
+        )
     elif kind == "StableDiffusionPipeline":
         from diffusers import StableDiffusionPipeline
 
@@ -99,7 +109,7 @@ def save_pipeline(
             tokenizer=components.tokenizer,
             unet=_plain(student, UNet2DConditionModel),
             # steps_offset only moves "leading" timesteps; StableDiffusionPipeline insists on 1
-            scheduler=student_scheduler(spec, variance=False, steps_offset=1),
+            scheduler=student_scheduler(spec, variance=False, prediction_type=prediction, steps_offset=1),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -108,7 +118,7 @@ def save_pipeline(
         pipe = DiTPipeline(
             transformer=_plain(student, DiTTransformer2DModel),
             vae=components.vae,
-            scheduler=student_scheduler(spec, variance=False),
+            scheduler=student_scheduler(spec, variance=False, prediction_type=prediction),
         )
     else:
         pipe = DKDMZooPipeline(
