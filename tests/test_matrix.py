@@ -16,6 +16,8 @@ LATENT = {"dit", "latent-sd"}
 
 def expected_refusal(teacher: str, student: str, method: str) -> str | None:
     """The reason a pair must be refused, or None if it must train (stated here, not read off the code)."""
+    if teacher == "spec" and student == "teacher":  # a student made from the teacher's network
+        return "exposes no denoising network"
     if teacher == "spec" and method != "data":
         return "has no network"
     if teacher == "flow-unet" and method == "boot":

@@ -45,21 +45,33 @@ def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
 
 
 def build_student(recipe: Recipe, spec: Any, registry: Any, teacher: Any = None) -> Any:
-    """The recipe's student for ``spec``; a factory with a ``teacher`` parameter (``--student teacher``)
-    gets the teacher itself, and its own default preset when the recipe names none."""
+    return create_student(registry, recipe.student.name, spec, teacher, dict(recipe.student.options))
+
+
+def create_student(
+    registry: Any,
+    name: str,
+    spec: Any,
+    teacher: Any = None,
+    options: dict[str, Any] | None = None,
+    *,
+    default_preset: str = DEFAULT_STUDENT_PRESET,
+) -> Any:
+    """Student ``name`` for ``spec``. A factory with a ``teacher`` parameter (``--student teacher``) gets
+    the teacher itself and its own default preset when none is named; others get ``default_preset``."""
     import inspect
 
-    options = dict(recipe.student.options)
-    factory = registry.get("students", recipe.student.name).load()
+    options = dict(options or {})
+    entry = registry.get("students", name)
+    factory = entry.load()
     try:
         takes_teacher = "teacher" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         takes_teacher = False
     if takes_teacher:  # the teacher is the factory's input, not a user option
-        entry = registry.get("students", recipe.student.name)
         return factory(spec, teacher=teacher, **entry.check_options(options, require=True))
-    preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
-    return registry.create("students", recipe.student.name, spec, preset=preset, **options)
+    preset = options.pop("preset", default_preset)
+    return registry.create("students", name, spec, preset=preset, **options)
 
 
 def build_method(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> Any:

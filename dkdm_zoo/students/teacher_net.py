@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from torch import Tensor
+from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.classes import model_from_reference
@@ -83,6 +83,7 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
             )
         self._binding: _Binding | None = None
         self._schedule: Any = None
+        keep_labels(self.network)
 
     # -- calling the network ---------------------------------------------------------------------------
     def bind(self, call: NetworkCall | None) -> TeacherNetwork:
@@ -177,8 +178,17 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
 
         with init_empty_weights():  # the config's network is built on the meta device, then replaced
             model = cls(class_reference(network), public_config(network.config), spec.to_dict(), prediction_type, **config)
-        model.network = network
+        model.network = keep_labels(network)
         return model
+
+
+def keep_labels(network: nn.Module) -> nn.Module:
+    """No classifier-free-guidance label dropout in training (diffusers' ``LabelEmbedding``, as DiT's):
+    a student learns the teacher's output for the label it is given; the null label is a label."""
+    for module in network.modules():
+        if type(module).__name__ == "LabelEmbedding" and hasattr(module, "dropout_prob"):
+            module.dropout_prob = 0.0
+    return network
 
 
 def is_teacher_network(model: Any) -> bool:
