@@ -72,6 +72,14 @@ def distill(
         typer.Option("--json", help="--dry-run: print the plan as one JSON object (nothing else on stdout)"),
     ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars or summaries")] = False,
+    lora: Annotated[
+        int | None,
+        typer.Option(
+            metavar="RANK",
+            help="train LoRA adapters of this rank on the teacher's own network (--student teacher, "
+            "student.lora_rank); the base stays the teacher's, frozen and shared",
+        ),
+    ] = None,
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
     started = time.perf_counter()
@@ -90,6 +98,9 @@ def distill(
     if allow_changes and not resume:
         raise UserError("--allow-changes applies to --resume only")
     registry = registry_of(ctx)
+    if lora is not None:
+        student = "teacher" if student is None and recipe is None else student
+        set_ = [*(set_ or []), f"student.lora_rank={lora}"]
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
     resolved, changed, allowed = None, [], []

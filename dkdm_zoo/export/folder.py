@@ -32,7 +32,7 @@ from dkdm_zoo.pipelines import Denoiser, DKDMZooPipeline
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import plain_copy
 from dkdm_zoo.students.one_step import OneStepGenerator
-from dkdm_zoo.students.teacher_net import is_teacher_network
+from dkdm_zoo.students.teacher_net import is_teacher_network, lora_network
 from dkdm_zoo.teachers.base import PipelineComponents
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
@@ -91,6 +91,9 @@ def save_pipeline(
     if spec.conditioning == "text" and (components.text_encoder is None or components.tokenizer is None):
         raise UserError("a text-conditional student needs its teacher's text encoder and tokenizer")
     kind = pipeline_kind(student, spec, components)
+    lora = lora_network(student)
+    if lora is not None:  # the pipeline holds merged weights; the adapters go beside it (diffusers LoRA)
+        student = _with_merged(student, lora)
     student = student.eval()
     prediction = "epsilon"
     if is_teacher_network(student) and kind != DKDMZooPipeline.__name__:
@@ -131,4 +134,23 @@ def save_pipeline(
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
+    if lora is not None and hasattr(type(pipe), "save_lora_weights") and hasattr(lora.network, "load_lora_adapter"):
+        from peft.utils import get_peft_model_state_dict
+
+        # `load_lora_weights(FOLDER/lora)` on the teacher's own pipeline applies it to the teacher
+        type(pipe).save_lora_weights(
+            Path(folder) / LORA_FOLDER, unet_lora_layers=get_peft_model_state_dict(lora.network)
+        )
     return kind
+
+
+LORA_FOLDER = "lora"
+
+
+def _with_merged(student: ModelMixin, lora: Any) -> ModelMixin:
+    """``student`` with its LoRA network merged into full weights (a one-step generator rewrapped)."""
+    merged = lora.merged()
+    if student is lora:
+        return merged
+    generation = {k: student.config[k] for k in ("input_scale", "timestep", "prediction_type", "alpha", "sigma")}
+    return OneStepGenerator.wrap(merged, student.config.channels, **generation)

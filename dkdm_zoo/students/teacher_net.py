@@ -66,10 +66,14 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
         calling: str = "teacher",
         output_type: str = "student",
         source: dict[str, Any] | None = None,
+        lora: dict[str, Any] | None = None,
     ):
         super().__init__()
         where = "the teacher-network student's config (network_class)"
         self.network = model_from_reference(network_class, network_config, where=where)
+        if lora:  # the adapters; the base is the teacher's own network, attached by ``attach_base``
+            add_lora(self.network, lora)
+            adapters_only(self)
         self.spec = TeacherSpec.from_dict(spec)
         allowed = PREDICTIONS[self.spec.process]
         if prediction_type not in allowed:
@@ -169,6 +173,29 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
             self._schedule = schedule_for(self.spec)
         return self._schedule
 
+    # -- LoRA: adapters on the teacher's own (shared, frozen) network -----------------------------------
+    @property
+    def is_lora(self) -> bool:
+        return bool(self.config.lora)
+
+    def attach_base(self, source: nn.Module) -> TeacherNetwork:
+        """Use ``source``'s tensors (the teacher's network) as this LoRA student's frozen base: shared,
+        never copied."""
+        tensors = dict(source.named_parameters())
+        tensors.update(dict(source.named_buffers()))
+        for name, _ in [*self.network.named_parameters(), *self.network.named_buffers()]:
+            if LORA_KEY in name:
+                continue
+            path, _, attr = name.replace(".base_layer", "").rpartition(".")
+            owner_path = name.rpartition(".")[0]
+            owner = self.network.get_submodule(owner_path)
+            shared = tensors[f"{path}.{attr}" if path else attr]
+            if attr in owner._parameters:
+                owner._parameters[attr] = shared
+            else:
+                owner._buffers[attr] = shared
+        return self
+
     @classmethod
     def around(cls, network: ModelMixin, spec: TeacherSpec, prediction_type: str, **config: Any) -> TeacherNetwork:
         """A student holding ``network`` itself (no copy, no random initialisation of a second one)."""
@@ -179,7 +206,88 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
         with init_empty_weights():  # the config's network is built on the meta device, then replaced
             model = cls(class_reference(network), public_config(network.config), spec.to_dict(), prediction_type, **config)
         model.network = keep_labels(network)
+        if model.is_lora:
+            adapters_only(model)
         return model
+
+    def merged(self) -> TeacherNetwork:
+        """A full (non-LoRA) copy with the adapters merged into the base weights: what a pipeline
+        without a LoRA loader (DDPMPipeline, DiTPipeline) holds. The shared base is left untouched."""
+        if not self.is_lora:
+            return self
+        state = {}
+        for name, module in self.network.named_modules():
+            base = getattr(module, "base_layer", None)
+            if base is not None and hasattr(module, "get_delta_weight"):
+                for key, tensor in base.state_dict().items():
+                    state[f"{name}.{key}"] = tensor.detach().clone()
+                state[f"{name}.weight"] = state[f"{name}.weight"] + module.get_delta_weight("default").to(
+                    state[f"{name}.weight"].dtype
+                )
+        plain_names = {}
+        for key, tensor in [*self.network.named_parameters(), *self.network.named_buffers()]:
+            if LORA_KEY not in key and ".base_layer." not in key:
+                plain_names[key] = tensor.detach().clone()
+        state.update(plain_names)
+        config = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        plain = model_from_reference(config["network_class"], config["network_config"], where="a merged LoRA student")
+        plain.load_state_dict(state, strict=True)
+        plain = plain.to(device=next(self.network.parameters()).device)
+        return TeacherNetwork.around(
+            plain, self.spec, config["prediction_type"], calling=config["calling"],
+            output_type=config["output_type"], source={**(config["source"] or {}), "merged_lora": config["lora"]},
+        ).eval()
+
+
+LORA_KEY = "lora_"
+
+
+def add_lora(network: nn.Module, lora: dict[str, Any]) -> nn.Module:
+    """peft LoRA adapters (rank, alpha, target module names) on ``network``; only they train."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(
+        r=int(lora["rank"]), lora_alpha=float(lora["alpha"]), target_modules=list(lora["targets"]), init_lora_weights=True
+    )
+    try:
+        inject_adapter_in_model(config, network)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise UserError(f"student.lora_targets {list(lora['targets'])}: {first}") from None
+    for name, parameter in network.named_parameters():
+        parameter.requires_grad_(LORA_KEY in name)
+    return network
+
+
+def adapters_only(module: nn.Module) -> nn.Module:
+    """``module.state_dict()`` (checkpoints, ``save_pretrained``, the EMA's names) holds only the LoRA
+    adapters, wherever the module sits (a one-step generator's backbone); loading expects only them.
+    The base is the teacher's network: never saved, never duplicated."""
+
+    def drop_base(_module: nn.Module, state: dict[str, Any], prefix: str, _meta: Any) -> None:
+        for key in [k for k in state if k.startswith(prefix) and LORA_KEY not in k]:
+            del state[key]
+
+    def base_is_shared(_module: nn.Module, keys: Any) -> None:
+        keys.missing_keys[:] = [k for k in keys.missing_keys if LORA_KEY in k]
+
+    module._register_state_dict_hook(drop_base)
+    module.register_load_state_dict_post_hook(base_is_shared)
+    return module
+
+
+def lora_copy(source: nn.Module, lora: dict[str, Any]) -> nn.Module:
+    """Another LoRA-adapted view of ``source``: new adapters, the same (shared, frozen) base tensors."""
+    import copy
+
+    shared = {id(t): t for t in [*source.parameters(), *source.buffers()]}
+    return adapters_only(add_lora(keep_labels(copy.deepcopy(source, shared)).train(), lora))
+
+
+def lora_network(model: nn.Module) -> TeacherNetwork | None:
+    """The LoRA teacher-network student inside ``model`` (itself, or a one-step generator's backbone)."""
+    network = getattr(model, "backbone", model)
+    return network if isinstance(network, TeacherNetwork) and network.is_lora else None
 
 
 def keep_labels(network: nn.Module) -> nn.Module:

@@ -22,10 +22,12 @@ from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.registry.classes import class_reference, public_config
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.pruning import TRANSFORMER_PRESETS, UNET_PRESETS, copy_weights, prune
-from dkdm_zoo.students.teacher_net import PREDICTIONS, NetworkCall, TeacherNetwork
+from dkdm_zoo.students.teacher_net import PREDICTIONS, NetworkCall, TeacherNetwork, lora_copy
 from dkdm_zoo.teachers.condition import Condition
 
 PRESETS = ("full", *UNET_PRESETS, *TRANSFORMER_PRESETS)
+#: diffusers' attention projections, as its LoRA training scripts target them
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def family_call(teacher: Any | Callable[[], Any]) -> NetworkCall:
@@ -61,12 +63,17 @@ def build(
     teacher: Any = None,
     prediction_type: str | None = None,
     keep_blocks: tuple[int, ...] | None = None,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    lora_targets: tuple[str, ...] = LORA_TARGETS,
 ) -> TeacherNetwork:
     """The teacher's network as a student: ``full`` (a copy), ``bk-base``/``bk-small``/``bk-tiny``
     (UNets, BK-SDM) or ``half``/``keep_blocks`` (transformers, depth); kept tensors copied.
 
     ``prediction_type``: what the network's output is read as (default: the teacher's own); the
-    student's output is converted to the student contract (eps, or the flow velocity) from it."""
+    student's output is converted to the student contract (eps, or the flow velocity) from it.
+    ``lora_rank``: peft LoRA adapters (``lora_alpha``, default the rank; on ``lora_targets``) on the
+    teacher's own network, shared and frozen: only the adapters train, are checkpointed and saved."""
     if teacher is None:
         raise IncompatibleError(
             "student 'teacher' is built from the teacher's own network: it needs the teacher itself, not only its spec"
@@ -84,26 +91,40 @@ def build(
             f"'{teacher.spec.family}': choose one of {', '.join(allowed)}"
         )
     calling = getattr(teacher, "student_calling", "teacher")
-    if preset == "full" and keep_blocks is None:
+    lora = None
+    if lora_rank is not None:
+        if preset != "full" or keep_blocks is not None:
+            raise UserError(f"student.lora_rank adapts the whole teacher network: it does not combine with preset {preset!r}")
+        if lora_rank < 1:
+            raise UserError(f"student.lora_rank must be a positive rank, got {lora_rank}")
+        lora = {"rank": lora_rank, "alpha": float(lora_alpha or lora_rank), "targets": list(lora_targets)}
+        network = lora_copy(source, lora)  # the teacher's tensors, new layers
+        trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
+        frozen = sum(p.numel() for p in source.parameters())
+        copied = total = len(source.state_dict())
+        record: dict[str, Any] = {"preset": "full", "lora_parameters": trainable, "frozen_parameters": frozen}
+    elif preset == "full" and keep_blocks is None:
         network = copy.deepcopy(source).float().train().requires_grad_(True)
         copied = total = len(network.state_dict())
-        record: dict[str, Any] = {"preset": "full"}
+        record = {"preset": "full"}
     else:
         config, teacher_key, removed = prune(source, preset, keep_blocks)
         network = type(source).from_config(config).float()
         copied, total, missed = copy_weights(network, source, teacher_key)
         record = {"preset": preset, **removed, "left_at_init": missed[:20]}
     record.update(copied=copied, total=total, teacher_class=class_reference(source))
-    student = TeacherNetwork.around(network, teacher.spec, prediction, calling=calling, source=record)
+    student = TeacherNetwork.around(network, teacher.spec, prediction, calling=calling, source=record, lora=lora)
     student.bind(family_call(teacher))
     note = "" if prediction == teacher.spec.prediction_type else (
         f"; its output is read as {prediction}, the teacher's was {teacher.spec.prediction_type}"
     )
-    print(
-        f"student 'teacher' ({preset}): copied {copied} of {total} tensors from the teacher's "
-        f"{type(source).__name__}{note}",
-        file=sys.stderr,
+    what = (
+        f"LoRA rank {lora_rank} on the teacher's {type(source).__name__} (shared, frozen): "
+        f"{record['lora_parameters']:,} trainable, {record['frozen_parameters']:,} frozen parameters"
+        if lora
+        else f"copied {copied} of {total} tensors from the teacher's {type(source).__name__}"
     )
+    print(f"student 'teacher' ({preset}): {what}{note}", file=sys.stderr)
     return student
 
 
@@ -111,7 +132,13 @@ def bind_run_student(student: nn.Module, original: Callable[[], Any]) -> nn.Modu
     """Bind a loaded run's teacher-network student (or a one-step generator's backbone) to its original
     teacher, built on first call, when its family calls the network with its own code."""
     network = getattr(student, "backbone", student)
-    if isinstance(network, TeacherNetwork) and network.config.calling != "diffusers":
+    if not isinstance(network, TeacherNetwork):
+        return student
+    if network.is_lora:  # only the adapters were saved: the base is the original teacher's network
+        teacher = original()
+        network.attach_base(teacher.denoiser())
+        network.bind(family_call(teacher))
+    elif network.config.calling != "diffusers":
         network.bind(family_call(original))
     return student
 
