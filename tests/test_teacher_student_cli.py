@@ -120,3 +120,48 @@ def test_a_mismatched_parameterisation_is_one_line(tmp_path):
     assert code == 2
     assert "student.prediction_type 'epsilon' does not fit the flow teacher" in out
     assert "Traceback" not in out
+
+
+# -- LoRA ---------------------------------------------------------------------------------------------------
+def test_sd_lora_keeps_only_adapters_resumes_and_loads_with_load_lora_weights(tmp_path, folders):
+    """DKDM of the guided teacher into LoRA adapters (guidance distillation); the base is never saved."""
+    args = ["--teacher", f"latent-sd@{folders['sd']}", "--lora", "4", '--set=teacher.prompts=["a cat", "a dog"]',
+            "--set", "train.lr=0.01", "--set", "train.checkpoint_every=1", *TINY_DKDM]  # fmt: skip
+    code, out = distill(*args, "--out", str(tmp_path / "solo"), *FAST)
+    assert code == 0, out
+    assert "LoRA rank 4 on the teacher's UNet2DConditionModel (shared, frozen)" in out
+    for file in (tmp_path / "solo/checkpoints/checkpoint-0000002/student.safetensors", next((tmp_path / "solo/student").glob("*.safetensors"))):
+        keys = load_file(str(file)).keys()
+        assert keys and all("lora_" in k for k in keys), file
+    cut = [*args, "--out", str(tmp_path / "cut"), *FAST]
+    cut[cut.index("--steps") + 1] = "1"
+    assert distill(*cut)[0] == 0
+    assert distill(*args, "--out", str(tmp_path / "cut"), *FAST, "--resume")[0] == 0
+    solo, resumed = weights(tmp_path / "solo"), weights(tmp_path / "cut")
+    assert solo.keys() == resumed.keys() and all(torch.equal(solo[k], resumed[k]) for k in solo)
+    assert any(v.abs().sum() > 0 for k, v in solo.items() if "lora_B" in k)  # the adapters trained
+
+    merged = StableDiffusionPipeline.from_pretrained(tmp_path / "solo/pipeline")
+    adapted = StableDiffusionPipeline.from_pretrained(folders["sd"])  # the teacher's own pipeline
+    adapted.load_lora_weights(tmp_path / "solo/pipeline/lora")
+    x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([3, 15]), torch.randn(2, 8, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.unet(x, t, text).sample, merged.unet(x, t, text).sample, rtol=1e-4, atol=1e-5)
+
+
+def test_sid_lora_fake_score_is_adapters_too_and_the_plan_says_so(tmp_path):
+    code, out = distill("--teacher", "digits-ddpm", "--method", "sid", "--lora", "2", "--out", str(tmp_path), *FAST,
+                        "--set", "train.checkpoint_every=2")  # fmt: skip
+    assert code == 0, out
+    fake = load_file(str(tmp_path / "checkpoints/checkpoint-0000002/fake_score.safetensors"))
+    assert fake and all("lora_" in k for k in fake)
+    assert model_index(tmp_path)["_class_name"] == "DKDMZooPipeline"  # merged: one-step generators
+    result = CliRunner().invoke(
+        create_app(build_registry(entry_points=False)),
+        ["distill", "--teacher", "digits-ddpm", "--method", "sid", "--lora", "2", "--dry-run", "--json"],
+    )
+    plan = json.loads(result.stdout)
+    details = plan["details"]
+    # the generator's and the fake score's frozen base are both the teacher's own tensors: nothing new
+    assert details["frozen_parameters"] == details["frozen_shared_with_teacher"] == 2 * plan["parameters"]["teacher"]
+    assert details["trainable_parameters"] == 2 * 4096  # rank 2 adapters on the generator and the fake score

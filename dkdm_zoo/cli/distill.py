@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 
 def distill(
@@ -310,8 +309,9 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
 
     train = recipe.train
     console.print(f"teacher  {recipe.teacher.name}  {budget.teacher_params:,} parameters")
-    preset = recipe.student.options.get("preset", DEFAULT_STUDENT_PRESET)
-    console.print(f"student  {recipe.student.name} ({preset})  {budget.student_params:,} parameters")
+    preset = recipe.student.options.get("preset")  # none named: the student's own default
+    named = f" ({preset})" if preset else ""
+    console.print(f"student  {recipe.student.name}{named}  {budget.student_params:,} parameters")
     if budget.other_params:
         console.print(f"         other trainable networks: {budget.other_params:,} parameters")
     console.print(f"method   {recipe.method.name}  {recipe.method.options or ''}")
