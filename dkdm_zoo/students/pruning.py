@@ -156,3 +156,40 @@ def copy_weights(student: nn.Module, teacher: nn.Module, teacher_key: KeyMap) ->
             missed.append(key)
     student.load_state_dict(copied, strict=False)
     return len(copied), len(target), missed
+
+
+def feature_pairs(network: nn.Module, source: dict[str, Any]) -> list[tuple[str, str]]:
+    """(teacher module, student module) whose outputs correspond, for feature distillation: every stage
+    of a UNet (BK-SDM's ``mapping_layers``: each down and up block, the mid-block where kept; bk-tiny's
+    up stage i is the teacher's i + 1 and its last down stage is read at its last attention's
+    ``proj_out``), or every kept transformer block. ``source`` is the student's record of its making."""
+    preset = source.get("preset", "full")
+    pairs: list[tuple[str, str]] = []
+    if isinstance(getattr(network, "down_blocks", None), nn.ModuleList):
+        downs, ups = len(network.down_blocks), len(network.up_blocks)
+        tiny = preset == "bk-tiny"
+        for i in range(downs):
+            if tiny and i == downs - 1:  # no downsampler here, unlike the teacher's: read inside the stage
+                attentions = getattr(network.down_blocks[i], "attentions", None)
+                if attentions:
+                    last = len(attentions) - 1
+                    teacher_last = (source.get("layers_per_block") or [last + 2])[0] - 1
+                    pairs.append((f"down_blocks.{i}.attentions.{teacher_last}.proj_out", f"down_blocks.{i}.attentions.{last}.proj_out"))
+                continue
+            pairs.append((f"down_blocks.{i}", f"down_blocks.{i}"))
+        if getattr(network, "mid_block", None) is not None:
+            pairs.append(("mid_block", "mid_block"))
+        pairs += [(f"up_blocks.{i + (1 if tiny else 0)}", f"up_blocks.{i}") for i in range(ups)]
+        return pairs
+    kept = source.get("kept_blocks") or {}
+    for _, attr in DEPTH_LISTS:
+        blocks = getattr(network, attr, None)
+        if isinstance(blocks, nn.ModuleList):
+            indices = kept.get(attr, list(range(len(blocks))))
+            pairs += [(f"{attr}.{t}", f"{attr}.{s}") for s, t in enumerate(indices)]
+    if not pairs:
+        raise IncompatibleError(
+            f"feature distillation: no corresponding blocks known for a {type(network).__name__} "
+            "(UNet stages or transformer blocks)"
+        )
+    return pairs
