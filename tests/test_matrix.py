@@ -16,7 +16,7 @@ LATENT = {"dit", "latent-sd"}
 
 def expected_refusal(teacher: str, student: str, method: str) -> str | None:
     """The reason a pair must be refused, or None if it must train (stated here, not read off the code)."""
-    if teacher == "spec" and method != "data":
+    if teacher == "spec" and (method != "data" or student == "teacher"):  # nothing to copy either
         return "has no network"
     if teacher == "latent-sd" and student == "convnext":
         return "no text conditioning"

@@ -13,7 +13,6 @@ from typing import Annotated
 import typer
 
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.registry.hookspecs import DEFAULT_STUDENT_PRESET
 
 
 def distill(
@@ -72,6 +71,14 @@ def distill(
         typer.Option("--json", help="--dry-run: print the plan as one JSON object (nothing else on stdout)"),
     ] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars or summaries")] = False,
+    lora: Annotated[
+        int | None,
+        typer.Option(
+            metavar="RANK",
+            help="train LoRA adapters of this rank on the teacher's own network (--student teacher, "
+            "student.lora_rank); the base stays the teacher's, frozen and shared",
+        ),
+    ] = None,
 ) -> None:
     """Distill a teacher into a student (DKDM by default); writes checkpoints, metrics and the final student."""
     started = time.perf_counter()
@@ -90,6 +97,9 @@ def distill(
     if allow_changes and not resume:
         raise UserError("--allow-changes applies to --resume only")
     registry = registry_of(ctx)
+    if lora is not None:
+        student = "teacher" if student is None and recipe is None else student
+        set_ = [*(set_ or []), f"student.lora_rank={lora}"]
     flags = dict(teacher=teacher, teacher_path=teacher_path, student=student, preset=preset, method=method)
     common = dict(steps=steps, batch_size=batch_size, overrides=set_, announce=announce)
     resolved, changed, allowed = None, [], []
@@ -299,8 +309,9 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
 
     train = recipe.train
     console.print(f"teacher  {recipe.teacher.name}  {budget.teacher_params:,} parameters")
-    preset = recipe.student.options.get("preset", DEFAULT_STUDENT_PRESET)
-    console.print(f"student  {recipe.student.name} ({preset})  {budget.student_params:,} parameters")
+    preset = recipe.student.options.get("preset")  # none named: the student's own default
+    named = f" ({preset})" if preset else ""
+    console.print(f"student  {recipe.student.name}{named}  {budget.student_params:,} parameters")
     if budget.other_params:
         console.print(f"         other trainable networks: {budget.other_params:,} parameters")
     console.print(f"method   {recipe.method.name}  {recipe.method.options or ''}")

@@ -44,10 +44,34 @@ def check_run_conditions(teacher: Any, name: str, registry: Any) -> None:
         raise UserError(f"teacher '{name}' cannot draw the conditions a run trains on: {exc}{hint}") from None
 
 
-def build_student(recipe: Recipe, spec: Any, registry: Any) -> Any:
-    options = dict(recipe.student.options)
-    preset = options.pop("preset", DEFAULT_STUDENT_PRESET)
-    return registry.create("students", recipe.student.name, spec, preset=preset, **options)
+def build_student(recipe: Recipe, spec: Any, registry: Any, teacher: Any = None) -> Any:
+    return create_student(registry, recipe.student.name, spec, teacher, dict(recipe.student.options))
+
+
+def create_student(
+    registry: Any,
+    name: str,
+    spec: Any,
+    teacher: Any = None,
+    options: dict[str, Any] | None = None,
+    *,
+    default_preset: str = DEFAULT_STUDENT_PRESET,
+) -> Any:
+    """Student ``name`` for ``spec``. A factory with a ``teacher`` parameter (``--student teacher``) gets
+    the teacher itself and its own default preset when none is named; others get ``default_preset``."""
+    import inspect
+
+    options = dict(options or {})
+    entry = registry.get("students", name)
+    factory = entry.load()
+    try:
+        takes_teacher = "teacher" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_teacher = False
+    if takes_teacher:  # the teacher is the factory's input, not a user option
+        return factory(spec, teacher=teacher, **entry.check_options(options, require=True))
+    preset = options.pop("preset", default_preset)
+    return registry.create("students", name, spec, preset=preset, **options)
 
 
 def build_method(recipe: Recipe, teacher: Any, student: Any, registry: Any) -> Any:
@@ -70,6 +94,6 @@ def build(recipe: Recipe, registry: Any) -> Built:
     teacher = build_teacher(recipe, registry)
     check_run_conditions(teacher, recipe.teacher.name, registry)
     torch.manual_seed(recipe.train.seed)
-    student = build_student(recipe, teacher.spec, registry)
+    student = build_student(recipe, teacher.spec, registry, teacher)
     method = build_method(recipe, teacher, student, registry)
     return Built(recipe, teacher, method.student, method)

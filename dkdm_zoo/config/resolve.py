@@ -84,6 +84,12 @@ def resolve(
     if base is None and recipe is not None:
         base = resolve_recipe(recipe, registry)
     if base is None:
+        if student is None and teacher is not None:  # one-step methods start from the teacher's network
+            try:
+                chosen = registry.get("methods", method or DEFAULT_METHOD).load()
+            except UnknownNameError as exc:
+                raise UserError(f"--method: {exc}") from None
+            student = getattr(chosen, "default_student", None)
         if teacher is None or student is None:
             raise UserError("pass --recipe NAME_OR_TOML, or both --teacher and --student")
         base = Recipe(name="", teacher=Component(""), student=Component(""), method=Component(DEFAULT_METHOD))

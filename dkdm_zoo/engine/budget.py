@@ -104,6 +104,10 @@ def count_parameters(modules: Any) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
+def count_trainable(modules: Any) -> int:
+    return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
+
+
 @contextlib.contextmanager
 def _measuring(module_params: list[nn.Parameter]):
     """Fake tensors (shapes only) and a FLOP counter; real parameters' grads are left as they were."""
@@ -184,9 +188,36 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     other_params = count_parameters(others.values())
     teacher_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.teacher_dtype]
     ema = 4 if cfg.ema_decay > 0 else 0
-    weight_bytes = (
-        teacher_params * teacher_bytes + student_params * (4 + 4 + 8 + ema) + other_params * (4 + 4 + 8)
+    # frozen tensors a trained network shares with the teacher (LoRA: the whole base) cost nothing more;
+    # only what trains carries gradients, AdamW moments and the EMA
+    teacher_ids = {id(p) for m in built.teacher.modules() for p in m.parameters()}
+    frozen = sum(p.numel() for m in [built.student, *others.values()] for p in m.parameters() if not p.requires_grad)
+    shared = sum(
+        p.numel()
+        for m in [built.student, *others.values()]
+        for p in m.parameters()
+        if not p.requires_grad and id(p) in teacher_ids
     )
+    student_trained = count_trainable([built.student])
+    other_trained = count_trainable(others.values())
+    weight_bytes = (
+        teacher_params * teacher_bytes
+        + student_trained * (4 + 4 + 8 + ema)
+        + other_trained * (4 + 4 + 8)
+        + (frozen - shared) * 4
+    )
+    extra: dict[str, Any] = {}
+    if frozen:
+        extra = {
+            "trainable_parameters": student_trained + other_trained,
+            "frozen_parameters": frozen,
+            "frozen_shared_with_teacher": shared,
+            # what full fine-tuning would add: gradients and AdamW moments of the frozen tensors, the
+            # student's EMA of them, and a copy of those now shared with the teacher
+            "memory_saved_bytes": frozen * (4 + 8)
+            + sum(p.numel() for p in built.student.parameters() if not p.requires_grad) * ema
+            + shared * 4,
+        }
     passes = {name: (p.forward, p.backward) for name, p in method_plan.passes.items()}
     budget = Budget(
         teacher_params=teacher_params,
@@ -200,7 +231,7 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
         init_forwards=method_plan.init_forwards,
         train_forwards=method_plan.train_forwards,
         passes=passes,
-        details={**method_plan.details, "world_size": world_size},
+        details={**method_plan.details, "world_size": world_size, **extra},
     )
     if measure and built.teacher.modules():
         _add_measurements(budget, built, passes, others)

@@ -203,7 +203,7 @@ def save_training_state(
             state = ema.state_dict()
             shadow = {
                 name: p
-                for (name, _), p in zip(student.named_parameters(), state.pop("shadow_params"), strict=True)
+                for (name, _), p in zip(trained_named(student), state.pop("shadow_params"), strict=True)
             }
             save_mixed({**state, **shadow}, temp, "ema")
         if recipe_text is not None:
@@ -316,3 +316,8 @@ def read_checked(path: Path, load: Any) -> Any:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def trained_named(module: Any) -> list[tuple[str, Any]]:
+    """(name, parameter) of what a network trains, in order: what the EMA shadows."""
+    return [(n, p) for n, p in module.named_parameters() if p.requires_grad]

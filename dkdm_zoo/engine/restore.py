@@ -19,6 +19,7 @@ from dkdm_zoo.engine.checkpoint import (
     load_torch,
     network_files,
     read_checked,
+    trained_named,
 )
 from dkdm_zoo.errors import UserError
 
@@ -54,7 +55,7 @@ def load_training_state(
 
         def load_ema(_: Path) -> None:
             state = load_mixed(folder, "ema")
-            names = [name for name, _ in trained["student"].module.named_parameters()]
+            names = [name for name, _ in trained_named(trained["student"].module)]
             state["shadow_params"] = [state.pop(name).to(device) for name in names]
             ema.load_state_dict(state)
 

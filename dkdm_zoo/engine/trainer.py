@@ -137,7 +137,8 @@ def train(
         )
         trainable = [p for p in network.module.parameters() if p.requires_grad]
         trained[name] = Trained(name, network.module, network.module, optimizer, schedule, trainable)
-    ema = EMAModel(student.parameters(), decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
+    # EMA of what trains (a LoRA student's adapters, not the teacher's frozen base it shares)
+    ema = EMAModel(trained_parameters(student), decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
     if ema is not None:
         ema.to(device)
 
@@ -257,7 +258,7 @@ def train(
             for net in trained.values():
                 net.lr_schedule.step()
             if ema is not None:
-                ema.step(student.parameters())
+                ema.step(trained_parameters(student))
             step += 1
             progress.update(step, window_samples / max(time.perf_counter() - window_start, 1e-9))
 
@@ -307,7 +308,7 @@ def train(
     exported: list[str] = []
     if main and step >= cfg.steps:
         if ema is not None:
-            ema.copy_to(student.parameters())  # the final student is the EMA student
+            ema.copy_to(trained_parameters(student))  # the final student is the EMA student
         save_student(run, acc.unwrap_model(student))
         exported = ["student"]
     counters = acc.reduce(
@@ -350,7 +351,7 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
     wall time in metrics.jsonl: at train.preview_samples x train.preview_steps it can outlast a short run."""
     if acc.is_main_process:
         start = time.perf_counter()
-        params = list(student.parameters())
+        params = trained_parameters(student)
         if ema is not None:
             ema.store(params)
             ema.copy_to(params)
@@ -385,3 +386,8 @@ def _stderr_line(line: str) -> None:
     import sys
 
     print(line, file=sys.stderr, flush=True)
+
+
+def trained_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters a network trains (all of a full student's; a LoRA student's adapters)."""
+    return [p for p in module.parameters() if p.requires_grad]

@@ -34,17 +34,18 @@ from dkdm_zoo.pipelines import Denoiser, DKDMZooPipeline
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import plain_copy
 from dkdm_zoo.students.one_step import OneStepGenerator
+from dkdm_zoo.students.teacher_net import is_teacher_network, lora_network
 from dkdm_zoo.teachers.base import PipelineComponents
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
 
 
-def student_scheduler(spec: TeacherSpec, **extra: Any) -> Any:
+def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **extra: Any) -> Any:
     """The scheduler that makes a pipeline's defaults sample what ``dkdm-zoo sample`` samples: DDIM
     (eta 0) on the teacher's schedule with "trailing" timesteps, the final step to alpha 1, the
-    teacher's clipping and eps prediction (the student's target). Its variance is irrelevant (DDIM
-    adds no noise); ``DDPMScheduler.from_config(pipe.scheduler.config, variance_type=...)`` gives the
-    ancestral sampler. A flow-matching teacher's student predicts the velocity on its path: the
+    teacher's clipping and eps prediction (a scratch student's target; a teacher's own network
+    keeps its own type). Its variance is irrelevant (DDIM adds no noise);
+    ``DDPMScheduler.from_config(pipe.scheduler.config, variance_type=...)`` gives the ancestral sampler. A flow-matching teacher's student predicts the velocity on its path: the
     teacher's own FlowMatchEuler scheduler."""
     if spec.process == "flow":
         from diffusers import FlowMatchEulerDiscreteScheduler
@@ -58,7 +59,7 @@ def student_scheduler(spec: TeacherSpec, **extra: Any) -> Any:
         **{k: v for k, v in spec.schedule.items() if k in SCHEDULE_KEYS},
         clip_sample=spec.clip_sample,
         clip_sample_range=spec.clip_sample_range,
-        prediction_type="epsilon",  # students always predict eps
+        prediction_type=prediction_type,  # students predict eps; a teacher's own network its own type
         timestep_spacing="trailing",
         set_alpha_to_one=True,
     )
@@ -69,7 +70,8 @@ def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
 
 
 def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineComponents) -> str:
-    """The diffusers pipeline class a student is exported as."""
+    """The diffusers pipeline class a student is exported as (a teacher-network student: its network's)."""
+    student = student.network if is_teacher_network(student) else student
     latent_ok = spec.space == "latent" and components.vae is not None
     if isinstance(student, OneStepGenerator) or spec.process == "flow":  # no stock pipeline samples these
         return DKDMZooPipeline.__name__
@@ -91,9 +93,18 @@ def save_pipeline(
     if spec.conditioning == "text" and (components.text_encoder is None or components.tokenizer is None):
         raise UserError("a text-conditional student needs its teacher's text encoder and tokenizer")
     kind = pipeline_kind(student, spec, components)
+    lora = lora_network(student)
+    if lora is not None:  # the pipeline holds merged weights; the adapters go beside it (diffusers LoRA)
+        student = _with_merged(student, lora)
     student = student.eval()
+    prediction = "epsilon"
+    if is_teacher_network(student) and kind != DKDMZooPipeline.__name__:
+        # the teacher's own pipeline class holds the network itself, read as its own prediction type
+        prediction, student = student.config.prediction_type, student.network
     if kind == DDPMPipeline.__name__:
-        pipe = DDPMPipeline(unet=_plain(student, UNet2DModel), scheduler=student_scheduler(spec))
+        pipe = DDPMPipeline(
+            unet=_plain(student, UNet2DModel), scheduler=student_scheduler(spec, prediction_type=prediction)
+        )
     elif kind == "StableDiffusionPipeline":
         from diffusers import StableDiffusionPipeline
 
@@ -103,7 +114,7 @@ def save_pipeline(
             tokenizer=components.tokenizer,
             unet=_plain(student, UNet2DConditionModel),
             # steps_offset only moves "leading" timesteps; StableDiffusionPipeline insists on 1
-            scheduler=student_scheduler(spec, steps_offset=1),
+            scheduler=student_scheduler(spec, prediction_type=prediction, steps_offset=1),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
@@ -112,7 +123,7 @@ def save_pipeline(
         pipe = DiTPipeline(
             transformer=_plain(student, DiTTransformer2DModel),
             vae=components.vae,
-            scheduler=student_scheduler(spec),
+            scheduler=student_scheduler(spec, prediction_type=prediction),
         )
     else:
         pipe = DKDMZooPipeline(
@@ -125,4 +136,23 @@ def save_pipeline(
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
+    if lora is not None and hasattr(type(pipe), "save_lora_weights") and hasattr(lora.network, "load_lora_adapter"):
+        from peft.utils import get_peft_model_state_dict
+
+        # `load_lora_weights(FOLDER/lora)` on the teacher's own pipeline applies it to the teacher
+        type(pipe).save_lora_weights(
+            Path(folder) / LORA_FOLDER, unet_lora_layers=get_peft_model_state_dict(lora.network)
+        )
     return kind
+
+
+LORA_FOLDER = "lora"
+
+
+def _with_merged(student: ModelMixin, lora: Any) -> ModelMixin:
+    """``student`` with its LoRA network merged into full weights (a one-step generator rewrapped)."""
+    merged = lora.merged()
+    if student is lora:
+        return merged
+    generation = {k: student.config[k] for k in ("input_scale", "timestep", "prediction_type", "alpha", "sigma")}
+    return OneStepGenerator.wrap(merged, student.config.channels, **generation)

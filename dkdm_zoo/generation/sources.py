@@ -266,6 +266,9 @@ def _load_run(run_dir: Path, registry: Any, device: torch.device | str | None) -
         return ImageSource(run.name, teacher.spec, teacher=teacher, run=run, device=device)
 
     generator = load_student(run, registry)
+    from dkdm_zoo.teachers.as_student import bind_run_student
+
+    bind_run_student(generator, lambda: original_teacher(run, registry))
     if not is_one_step(generator):
         raise UserError(
             f"{run.manifest_path}: a one-step run whose student is a {type(generator).__name__}, "

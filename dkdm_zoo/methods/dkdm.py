@@ -12,6 +12,8 @@ pool is filled before training by one of ``methods.pool_init``'s resumable initi
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,6 +69,9 @@ class DKDMOptions(MethodOptions):
     target: LossTarget = "eps"
     weighting: LossWeighting = "none"
     snr_gamma: PositiveFloat = 5.0
+    #: BK-SDM's feature distillation for students made from the teacher: the weight of the summed MSE
+    #: between corresponding blocks' outputs (0: off)
+    feature_weight: NonNegativeFloat = 0.0
 
 
 class DKDM(Method):
@@ -79,6 +84,11 @@ class DKDM(Method):
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         super().__init__(teacher, student)
         self.options = DKDMOptions(**options)
+        self.features = None
+        if self.options.feature_weight > 0:
+            from dkdm_zoo.methods.features import FeatureMatch
+
+            self.features = FeatureMatch(teacher.denoiser(), student)
         self.T = teacher.spec.num_train_timesteps
         # Per-timestep weights of the eps MSE (host table: a step indexes it without reading the device);
         # None for the paper's plain eps MSE.
@@ -250,15 +260,17 @@ class DKDM(Method):
             drop_refs(self.teacher, refs, self.options.cond_drop_prob, self.host_rng)
         )
         t = self.teacher.schedule.time_of(k)  # the networks' timesteps of the chain indices
-        pred = self.predict_teacher(x, t, cond)
+        with self._recording("teacher", len(x)):
+            pred = self.predict_teacher(x, t, cond)
         x_prev, _ = self.teacher.chain_step(x, k, cond, prediction=pred, generator=self.generator)
         self.pool.write(idx, x_prev)
         self.pool.k[idx] = k_host - 1
 
         spec = self.teacher.spec
-        eps, var = student_eps(
-            student, x, t, cond.to(self.device) if cond is not None else None, spec.channels
-        )
+        with self._recording("student", len(x)):
+            eps, var = student_eps(
+                student, x, t, cond.to(self.device) if cond is not None else None, spec.channels
+            )
         target = self.teacher.student_target(pred).to(eps.device)  # eps, or the velocity on a flow path
         per_sample = (eps.float() - target).pow(2).flatten(1).mean(dim=1)
         mse = per_sample.mean()
@@ -278,7 +290,14 @@ class DKDM(Method):
             ).mean()
             loss = loss + self.options.kl_weight * kl
             logs["kl"] = kl.detach()
+        if self.features is not None:
+            features = self.features.loss()
+            loss = loss + self.options.feature_weight * features
+            logs["feature_mse"] = features.detach()
         return loss, logs
+
+    def _recording(self, side: str, batch: int) -> Any:
+        return self.features.recording(side, batch) if self.features is not None else contextlib.nullcontext()
 
     # -- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -15,6 +15,8 @@ class OneStepMethod(Method):
     """A method whose student is a ``OneStepGenerator`` (sampled in one evaluation)."""
 
     student: OneStepGenerator
+    #: the student when a command names none: the teacher's own network (``--student teacher``)
+    default_student = "teacher"
 
     def noise(self, n: int) -> Tensor:
         """Standard normal noise in the teacher's sample space, from the method's generator."""

@@ -49,6 +49,7 @@ from dkdm_zoo.students.one_step import (
     init_from_teacher_weights,
     output_to_x0,
 )
+from dkdm_zoo.students.teacher_net import is_teacher_network, lora_copy, lora_network
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 FAKE_SCORE = "fake_score"
@@ -107,9 +108,10 @@ class ScoreDistillation(OneStepMethod):
         fraction = 0.0
         if not isinstance(student, OneStepGenerator):
             fraction = init_from_teacher_weights(student, teacher, o.init_from_teacher)
-        # A backbone that starts as the teacher reads its output as the teacher does; else as a
-        # student of the teacher (eps, or the velocity on a flow path).
-        prediction = teacher.spec.prediction_type if fraction == 1.0 else teacher.spec.student_prediction
+        # A backbone copied from the teacher reads its output as the teacher does; a student of the
+        # teacher (`--student teacher` converts to it) as eps, or the velocity on a flow path.
+        copied_raw = fraction == 1.0 and not is_teacher_network(student)
+        prediction = teacher.spec.prediction_type if copied_raw else teacher.spec.student_prediction
         generator = (
             student
             if isinstance(student, OneStepGenerator)
@@ -124,8 +126,14 @@ class ScoreDistillation(OneStepMethod):
             )
         )
         super().__init__(teacher, generator)
-        # The fake score: a trainable float32 copy of the teacher's network (its other parts are shared).
-        self.fake_net = copy.deepcopy(teacher.denoiser()).float().train().requires_grad_(True)
+        # The fake score: a trainable float32 copy of the teacher's network (its other parts are shared);
+        # beside a LoRA generator, LoRA adapters of its own on the same shared, frozen base.
+        lora = lora_network(student)
+        self.fake_net = (
+            lora_copy(teacher.denoiser(), lora.config.lora)
+            if lora is not None
+            else copy.deepcopy(teacher.denoiser()).float().train().requires_grad_(True)
+        )
         self.betas = (o.adam_beta1, o.adam_beta2)
 
     # -- the contract ------------------------------------------------------------------------------

@@ -38,6 +38,9 @@ class Manifest:
     #: the train settings filled from the student's or method's declared defaults: key -> value and
     #: who declared it (``recipes.apply_train_defaults``); everything else came from the recipe or flags
     train_defaults: dict[str, Any] = field(default_factory=dict)
+    #: the student's own config (its ``config.json``: for ``--student teacher`` the network's class and
+    #: config, the spec, the prediction type and what was pruned), so it rebuilds without the teacher
+    student_config: dict[str, Any] = field(default_factory=dict)
     #: changes a ``--resume --allow-changes`` made to what the checkpoints were trained with, in order
     #: ("train.batch_size 4 -> 8"): the run is no longer what one uninterrupted command would give
     allowed_changes: list[str] = field(default_factory=list)
@@ -55,7 +58,10 @@ class Manifest:
         from dkdm_zoo.registry.classes import class_reference
 
         options = dict(recipe.student.options)
-        preset = str(options.pop("preset", DEFAULT_STUDENT_PRESET))
+        config = _public_config(student)
+        made_from = _public_config(getattr(student, "backbone", None)) or config
+        own_preset = (made_from.get("source") or {}).get("preset") if "network_class" in made_from else None
+        preset = str(options.pop("preset", own_preset or DEFAULT_STUDENT_PRESET))
         return cls(
             teacher=recipe.teacher.name,
             teacher_options=dict(recipe.teacher.options),
@@ -72,6 +78,7 @@ class Manifest:
                 for key, who in sorted(recipe.train_defaults.items())
             },
             allowed_changes=list(allowed_changes or []),
+            student_config=config,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +96,8 @@ class Manifest:
             "one_step": self.one_step,
             "train_defaults": self.train_defaults,
         }
+        if self.student_config:
+            data["student"]["config"] = self.student_config
         if self.allowed_changes:
             data["allowed_changes"] = self.allowed_changes
         return json.loads(json.dumps(data))  # JSON types only (tuples -> lists), as read back
@@ -129,4 +138,13 @@ class Manifest:
             one_step=data.get("one_step") is True,
             train_defaults=dict(data.get("train_defaults") or {}),
             allowed_changes=[str(c) for c in data.get("allowed_changes") or [] if isinstance(c, str)],
+            student_config=dict(student.get("config") or {}) if isinstance(student.get("config"), dict) else {},
         )
+
+
+def _public_config(model: Any) -> dict[str, Any]:
+    """A model's diffusers config without private keys, JSON types only ({} for none)."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return {}
+    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))

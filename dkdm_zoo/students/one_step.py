@@ -50,9 +50,13 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
 
     @classmethod
     def wrap(cls, backbone: ModelMixin, channels: int, **generation: Any) -> OneStepGenerator:
-        """A generator around ``backbone`` (its weights copied, e.g. after teacher initialisation)."""
-        generator = cls(class_reference(backbone), public_config(backbone.config), channels, **generation)
-        generator.backbone.load_state_dict(backbone.state_dict())
+        """A generator around ``backbone`` itself (no second copy; a teacher-network backbone keeps its
+        binding to the teacher's calling code)."""
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():  # the config's backbone is built on the meta device, then replaced
+            generator = cls(class_reference(backbone), public_config(backbone.config), channels, **generation)
+        generator.backbone = backbone
         return generator
 
     def forward(
@@ -148,7 +152,16 @@ def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: InitFromTe
 
     if mode is False:  # the method's options checked the value: "auto", True or False
         return 0.0
+    from dkdm_zoo.students.teacher_net import TeacherNetwork
+
+    if isinstance(student, TeacherNetwork):  # `--student teacher`: made from the teacher already
+        return 1.0
     fraction = load_matching_weights(student, teacher.denoiser()) if teacher.modules() else 0.0
+    if fraction == 1.0:
+        import sys
+
+        total = len(student.state_dict())
+        print(f"init_from_teacher: copied {total} of {total} tensors from the teacher's network", file=sys.stderr)
     if fraction < 1.0 and mode != "auto":
         raise UserError(
             f"init_from_teacher: the student matches only {fraction:.0%} of the teacher's tensors; "

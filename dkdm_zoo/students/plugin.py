@@ -37,3 +37,10 @@ def register_students(register):
         summary="U-Net of timm ConvNeXt blocks with FiLM time/class conditioning (no text)",
         train_defaults=_small(4e-3),
     )
+    register(
+        "teacher",
+        "dkdm_zoo.teachers.as_student:build",
+        summary="the teacher's own network (any family), weights copied; presets full, bk-base/bk-small/bk-tiny "
+        "(UNets, BK-SDM), half (transformer depth; student.keep_blocks lists kept blocks)",
+        train_defaults={"*": {"lr": 1e-4}},
+    )

@@ -56,6 +56,10 @@ class Teacher(ABC):
     """A frozen diffusion model seen through its ``TeacherSpec``."""
 
     spec: TeacherSpec
+    #: how a student holding a copy of this family's network (``--student teacher``) calls it once it is
+    #: loaded without the teacher: "diffusers" when ``network(x, t, class_labels=..., encoder_hidden_states=...,
+    #: **condition.extras)`` is what ``model_output`` does, else "teacher" (through ``model_output``)
+    student_calling: str = "teacher"
 
     def __init__(self, spec: TeacherSpec, *, guidance_scale: float | None = None):
         self.spec = spec

@@ -51,6 +51,8 @@ def spec_from_unet(
 class DDPMUNetTeacher(Teacher):
     """A diffusers UNet2DModel (eps, v or sample prediction; fixed or learned variance)."""
 
+    student_calling = "diffusers"  # its network takes the student contract's keywords as they are
+
     def __init__(
         self, unet: nn.Module, scheduler_config: dict[str, Any], *, guidance_scale: float | None = None
     ):

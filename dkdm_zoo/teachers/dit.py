@@ -69,6 +69,8 @@ def spec_from_dit(
 class DiTTeacher(Teacher):
     """DiTTransformer2DModel (class-conditional, learned sigma) with an optional AutoencoderKL."""
 
+    student_calling = "diffusers"  # its network takes the student contract's keywords as they are
+
     def __init__(
         self,
         transformer: nn.Module,

@@ -133,6 +133,8 @@ def spec_from_sd(
 class LatentSDTeacher(Teacher):
     """UNet2DConditionModel on VAE latents, conditioned on CLIP text embeddings."""
 
+    student_calling = "diffusers"  # its network takes the student contract's keywords as they are
+
     def __init__(
         self,
         unet: nn.Module,

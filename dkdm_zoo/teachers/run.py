@@ -22,6 +22,7 @@ from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.runs import Run
 from dkdm_zoo.runs.student import load_student, original_teacher
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.teachers.as_student import bind_run_student
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import TeacherOptions, parse_dtype
 
@@ -123,6 +124,7 @@ def from_run(
     teacher = RunTeacher(
         student, spec, lambda: original_teacher(run, registry), guidance_scale=guidance_scale
     )
+    bind_run_student(student, lambda: teacher.original)  # a `--student teacher` network of a custom-call family
     return teacher.to("cpu", parse_dtype(dtype))
 
 

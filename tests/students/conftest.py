@@ -29,6 +29,8 @@ UNSUPPORTED: dict[str, set[str]] = {
     "dit": set(),
     "convnext": {"text-latent"},
     "uvit": set(),
+    # made from the teacher itself (tests/students/test_teacher_student.py): a spec alone is refused
+    "teacher": {"pixel-uncond", "pixel-class-learned", "latent-class", "text-latent"},
 }
 
 
