@@ -54,7 +54,7 @@ def timed_generate(
     wall = time.perf_counter() - start
     info = {
         "n": n,
-        "steps": 1 if source.one_step else settings.steps,
+        "steps": source.nfe_per_image(settings.steps),
         "sampler": "one-step" if source.one_step else settings.sampler,
         "nfe_per_image": source.nfe_per_image(settings.steps),
         "wall_s": wall,
