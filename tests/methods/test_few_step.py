@@ -91,7 +91,7 @@ def test_k_steps_are_k_calls_replayed_by_hand(K):
     samples = gen.generate(z, step_noise=fresh)
     assert len(calls) == K
     cfg, sched = gen.config, teacher.schedule
-    x = cfg.step_sigmas[0] * z
+    x, x0 = cfg.step_sigmas[0] * z, z
     for k, t_k in enumerate(cfg.step_timesteps):
         t = torch.full((3,), t_k)
         if k > 0:
@@ -121,6 +121,7 @@ def test_backward_simulation_replayed_by_hand(name):
     gen, cfg = method.student, method.student.config
     with torch.no_grad():
         x = cfg.step_sigmas[0] * torch.randn((4, 1, 8, 8), generator=g)
+        x_g = x
         for j in range(k + 1):
             t = torch.full((4,), cfg.step_timesteps[j])
             if j > 0:
