@@ -2,9 +2,9 @@
 
 Class-conditional or latent students, DiT / ConvNeXt / plugin architectures, text-conditional
 students that are not a ``UNet2DConditionModel``, and one- or K-step generators (BOOT, SiD,
-Diff-Instruct: K network calls per image). It samples with the scheduler saved beside it (the teacher's schedule, eps
-prediction), decodes latents with the teacher's VAE and encodes prompts with the teacher's text
-encoder, and takes ``class_labels`` / ``prompt`` / ``num_inference_steps`` / ``guidance_scale`` /
+Diff-Instruct: K network calls per image). It samples with the scheduler saved beside it (the
+teacher's schedule, eps prediction), decodes latents with the teacher's VAE and encodes prompts with
+the teacher's text encoder, and takes ``class_labels`` / ``prompt`` / ``num_inference_steps`` / ``guidance_scale`` /
 ``generator`` / ``output_type`` as diffusers' pipelines do.
 
 Loading: diffusers resolves a folder's ``_class_name`` on the ``diffusers`` module only and imports
@@ -173,8 +173,9 @@ class DKDMZooPipeline(DiffusionPipeline):
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """Images from the student: ``num_inference_steps`` scheduler steps (ignored by generators:
-        one network call per image, K for a K-step generator, at the timesteps it was trained for). The student learned the teacher's guided prediction,
-        so ``guidance_scale`` (classifier-free guidance on top) stays 1.0 unless you want more."""
+        one network call per image, K for a K-step generator, at the timesteps it was trained for).
+        The student learned the teacher's guided prediction, so ``guidance_scale`` (classifier-free
+        guidance on top) stays 1.0 unless you want more."""
         device = self._execution_device
         channels, height, width = self.config.sample_shape
         n, cond, null = self._conditions(batch_size, class_labels, prompt, generator, device)

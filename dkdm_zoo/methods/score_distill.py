@@ -179,9 +179,8 @@ class ScoreDistillation(OneStepMethod):
         k = self.options.fake_score_steps
         teacher_backward = cost if self.differentiates_scores else 0
         K = self.student.num_steps
-        simulated = (
-            K + 1
-        ) / 2  # generator calls per generation: a uniform step of K, its earlier ones re-run
+        # generator calls per generation: a uniform step of the K, its earlier ones re-run
+        simulated = (K + 1) / 2
         return Plan(
             train_forwards=steps * grad_accum * batch_size * cost,
             details={"fake_score_steps": k, "generator_steps": K},
