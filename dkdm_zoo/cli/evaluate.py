@@ -21,11 +21,11 @@ def evaluate(
     ctx: typer.Context,
     source: flags.Source,
     against: Annotated[
-        str | None,
+        str,
         typer.Option(
-            help="data (default): the real digits; teacher: the run's teacher's samples (data-free; a teacher is compared with itself at --teacher-steps); --prompts always compares with the teacher"
+            help="data: the real digits; teacher: the run's teacher's samples (data-free; a teacher is compared with itself at --teacher-steps); --prompts always compares with the teacher"
         ),
-    ] = None,
+    ] = "data",
     n: flags.Count = 1000,
     steps: flags.Steps = flags.STEPS,
     teacher_steps: Annotated[
@@ -79,9 +79,8 @@ def evaluate(
     from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.sampling.settings import SamplingSettings
 
-    if prompts is not None and against not in (None, "teacher"):
+    if prompts is not None and against != "teacher" and _given(ctx, "against"):
         raise UserError(f"--prompts compares the student with its teacher: drop --against {against}")
-    against = against or ("teacher" if prompts is not None else "data")
     if against not in AGAINST:
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
     if json_out is not None:
@@ -126,3 +125,9 @@ def _json_path(src, against: str) -> Path:
     if src.run is not None:
         return src.run.eval_path_for(against)
     return Path(f"eval-{src.name}-{against}.json")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed the option (not its default); by name, as typer may bring its own click."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
