@@ -1,10 +1,10 @@
 """``DKDMZooPipeline``: the diffusers pipeline of every student no stock diffusers pipeline runs.
 
 Class-conditional or latent students, DiT / ConvNeXt / plugin architectures, text-conditional
-students that are not a ``UNet2DConditionModel`` and BOOT one-step generators (one network call
-per image). It samples with the scheduler saved beside it (the teacher's schedule, eps
-prediction), decodes latents with the teacher's VAE and encodes prompts with the teacher's text
-encoder, and takes ``class_labels`` / ``prompt`` / ``num_inference_steps`` / ``guidance_scale`` /
+students that are not a ``UNet2DConditionModel``, and one- or K-step generators (BOOT, SiD,
+Diff-Instruct: K network calls per image). It samples with the scheduler saved beside it (the
+teacher's schedule, eps prediction), decodes latents with the teacher's VAE and encodes prompts with
+the teacher's text encoder, and takes ``class_labels`` / ``prompt`` / ``num_inference_steps`` / ``guidance_scale`` /
 ``generator`` / ``output_type`` as diffusers' pipelines do.
 
 Loading: diffusers resolves a folder's ``_class_name`` on the ``diffusers`` module only and imports
@@ -170,9 +170,10 @@ class DKDMZooPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Images from the student: ``num_inference_steps`` scheduler steps (ignored by one-step
-        generators: one network call per image). The student learned the teacher's guided prediction,
-        so ``guidance_scale`` (classifier-free guidance on top) stays 1.0 unless you want more."""
+        """Images from the student: ``num_inference_steps`` scheduler steps (ignored by generators:
+        one network call per image, K for a K-step generator, at the timesteps it was trained for).
+        The student learned the teacher's guided prediction, so ``guidance_scale`` (classifier-free
+        guidance on top) stays 1.0 unless you want more."""
         device = self._execution_device
         channels, height, width = self.config.sample_shape
         n, cond, null = self._conditions(batch_size, class_labels, prompt, device)
@@ -183,7 +184,13 @@ class DKDMZooPipeline(DiffusionPipeline):
                 raise ValueError(
                     "a one-step generator's guidance was distilled in: leave guidance_scale at 1.0"
                 )
-            samples = self.student.generate(noise, **cond)
+            # a K-step generator's fresh noise of steps 2..K, drawn after the initial noise as
+            # `dkdm-zoo sample` draws it; exactly K network calls
+            step_noise = None
+            if self.student.num_steps > 1:
+                shape = (self.student.num_steps - 1, *noise.shape)
+                step_noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+            samples = self.student.generate(noise, **cond, step_noise=step_noise)
         else:
             samples = self._denoise(noise, cond, null, num_inference_steps, guidance_scale, generator)
         if output_type == "latent":

@@ -1,7 +1,10 @@
 """`dkdm-zoo eval SOURCE`: sample quality of a teacher or a run in the digit classifier's feature space.
 
 ``--against data`` compares with the real digits; ``--against teacher`` with the run's own teacher
-(data-free). Torch-free at import: the body imports the evaluation code.
+(data-free). ``--prompts FILE`` is the data-free judge of a prompt-conditioned student
+(``evaluation.judge``): student and teacher from the same prompts and noise, FD between them (CLIP,
+Inception), CLIP scores, a teacher | student grid per prompt. Torch-free at import: the body imports
+the evaluation code.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def evaluate(
     against: Annotated[
         str,
         typer.Option(
-            help="data: the real digits; teacher: the run's teacher's samples (data-free; a teacher is compared with itself at --teacher-steps)"
+            help="data: the real digits; teacher: the run's teacher's samples (data-free; a teacher is compared with itself at --teacher-steps); --prompts always compares with the teacher"
         ),
     ] = "data",
     n: flags.Count = 1000,
@@ -38,8 +41,25 @@ def evaluate(
         ),
     ] = None,
     teacher_path: flags.TeacherPath = None,
+    prompts: Annotated[
+        str | None,
+        typer.Option(
+            help="judge a prompt-conditioned student against its teacher on these prompts: a text file, one per line, or 'default' (100 shipped prompts)"
+        ),
+    ] = None,
+    clip_model: Annotated[
+        str, typer.Option(help="the CLIP model of --prompts: a folder or a hub id (the cache offline)")
+    ] = "openai/clip-vit-large-patch14",
+    per_prompt: Annotated[int, typer.Option(help="images per prompt for --prompts")] = 1,
+    inception_weights: Annotated[
+        str | None,
+        typer.Option(
+            help="local Inception FID weights (.safetensors) for --prompts' Inception FD (default: $DKDM_ZOO_INCEPTION_WEIGHTS; skipped without)"
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher."""
+    """Evaluate samples (FD, precision, recall, class accuracy) against the digits or the teacher; with
+    --prompts, judge a prompt-conditioned student against its teacher (FD, CLIP score, grids)."""
     from dkdm_zoo.cli.common import (
         announce,
         check_output_file,
@@ -59,6 +79,8 @@ def evaluate(
     from dkdm_zoo.generation.sources import load_source
     from dkdm_zoo.sampling.settings import SamplingSettings
 
+    if prompts is not None and against != "teacher" and _given(ctx, "against"):
+        raise UserError(f"--prompts compares the student with its teacher: drop --against {against}")
     if against not in AGAINST:
         raise UserError(f"--against must be one of {', '.join(AGAINST)}, got {against!r}")
     if json_out is not None:
@@ -67,8 +89,24 @@ def evaluate(
     src = load_source(
         source, registry, teacher_options=flags.teacher_options(teacher_path), announce=announce
     )
-    require_digits_like(src)
     settings = SamplingSettings(steps=steps, sampler=sampler, seed=seed, batch_size=batch_size)
+    if prompts is not None:
+        from dkdm_zoo.cli.judge import judge
+
+        judge(
+            ctx,
+            src,
+            registry,
+            prompts,
+            settings,
+            teacher_steps,
+            clip_model,
+            per_prompt,
+            inception_weights,
+            json_out,
+        )
+        return
+    require_digits_like(src)
     result = evaluate_source(
         src, against, n, settings, teacher_steps=teacher_steps, registry=registry, progress=is_main_process()
     )
@@ -87,3 +125,9 @@ def _json_path(src, against: str) -> Path:
     if src.run is not None:
         return src.run.eval_path_for(against)
     return Path(f"eval-{src.name}-{against}.json")
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user typed the option (not its default); by name, as typer may bring its own click."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")

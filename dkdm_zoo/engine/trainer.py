@@ -357,8 +357,8 @@ def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, 
             ema.copy_to(params)
         student.eval()
         n = cfg.preview_samples
-        steps = 1 if method.one_step else cfg.preview_steps
-        total = (0 if method.one_step else steps) + math.ceil(n / PREVIEW_DECODE_CHUNK)
+        steps = getattr(method.student, "num_steps", 1) if method.one_step else cfg.preview_steps
+        total = steps + math.ceil(n / PREVIEW_DECODE_CHUNK)
         with progress.side_task(f"preview {n} x {steps} steps", total) as advance:
             samples = method.sample(
                 student,

@@ -54,13 +54,17 @@ def timed_generate(
     wall = time.perf_counter() - start
     info = {
         "n": n,
-        "steps": 1 if source.one_step else settings.steps,
-        "sampler": "one-step" if source.one_step else settings.sampler,
+        "steps": source.nfe_per_image(settings.steps),
+        "sampler": _generator_name(source.nfe_per_image(1)) if source.one_step else settings.sampler,
         "nfe_per_image": source.nfe_per_image(settings.steps),
         "wall_s": wall,
         "s_per_image": wall / n,
     }
     return images, used, info
+
+
+def _generator_name(calls: int) -> str:
+    return "one-step" if calls == 1 else f"{calls}-step generator"
 
 
 def evaluate_source(

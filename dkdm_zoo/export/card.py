@@ -212,8 +212,9 @@ def write_model_card(
     kind = json.loads((folder / "model_index.json").read_text()).get("_class_name", "DiffusionPipeline")
     base = base_model(run)
     tags = ["dkdm-zoo", manifest.method, "diffusion-distillation"]
+    calls, at = generator_steps(folder) if manifest.one_step else (None, None)
     if manifest.one_step:
-        tags.append("one-step")
+        tags.append("one-step" if calls == 1 else f"{calls}-step")
     data = ModelCardData(
         library_name="diffusers",
         pipeline_tag="text-to-image" if spec.conditioning == "text" else "unconditional-image-generation",
@@ -237,8 +238,7 @@ def write_model_card(
     lines = [
         f"# {run.name}: a `{manifest.student}` student distilled from `{base}`",
         "",
-        f"A {'one-step generator' if manifest.one_step else 'diffusion model'} trained with "
-        f"dkdm-zoo by {method_summary(registry, manifest.method)}.",
+        f"A {_what(calls)} trained with dkdm-zoo by {method_summary(registry, manifest.method)}.",
         "",
         "| | |",
         "|---|---|",
@@ -253,8 +253,10 @@ def write_model_card(
         f"| teacher forwards | {_count(facts.get('teacher_forwards'))} |",
         f"| wall time (set-up, pool initialisation and training) | {_duration(facts.get('wall_s'))} |",
         f"| pipeline | `{kind}` |",
-        "",
     ]
+    if calls is not None:
+        lines.append(f"| network calls per image | {calls} (timesteps {at}) |")
+    lines.append("")
     rows = _metrics_rows(run)
     if rows:
         lines += [
@@ -282,6 +284,19 @@ def write_model_card(
     path = folder / "README.md"
     card.save(path)
     return path
+
+
+def generator_steps(folder: Path) -> tuple[int, list[Any]]:
+    """K and the K timesteps of the generator a pipeline folder holds (its student/config.json)."""
+    config = json.loads((folder / "student" / "config.json").read_text())
+    times = config.get("step_timesteps") or [config.get("timestep")]
+    return len(times), times
+
+
+def _what(calls: int | None) -> str:
+    if calls is None:
+        return "diffusion model"
+    return "one-step generator" if calls == 1 else f"{calls}-step generator ({calls} network calls per image)"
 
 
 def _student_predicts(one_step: bool, spec: Any) -> str:

@@ -33,6 +33,7 @@ from dkdm_zoo.sampling.chain import sample_student
 from dkdm_zoo.sampling.progress import progress_bar
 from dkdm_zoo.sampling.settings import SamplingSettings
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.one_step import draw_step_noise
 from dkdm_zoo.teachers.base import Condition, Teacher
 
 Labels = Sequence[int] | str | None  # a list of class ids, or "all" for balanced labels 0..K-1
@@ -115,8 +116,9 @@ class ImageSource:
         return self._conditioner
 
     def nfe_per_image(self, steps: int) -> int:
-        """Network evaluations per image (one per sampler step; classifier-free guidance doubles the batch)."""
-        return 1 if self.one_step else steps
+        """Network evaluations per image (one per sampler step, K for a K-step generator; classifier-free
+        guidance doubles the batch)."""
+        return self.generator.num_steps if self.one_step else steps
 
     def _conditions(
         self, labels: list[int] | None, prompts: list[str] | None, n: int, gen: torch.Generator
@@ -161,6 +163,8 @@ class ImageSource:
         cond_gen = torch.Generator().manual_seed(seed + 1)
         step_gen = torch.Generator(device=self.device).manual_seed(seed + 2)
         noise = torch.randn((n, *self.spec.sample_shape), generator=noise_gen)
+        # a K-step generator's fresh noise of steps 2..K: per image, from the same stream (as its pipeline draws it)
+        step_noise = draw_step_noise(self.generator, tuple(noise.shape), noise_gen) if self.one_step else None
 
         batches = math.ceil(n / batch_size)
         per_batch = self.nfe_per_image(settings.steps)
@@ -183,7 +187,13 @@ class ImageSource:
                     kwargs = cond.model_kwargs() if cond is not None else {}
                     schedule = self.conditioner.schedule
                     samples = sample_student(
-                        self.generator, self.spec, schedule, x_T, kwargs, progress=advance
+                        self.generator,
+                        self.spec,
+                        schedule,
+                        x_T,
+                        kwargs,
+                        progress=advance,
+                        step_noise=None if step_noise is None else step_noise[:, start:stop],
                     )
                 else:
                     samples = self.teacher.sample(

@@ -39,7 +39,7 @@ from dkdm_zoo.errors import IncompatibleError
 from dkdm_zoo.registry.options import OptionSet
 from dkdm_zoo.sampling.chain import sample_student
 from dkdm_zoo.students.base import split_output
-from dkdm_zoo.students.one_step import is_one_step
+from dkdm_zoo.students.one_step import draw_step_noise, is_one_step
 from dkdm_zoo.teachers.base import Condition, Teacher, TeacherOutput
 
 STUDENT = "student"
@@ -287,6 +287,8 @@ class Method(ABC):
             cond = self.teacher.sample_conditions(n, generator)
         kwargs = cond.to(device).model_kwargs() if cond is not None else {}
         noise = torch.randn((n, *spec.sample_shape), generator=generator).to(device)
+        # a K-step generator's fresh noise: from the same stream, after the initial noise
+        step_noise = draw_step_noise(student, tuple(noise.shape), generator)
         samples = sample_student(
             student,
             spec,
@@ -296,5 +298,6 @@ class Method(ABC):
             steps=steps,
             sampler=sampler,
             progress=progress,
+            step_noise=step_noise,
         )
         return self.teacher.decode(samples) if decode else samples

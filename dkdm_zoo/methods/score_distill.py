@@ -19,6 +19,11 @@ D = x_s - s v, at timestep s T (SiD's flow-teacher setting).
   L_G = w (f_phi - f_psi) . ((f_phi - x_g) - alpha_sid (f_phi - f_psi)), w = 1 / sg(mean |x_g - f_phi|)
 - Diff-Instruct generator update (both denoisers under no_grad): L_G = (f_psi - f_phi) . x_g
 All squared terms and dot products are means over pixels, then over the batch.
+
+Few steps (``generator_steps = K``): the generator is called at K timesteps (``generator_timesteps``,
+default the teacher's own K-step grid), each later call on the previous output re-noised with fresh
+noise; x_g above is the output of a random step of the K (one per batch), its earlier steps simulated
+without gradient (backward simulation, as DMD2 and few-step SiD train), in both updates.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import torch
 from annotated_types import Interval
 from torch import Tensor, nn
 
+from dkdm_zoo.diffusion.schedule import inference_timesteps
+from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import (
     STUDENT,
     Logs,
@@ -42,12 +49,11 @@ from dkdm_zoo.methods.base import (
     Update,
 )
 from dkdm_zoo.methods.one_step import OneStepMethod
-from dkdm_zoo.registry.options import PositiveFloat, PositiveInt, UnitInterval
+from dkdm_zoo.registry.options import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
 from dkdm_zoo.students.one_step import (
     InitFromTeacher,
     OneStepGenerator,
     init_from_teacher_weights,
-    output_to_x0,
 )
 from dkdm_zoo.students.teacher_net import is_teacher_network, lora_copy, lora_network
 from dkdm_zoo.teachers.base import Condition, Teacher
@@ -78,6 +84,11 @@ class ScoreDistillOptions(MethodOptions):
     guidance_scale: float | None = None  # None: the teacher's own
     fake_guidance_scale: float | None = 1.0
     init_from_teacher: InitFromTeacher = "auto"
+    # K network calls per sample, trained by backward simulation (DMD2, few-step SiD)
+    generator_steps: Annotated[int, Interval(ge=1, le=64)] = 1
+    # the K step timesteps, noisiest first, as the teacher's network reads them (a VP chain's
+    # integers, a flow teacher's s T); None: K = 1 at init_sigma, else the teacher's own K-step grid
+    generator_timesteps: tuple[NonNegativeFloat, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,11 +111,15 @@ class ScoreDistillation(OneStepMethod):
     def __init__(self, teacher: Teacher, student: nn.Module, **options: Any):
         self.options = o = self.Options(**options)
         schedule = teacher.schedule
-        # the generator's input level: a VP chain's nearest timestep, or a flow teacher's s T
-        t_init = schedule.timesteps_for_sigmas(torch.tensor([o.init_sigma]))
+        times = generator_times(teacher, o)
         probe = torch.zeros(1, dtype=torch.float64)
-        alpha, sigma = float(schedule.alpha(t_init, probe)), float(schedule.sigma(t_init, probe))
-        timestep = float(t_init[0]) if teacher.spec.process == "flow" else int(t_init[0])
+        t_all = torch.tensor(times, dtype=torch.float64 if teacher.spec.process == "flow" else torch.long)
+        alphas = [float(a) for a in schedule.alpha(t_all, probe.expand(len(times))).flatten()]
+        sigmas = [float(v) for v in schedule.sigma(t_all, probe.expand(len(times))).flatten()]
+        timestep, alpha, sigma = times[0], alphas[0], sigmas[0]
+        steps = (
+            {} if len(times) == 1 else {"step_timesteps": times, "step_alphas": alphas, "step_sigmas": sigmas}
+        )
         fraction = 0.0
         if not isinstance(student, OneStepGenerator):
             fraction = init_from_teacher_weights(student, teacher, o.init_from_teacher)
@@ -123,6 +138,7 @@ class ScoreDistillation(OneStepMethod):
                 prediction_type=prediction,
                 alpha=alpha,
                 sigma=sigma,
+                **steps,
             )
         )
         super().__init__(teacher, generator)
@@ -170,12 +186,15 @@ class ScoreDistillation(OneStepMethod):
         fake_cost = self.teacher_cost(self.options.fake_guidance_scale)
         k = self.options.fake_score_steps
         teacher_backward = cost if self.differentiates_scores else 0
+        K = self.student.num_steps
+        # generator calls per generation: a uniform step of the K, its earlier ones re-run
+        simulated = (K + 1) / 2
         return Plan(
             train_forwards=steps * grad_accum * batch_size * cost,
-            details={"fake_score_steps": k},
+            details={"fake_score_steps": k, "generator_steps": K},
             passes={
                 "teacher": Passes(forward=cost, backward=teacher_backward),
-                STUDENT: Passes(forward=k + 1, backward=1),
+                STUDENT: Passes(forward=(k + 1) * simulated, backward=1),
                 FAKE_SCORE: Passes(
                     forward=k * fake_cost + fake_cost,
                     backward=k * fake_cost + (fake_cost if self.differentiates_scores else 0),
@@ -208,12 +227,22 @@ class ScoreDistillation(OneStepMethod):
         return self.teacher.schedule.timesteps_for_sigmas(sigma).to(self.device)
 
     def generate_x0(self, generator: nn.Module, noise: Tensor, cond: Condition | None) -> Tensor:
-        """x_g = G(z) in the teacher's sample space (gradients flow when enabled)."""
-        x_in, t = self.student.generator_input(noise)
+        """x_g in the teacher's sample space: G(z) for one step; for K steps the output of a random
+        step k (one per batch, drawn on the host), its k - 1 earlier steps run without gradient from
+        the generator's own outputs re-noised with fresh noise (backward simulation: training sees
+        the inputs sampling feeds it). Gradients flow through the last call when enabled."""
         kwargs = cond.model_kwargs() if cond is not None else {}
-        out = generator(x_in, t, **kwargs).float()
-        cfg = self.student.config
-        return output_to_x0(out, x_in, cfg.alpha, cfg.sigma, cfg.prediction_type)
+        steps = self.student.num_steps
+        k = 0 if steps == 1 else int(self.host_rng.integers(steps))
+        grad = torch.is_grad_enabled()
+        x_in, t = self.student.generator_input(noise)
+        x0 = Tensor()
+        for j in range(k + 1):
+            if j > 0:
+                x_in, t = self.student.renoised(x0, j, self.noise(len(noise)))
+            with torch.set_grad_enabled(grad and j == k):
+                x0 = self.student.to_sample(generator(x_in, t, **kwargs).float(), x_in, j)
+        return x0
 
     def noised(self, x0: Tensor, t: Tensor) -> Tensor:
         noise = torch.randn(x0.shape, generator=self.generator, device=x0.device)
@@ -278,3 +307,34 @@ class DiffInstruct(ScoreDistillation):
         gap = fake_x0 - real
         loss = (gap * x_g).flatten(1).mean(1).mean()
         return loss, {"score_gap": (gap**2).mean()}
+
+
+def generator_times(teacher: Teacher, options: ScoreDistillOptions) -> list[int | float]:
+    """The K generator timesteps, noisiest first: the option's, else for K = 1 the timestep at
+    ``init_sigma`` (the papers' one-step generator), else the teacher's own K-step sampling grid
+    (a VP chain's "trailing" DDIM timesteps, DMD2's 999/749/499/249; a flow teacher's Euler grid)."""
+    spec, schedule, K = teacher.spec, teacher.schedule, options.generator_steps
+    T = spec.num_train_timesteps
+    flow = spec.process == "flow"
+    given = options.generator_timesteps
+    if given is not None:
+        where = "method.generator_timesteps"
+        if len(given) != K:
+            raise UserError(
+                f"{where} lists {len(given)} timesteps but method.generator_steps = {K}: give K of them"
+            )
+        if any(a <= b for a, b in zip(given, given[1:], strict=False)):
+            raise UserError(f"{where} = {list(given)} must decrease (noisiest first)")
+        if flow and not all(0 < v <= T for v in given):
+            raise UserError(f"{where} = {list(given)}: a flow teacher's timesteps s T lie in (0, {T}]")
+        if not flow and not all(float(v).is_integer() and 0 <= v < T for v in given):
+            raise UserError(f"{where} = {list(given)}: a VP teacher's timesteps are integers in 0..{T - 1}")
+        return [float(v) if flow else int(v) for v in given]
+    if K > T:
+        raise UserError(f"method.generator_steps = {K} exceeds the teacher's {T} timesteps")
+    if K == 1:  # the generator's input level: a VP chain's nearest timestep, or a flow teacher's s T
+        t_init = schedule.timesteps_for_sigmas(torch.tensor([options.init_sigma]))
+        return [float(t_init[0])] if flow else [int(t_init[0])]
+    if flow:
+        return [float(s) * T for s in schedule.sampling_sigmas(K)[:-1].tolist()]
+    return inference_timesteps(T, K)

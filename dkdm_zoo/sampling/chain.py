@@ -16,7 +16,7 @@ from dkdm_zoo.diffusion.flow import FlowSchedule
 from dkdm_zoo.diffusion.schedule import NoiseSchedule, inference_timesteps
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import split_output
-from dkdm_zoo.students.one_step import is_one_step
+from dkdm_zoo.students.one_step import draw_step_noise, is_one_step
 
 EpsFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]
 SAMPLERS = ("ddim", "ddpm")
@@ -116,15 +116,16 @@ def sample_student(
     sampler: str = "ddim",
     generator: torch.Generator | None = None,
     progress: Callable[[int], None] | None = None,
+    step_noise: Tensor | None = None,
 ) -> Tensor:
-    """A student's samples in diffusion space (float32): a one-step generator in exactly one network
-    call per image, a flow teacher's student as a velocity model through ``sample_flow``, any other
+    """A student's samples in diffusion space (float32): a K-step generator in exactly K network
+    calls per image (``step_noise``, the fresh noise of its steps 2..K, else drawn from
+    ``generator``), a flow teacher's student as a velocity model through ``sample_flow``, any other
     student as an eps-model through ``sample_denoiser``."""
     if is_one_step(student):
-        samples = student.generate(noise, **model_kwargs).float()
-        if progress is not None:
-            progress(1)
-        return samples
+        if step_noise is None:
+            step_noise = draw_step_noise(student, tuple(noise.shape), generator)
+        return student.generate(noise, **model_kwargs, step_noise=step_noise, progress=progress).float()
     if spec.process == "flow":  # the student predicts the velocity at timesteps s T
 
         def predict_fn(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

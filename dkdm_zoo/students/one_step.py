@@ -1,4 +1,8 @@
-"""One-step generators for BOOT: any student backbone as g(eps, t, condition) -> signal y_t.
+"""One- and few-step generators (BOOT, SiD, Diff-Instruct): any student backbone as a generator.
+
+A K-step generator (SiD / Diff-Instruct with ``method.generator_steps = K``) is called at K fixed
+timesteps: x0_1 = G(s_1 z, t_1), then x0_k = G(alpha_k x0_{k-1} + sigma_k z_k, t_k) with fresh noise
+z_k (DMD2's and few-step SiD's sampler); its samples are x0_K, in exactly K network calls.
 
 The wrapper records the backbone's class and config, so ``OneStepGenerator.from_pretrained``
 rebuilds any architecture (plugins included) without the registry; the recorded class is imported
@@ -29,6 +33,9 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
     - SiD / Diff-Instruct: the backbone sees z scaled to the noise level of ``timestep``
       (``input_scale`` = sigma_t of the VP schedule) and its output, read as the teacher's
       ``prediction_type`` with that timestep's ``alpha``/``sigma``, gives x0.
+    - K steps: ``step_timesteps``/``step_alphas``/``step_sigmas`` list all K steps (the first is
+      ``timestep``/``alpha``/``sigma``); step k > 1 re-noises the previous x0 to its level with
+      fresh noise (``step_noise``) and reads the output there. None: one step.
     """
 
     @register_to_config
@@ -42,8 +49,18 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         prediction_type: str = "sample",
         alpha: float = 1.0,
         sigma: float = 0.0,
+        step_timesteps: list[int | float] | None = None,
+        step_alphas: list[float] | None = None,
+        step_sigmas: list[float] | None = None,
     ):
         super().__init__()
+        steps = (step_timesteps, step_alphas, step_sigmas)
+        if any(v is not None for v in steps) and (
+            any(v is None for v in steps) or len({len(v) for v in steps}) != 1  # type: ignore[arg-type]
+        ):
+            raise ValueError(
+                "step_timesteps, step_alphas and step_sigmas must be given together, of one length"
+            )
         where = "the one-step generator's config (backbone_class)"
         self.backbone = model_from_reference(backbone_class, backbone_config, where=where)
         self.channels = channels
@@ -70,26 +87,85 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
             :, : self.channels
         ]
 
+    @property
+    def num_steps(self) -> int:
+        """K: the network calls per sample."""
+        return len(self.config.step_timesteps) if self.config.step_timesteps else 1
+
+    def step_values(self, k: int) -> tuple[int | float, float, float]:
+        """(timestep, alpha, sigma) of step k (0-based)."""
+        cfg = self.config
+        if not cfg.step_timesteps:
+            if k != 0:
+                raise IndexError(f"a one-step generator has no step {k}")
+            return cfg.timestep, cfg.alpha, cfg.sigma
+        return cfg.step_timesteps[k], cfg.step_alphas[k], cfg.step_sigmas[k]
+
+    def step_timestep(self, k: int, n: int, device: torch.device) -> Tensor:
+        """Step k's timestep for n samples: an int is a VP chain's timestep, a float a flow teacher's s T."""
+        value = self.step_values(k)[0]
+        dtype = torch.long if isinstance(value, int) else torch.float32
+        return torch.full((n,), value, dtype=dtype, device=device)
+
     def generator_input(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         """The backbone's input for noise z and its timestep: (input_scale * z, t_gen)."""
-        cfg = self.config
-        # an int is a VP chain's timestep; a float a flow-matching teacher's s T
-        dtype = torch.long if isinstance(cfg.timestep, int) else torch.float32
-        t = torch.full((noise.shape[0],), cfg.timestep, dtype=dtype, device=noise.device)
-        return noise * cfg.input_scale, t
+        return noise * self.config.input_scale, self.step_timestep(0, noise.shape[0], noise.device)
 
-    def to_sample(self, output: Tensor, backbone_input: Tensor) -> Tensor:
-        cfg = self.config
-        return output_to_x0(output, backbone_input, cfg.alpha, cfg.sigma, cfg.prediction_type)
+    def renoised(self, x0: Tensor, k: int, noise: Tensor) -> tuple[Tensor, Tensor]:
+        """Step k's input (k >= 1): the previous step's x0 noised to its level with fresh noise, and its timestep."""
+        _, alpha, sigma = self.step_values(k)
+        return alpha * x0 + sigma * noise.to(x0.dtype), self.step_timestep(k, x0.shape[0], x0.device)
+
+    def to_sample(self, output: Tensor, backbone_input: Tensor, k: int = 0) -> Tensor:
+        _, alpha, sigma = self.step_values(k)
+        return output_to_x0(output, backbone_input, alpha, sigma, self.config.prediction_type)
 
     @torch.no_grad()
     def generate(
-        self, noise: Tensor, class_labels: Tensor | None = None, encoder_hidden_states: Tensor | None = None
+        self,
+        noise: Tensor,
+        class_labels: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        *,
+        step_noise: Tensor | None = None,
+        progress: Any = None,
     ) -> Tensor:
-        """One network evaluation: a sample in the teacher's diffusion space from noise z."""
+        """K network evaluations: a sample in the teacher's diffusion space from noise z.
+
+        ``step_noise`` (K - 1, *noise.shape) is the fresh noise of steps 2..K (``draw_step_noise``);
+        ``progress(1)`` after every call."""
+        steps = self.num_steps
+        if steps > 1 and (step_noise is None or tuple(step_noise.shape) != (steps - 1, *noise.shape)):
+            raise ValueError(
+                f"a {steps}-step generator needs step_noise of shape {(steps - 1, *noise.shape)}"
+            )
         x_in, t = self.generator_input(noise)
-        out = self(x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states)
-        return self.to_sample(out, x_in)
+        sample = noise
+        for k in range(steps):
+            if k > 0:
+                x_in, t = self.renoised(sample, k, step_noise[k - 1].to(noise.device))  # type: ignore[index]
+            out = self(x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states)
+            sample = self.to_sample(out, x_in, k)
+            if progress is not None:
+                progress(1)
+        return sample
+
+
+def draw_step_noise(
+    model: nn.Module, shape: tuple[int, ...], generator: torch.Generator | None = None
+) -> Tensor | None:
+    """The fresh noise of a K-step generator's steps 2..K for a batch of ``shape`` (on the
+    generator's device; None for one step), drawn after the initial noise from the same stream."""
+    steps = model.num_steps if is_one_step(model) else 1
+    if steps == 1:
+        return None
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn((steps - 1, *shape), generator=generator, device=device)
+
+
+def network_calls(model: nn.Module) -> int | None:
+    """Network calls per sample of a generator (K), None for a denoiser (its sampler decides)."""
+    return model.num_steps if is_one_step(model) else None
 
 
 def is_one_step(model: nn.Module) -> bool:
