@@ -33,6 +33,14 @@ def register_teachers(register):
         accepts=("StableDiffusionPipeline",),
     )
     register(
+        "sdxl",
+        "dkdm_zoo.teachers.sdxl:load",
+        summary="Stable Diffusion XL (text_time UNet, two CLIP encoders, pooled embeds + time ids) with CFG and prompts",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+    )
+    register(
         "run",
         "dkdm_zoo.teachers.run:load",
         summary="a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation",
