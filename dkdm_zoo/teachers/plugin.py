@@ -41,6 +41,14 @@ def register_teachers(register):
         accepts=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
     )
     register(
+        "pixart",
+        "dkdm_zoo.teachers.pixart:load",
+        summary="PixArt-α / Σ (PixArtTransformer2DModel, T5 text with its mask, learned sigma) with CFG and prompts",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("PixArtAlphaPipeline", "PixArtSigmaPipeline"),
+    )
+    register(
         "run",
         "dkdm_zoo.teachers.run:load",
         summary="a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation",

@@ -283,10 +283,10 @@ def pixart_transformer(size: Size, sigma: bool) -> dict[str, Any]:
         "_diffusers_version": PIXART_SIGMA_VERSION if sigma else PIXART_ALPHA_VERSION,
         "activation_fn": "gelu-approximate",
         "attention_bias": True,
-        "attention_head_dim": 8 if narrow else 72,
+        "attention_head_dim": 12 if narrow else 72,
         "attention_type": "default",
         "caption_channels": 32 if narrow else 4096,
-        "cross_attention_dim": 16 if narrow else 1152,
+        "cross_attention_dim": 24 if narrow else 1152,  # = heads x head width
         "double_self_attention": False,
         "dropout": 0.0,
         "in_channels": 4,
