@@ -11,7 +11,8 @@ from dkdm_zoo.registry import build_registry
 from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
-LATENT = {"dit", "latent-sd"}
+LATENT = {"dit", "latent-sd", "sdxl", "pixart"}
+TEXT = {"latent-sd", "sdxl", "pixart"}
 
 
 def expected_refusal(teacher: str, student: str, method: str) -> str | None:
@@ -20,7 +21,7 @@ def expected_refusal(teacher: str, student: str, method: str) -> str | None:
         return "has no network"
     if teacher == "flow-unet" and method == "boot":
         return "does not train from flow-matching teachers yet"
-    if teacher == "latent-sd" and student == "convnext":
+    if teacher in TEXT and student == "convnext":
         return "no text conditioning"
     if teacher in LATENT and method == "data":
         return "pixel-space models only"

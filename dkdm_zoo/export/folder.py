@@ -71,7 +71,12 @@ def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineCo
         return DKDMZooPipeline.__name__
     if isinstance(student, UNet2DModel) and spec.space == "pixel" and spec.conditioning == "none":
         return DDPMPipeline.__name__
-    if isinstance(student, UNet2DConditionModel) and spec.conditioning == "text" and latent_ok:
+    if (
+        isinstance(student, UNet2DConditionModel)
+        and spec.conditioning == "text"
+        and latent_ok
+        and components.text_encoding == "clip"
+    ):
         return "StableDiffusionPipeline"
     if isinstance(student, DiTTransformer2DModel) and spec.conditioning == "class" and latent_ok:
         return DiTPipeline.__name__
@@ -117,8 +122,22 @@ def save_pipeline(
             vae=components.vae if spec.space == "latent" else None,
             text_encoder=components.text_encoder if spec.conditioning == "text" else None,
             tokenizer=components.tokenizer if spec.conditioning == "text" else None,
+            **_second_text_encoder(spec, components),
             sample_shape=spec.sample_shape,
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
     return kind
+
+
+def _second_text_encoder(spec: TeacherSpec, components: PipelineComponents) -> dict[str, Any]:
+    """SDXL's second encoder and the text encoding of families other than SD's (PixArt's T5 length)."""
+    if spec.conditioning != "text" or components.text_encoding == "clip":
+        return {}
+    return {
+        "text_encoder_2": components.text_encoder_2,
+        "tokenizer_2": components.tokenizer_2,
+        "text_encoding": components.text_encoding,
+        "text_max_length": components.text_max_length,
+        "null_zeros": components.null_zeros,
+    }

@@ -165,9 +165,13 @@ class PixArtTeacher(LatentSDTeacher):
         return decode_latents(self.vae, samples, dtype=torch.float32 if self._upcast_vae else self.dtype)
 
     def pipeline_components(self) -> PipelineComponents:
-        # a scratch student's pipeline would tokenize at the tokenizer's own length (512), not the
-        # pipeline's 120 / 300, and without the mask: only the VAE is offered
-        return PipelineComponents(vae=self.vae)
+        return PipelineComponents(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoding="t5",
+            text_max_length=self.max_sequence_length,
+        )
 
 
 @dataclass(frozen=True)

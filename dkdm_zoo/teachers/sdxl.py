@@ -182,9 +182,15 @@ class SDXLTeacher(LatentSDTeacher):
         return decode_latents(self.vae, samples, dtype=torch.float32 if self._upcast_vae else self.dtype)
 
     def pipeline_components(self) -> PipelineComponents:
-        # one CLIP encoder does not make SDXL's 2048-d states: a scratch student's pipeline cannot encode
-        # prompts with it, so only the VAE is offered (teacher-class students export as SDXL pipelines)
-        return PipelineComponents(vae=self.vae)
+        return PipelineComponents(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoding="sdxl",
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=self.tokenizer_2,
+            null_zeros=self.force_zeros_for_empty_prompt,
+        )
 
 
 def _pair(value: Sequence[int], name: str) -> tuple[int, int]:
