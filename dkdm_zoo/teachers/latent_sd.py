@@ -245,6 +245,12 @@ class LatentSDTeacher(Teacher):
             self._null = self.null_parts()
         return self._null
 
+    def condition_cache_bytes(self) -> int:
+        """Device memory the encoded-prompt cache reaches: ``ENCODE_CACHE`` prompts (fewer when the
+        list is shorter) and the null condition, each as the encoders give it (the plan counts it)."""
+        per_prompt = sum(v[0].numel() * v.element_size() for v in self._null_parts().values())
+        return per_prompt * (min(ENCODE_CACHE, len(self.prompts or [])) + 1)
+
     def null_condition(self, n: int) -> Condition:
         parts = {k: v.expand(n, *v.shape[1:]) for k, v in self._null_parts().items()}
         return self.condition_from_parts(parts, [""] * n)

@@ -187,6 +187,12 @@ def test_every_way_of_naming_the_teacher_dry_runs(modern, modern_cache, repo, wa
     )
     assert code == 0, err
     assert re.search(rf"^teacher  {FAMILIES[repo]}  [\d,]+ parameters", out, re.M), out
+    # the plan counts each encoder, the VAE and the denoiser, and the encoded-prompt cache
+    networks = "unet [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+"
+    networks += " \+\s+text_encoder_2 [\d,]+" if repo == SDXL_BASE else ""
+    networks = "transformer [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+" if FAMILIES[repo] == "pixart" else networks
+    assert re.search(rf"teacher networks = {networks}", out), out
+    assert re.search(r"^  teacher condition cache\s+[\d.]+ GiB", out, re.M), out
 
 
 TRAIN = [
