@@ -232,3 +232,10 @@ def test_two_steps_train_resume_sample_and_export(modern, tmp_path, repo, method
     else:  # the package's pipeline, encoding prompts as the teacher does
         assert index["_class_name"] == "DKDMZooPipeline"
         assert index["text_encoding"] == ("sdxl" if repo == SDXL_BASE else "t5")
+
+
+@pytest.mark.parametrize(("recipe", "family"), [("sdxl-to-one-step-sid", "sdxl"), ("pixart-sigma-to-student", "pixart")])
+def test_the_recipes_dry_run_from_the_cache(modern, modern_cache, recipe, family):
+    code, out, err = invoke("distill", "--recipe", recipe, "--dry-run")
+    assert code == 0, err
+    assert re.search(rf"^teacher  {family}  [\d,]+ parameters", out, re.M), out
