@@ -239,3 +239,18 @@ def test_the_recipes_dry_run_from_the_cache(modern, modern_cache, recipe, family
     code, out, err = invoke("distill", "--recipe", recipe, "--dry-run")
     assert code == 0, err
     assert re.search(rf"^teacher  {family}  [\d,]+ parameters", out, re.M), out
+
+
+@pytest.mark.parametrize("repo", [SDXL_BASE, PIXART_SIGMA])
+def test_a_copy_of_the_denoiser_evaluates_with_the_familys_own_conditions(modern, repo):
+    import copy
+
+    t = teacher(modern.folder[repo], FAMILIES[repo])
+    cond = t.make_condition(prompts=PROMPTS)
+    x, steps = torch.randn(2, *t.spec.sample_shape), torch.tensor([10, 900])
+    clone = copy.deepcopy(t.denoiser()).requires_grad_(True)
+    view = t.with_denoiser(clone)
+    assert view.denoiser() is clone and t.denoiser() is not clone
+    assert torch.equal(view.model_output(x, steps, cond), t.model_output(x, steps, cond))
+    view.denoise(x, steps, cond, guidance_scale=2.0).x0.sum().backward()
+    assert all(p.grad is not None for p in clone.parameters() if p.requires_grad)
