@@ -144,20 +144,31 @@ class DKDMZooPipeline(DiffusionPipeline):
         encoding = self.config.text_encoding
         if encoding == "sdxl":  # both CLIP encoders' penultimate states, concatenated
             states = []
-            for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            for tokenizer, encoder in (
+                (self.tokenizer, self.text_encoder),
+                (self.tokenizer_2, self.text_encoder_2),
+            ):
                 ids = tokenizer(
-                    prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    prompts,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
                     return_tensors="pt",
                 ).input_ids
                 states.append(encoder(ids.to(device), output_hidden_states=True).hidden_states[-2])
             return torch.cat(states, dim=-1).to(self.student.dtype)
         if encoding == "t5":  # PixArt: lower-cased, the pipeline's length, with the attention mask
             tokens = self.tokenizer(
-                [p.lower().strip() for p in prompts], padding="max_length",
-                max_length=self.config.text_max_length, truncation=True, return_tensors="pt",
+                [p.lower().strip() for p in prompts],
+                padding="max_length",
+                max_length=self.config.text_max_length,
+                truncation=True,
+                return_tensors="pt",
             )
             mask = tokens.attention_mask.to(device)
-            return self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0].to(self.student.dtype)
+            return self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0].to(
+                self.student.dtype
+            )
         tokens = self.tokenizer(
             prompts,
             padding="max_length",

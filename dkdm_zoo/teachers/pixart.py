@@ -67,7 +67,9 @@ def spec_from_pixart(
         sample_shape=(channels, size, size),
         space="latent",
         **schedule_spec_fields(
-            scheduler, learned=cfg.out_channels == 2 * channels, where="pixart",
+            scheduler,
+            learned=cfg.out_channels == 2 * channels,
+            where="pixart",
             built_as="DPMSolverMultistepScheduler",
         ),
         conditioning="text",
@@ -95,7 +97,12 @@ class PixArtTeacher(LatentSDTeacher):
     ):
         spec = spec_from_pixart(transformer, vae, text_encoder, max_sequence_length, dict(scheduler_config))
         Teacher.__init__(self, spec, guidance_scale=guidance_scale)
-        self.transformer, self.vae, self.text_encoder, self.tokenizer = transformer, vae, text_encoder, tokenizer
+        self.transformer, self.vae, self.text_encoder, self.tokenizer = (
+            transformer,
+            vae,
+            text_encoder,
+            tokenizer,
+        )
         self.max_sequence_length = int(max_sequence_length)
         self.prompts = read_prompts(prompts)
         height, width = spec.image_shape[1:]
@@ -124,8 +131,12 @@ class PixArtTeacher(LatentSDTeacher):
         for start in range(0, len(prompts), ENCODE_BATCH):
             chunk = [p.lower().strip() for p in prompts[start : start + ENCODE_BATCH]]
             tokens = self.tokenizer(
-                chunk, padding="max_length", max_length=self.max_sequence_length, truncation=True,
-                add_special_tokens=True, return_tensors="pt",
+                chunk,
+                padding="max_length",
+                max_length=self.max_sequence_length,
+                truncation=True,
+                add_special_tokens=True,
+                return_tensors="pt",
             )
             mask = tokens.attention_mask.to(self.device)
             texts.append(self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0])
@@ -194,7 +205,9 @@ def load(options: PixArtOptions) -> PixArtTeacher:
     pipeline = read_json(index_path).get("_class_name") if index_path is not None else None
     folder = find_model_folder(source, ("transformer",))
     if folder is None:
-        raise UserError(f"{source} is a single model folder: pixart needs a PixArtAlphaPipeline or PixArtSigmaPipeline folder")
+        raise UserError(
+            f"{source} is a single model folder: pixart needs a PixArtAlphaPipeline or PixArtSigmaPipeline folder"
+        )
     config = read_config(source, folder)
     if config.get("norm_type") != "ada_norm_single":
         raise UserError(

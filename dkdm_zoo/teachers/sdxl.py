@@ -72,7 +72,10 @@ def spec_from_sdxl(
         sample_shape=(channels, size, size),
         space="latent",
         **schedule_spec_fields(
-            scheduler, learned=cfg.out_channels == 2 * channels, where="sdxl", built_as="EulerDiscreteScheduler"
+            scheduler,
+            learned=cfg.out_channels == 2 * channels,
+            where="sdxl",
+            built_as="EulerDiscreteScheduler",
         ),
         conditioning="text",
         text_embed_dim=sum(widths),
@@ -140,9 +143,15 @@ class SDXLTeacher(LatentSDTeacher):
         texts, pooled = [], []
         for start in range(0, len(prompts), ENCODE_BATCH):
             chunk, states, pool = prompts[start : start + ENCODE_BATCH], [], None
-            for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            for tokenizer, encoder in (
+                (self.tokenizer, self.text_encoder),
+                (self.tokenizer_2, self.text_encoder_2),
+            ):
                 ids = tokenizer(
-                    chunk, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    chunk,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
                     return_tensors="pt",
                 ).input_ids.to(self.device)
                 out = encoder(ids, output_hidden_states=True)
@@ -245,7 +254,9 @@ def load(options: SDXLOptions) -> SDXLTeacher:
         load_pretrained(UNet2DConditionModel, source, folder, **weights),
         load_pretrained(AutoencoderKL, source, "vae", **weights),
         load_pretrained(CLIPTextModel, source, "text_encoder", dtype_kwarg="dtype", **weights),
-        load_pretrained(CLIPTextModelWithProjection, source, "text_encoder_2", dtype_kwarg="dtype", **weights),
+        load_pretrained(
+            CLIPTextModelWithProjection, source, "text_encoder_2", dtype_kwarg="dtype", **weights
+        ),
         load_pretrained(CLIPTokenizer, source, "tokenizer", weights=False),
         load_pretrained(CLIPTokenizer, source, "tokenizer_2", weights=False),
         scheduler_config,

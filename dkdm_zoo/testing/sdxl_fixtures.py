@@ -81,18 +81,29 @@ def build_sd21(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    _replace_configs(folder, {
-        "unet/config.json": unet, "vae/config.json": vae, "text_encoder/config.json": text,
-        "scheduler/scheduler_config.json": configs.SD2_SCHEDULER, "model_index.json": configs.SD2_INDEX,
-        "feature_extractor/preprocessor_config.json": SD_FEATURE_EXTRACTOR,
-    })
+    _replace_configs(
+        folder,
+        {
+            "unet/config.json": unet,
+            "vae/config.json": vae,
+            "text_encoder/config.json": text,
+            "scheduler/scheduler_config.json": configs.SD2_SCHEDULER,
+            "model_index.json": configs.SD2_INDEX,
+            "feature_extractor/preprocessor_config.json": SD_FEATURE_EXTRACTOR,
+        },
+    )
     return folder
 
 
 def build_sdxl(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
     """stabilityai/stable-diffusion-xl-base-1.0: two CLIP text towers, text_time UNet, Euler config."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
 
     folder = Path(folder)
     tokenizer = _clip_tokenizer(folder / ".tokenizer")
@@ -113,11 +124,17 @@ def build_sdxl(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
         add_watermarker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    _replace_configs(folder, {
-        "unet/config.json": unet, "vae/config.json": vae, "text_encoder/config.json": text,
-        "text_encoder_2/config.json": text_2, "scheduler/scheduler_config.json": configs.SDXL_SCHEDULER,
-        "model_index.json": configs.SDXL_INDEX,
-    })
+    _replace_configs(
+        folder,
+        {
+            "unet/config.json": unet,
+            "vae/config.json": vae,
+            "text_encoder/config.json": text,
+            "text_encoder_2/config.json": text_2,
+            "scheduler/scheduler_config.json": configs.SDXL_SCHEDULER,
+            "model_index.json": configs.SDXL_INDEX,
+        },
+    )
     return folder
 
 
@@ -134,18 +151,30 @@ def write_t5_tokenizer(folder: Path, *, max_length: int = 512) -> int:
     vocab += [("▁" + w, -1.0 - 0.01 * i) for i, w in enumerate(words)]
     vocab += [(c, -8.0) for c in chars] + [("▁" + c, -6.0) for c in chars]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tokenizer.normalizer = normalizers.Sequence([normalizers.Lowercase(), normalizers.Replace(Regex(" {2,}"), " ")])
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase(), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )
     tokenizer.save(str(folder / "tokenizer.json"))
-    _write_json(folder / "tokenizer_config.json", {
-        "tokenizer_class": "T5Tokenizer", "model_max_length": max_length, "eos_token": "</s>",
-        "pad_token": "<pad>", "unk_token": "<unk>", "extra_ids": 0, "additional_special_tokens": [],
-    })
-    _write_json(folder / "special_tokens_map.json", {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"})
+    _write_json(
+        folder / "tokenizer_config.json",
+        {
+            "tokenizer_class": "T5Tokenizer",
+            "model_max_length": max_length,
+            "eos_token": "</s>",
+            "pad_token": "<pad>",
+            "unk_token": "<unk>",
+            "extra_ids": 0,
+            "additional_special_tokens": [],
+        },
+    )
+    _write_json(
+        folder / "special_tokens_map.json", {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    )
     return len(vocab)
 
 
@@ -167,7 +196,9 @@ def build_pixart(folder: Path, *, size: Size = "narrow", seed: int = 0, sigma: b
     torch.manual_seed(seed)
     transformer = configs.pixart_transformer(size, sigma)
     text = configs.pixart_text_encoder(size, vocab_size)
-    fields = {k: v for k, v in text.items() if k not in ("architectures", "torch_dtype", "transformers_version")}
+    fields = {
+        k: v for k, v in text.items() if k not in ("architectures", "torch_dtype", "transformers_version")
+    }
     if sigma:
         vae = configs.sdxl_vae(size)
     else:
@@ -181,11 +212,16 @@ def build_pixart(folder: Path, *, size: Size = "narrow", seed: int = 0, sigma: b
         scheduler=DPMSolverMultistepScheduler.from_config(configs.PIXART_SCHEDULER),
     )
     pipe.save_pretrained(folder, safe_serialization=True)
-    _replace_configs(folder, {
-        "transformer/config.json": transformer, "vae/config.json": vae, "text_encoder/config.json": text,
-        "scheduler/scheduler_config.json": configs.PIXART_SCHEDULER,
-        "model_index.json": configs.pixart_index(sigma),
-    })
+    _replace_configs(
+        folder,
+        {
+            "transformer/config.json": transformer,
+            "vae/config.json": vae,
+            "text_encoder/config.json": text,
+            "scheduler/scheduler_config.json": configs.PIXART_SCHEDULER,
+            "model_index.json": configs.pixart_index(sigma),
+        },
+    )
     return folder
 
 
@@ -197,7 +233,9 @@ BUILDERS: dict[str, Callable[..., Path]] = {
 }
 
 
-def build_modern_repo(repo_id: str, folder: str | os.PathLike[str], *, size: Size = "narrow", **kw: Any) -> Path:
+def build_modern_repo(
+    repo_id: str, folder: str | os.PathLike[str], *, size: Size = "narrow", **kw: Any
+) -> Path:
     return BUILDERS[repo_id](Path(folder), size=size, **kw)
 
 

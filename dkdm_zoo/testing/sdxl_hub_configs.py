@@ -80,8 +80,17 @@ def sd2_unet(size: Size) -> dict[str, Any]:
     }
 
 
-def open_clip_text(size: Size, vocab_size: int, *, hidden: int, layers: int, heads: int, projection: int,
-                   architecture: str, version: str) -> dict[str, Any]:
+def open_clip_text(
+    size: Size,
+    vocab_size: int,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    projection: int,
+    architecture: str,
+    version: str,
+) -> dict[str, Any]:
     """An OpenCLIP text tower saved as a transformers CLIP text model (gelu, bos/eos 0/2, pad 1)."""
     narrow = size == "narrow"
     return {
@@ -112,8 +121,13 @@ def sd2_text_encoder(size: Size, vocab_size: int) -> dict[str, Any]:
     """OpenCLIP ViT-H/14's text tower (23 of 24 layers, 1024 wide) as SD 2.x ships it: CLIPTextModel."""
     narrow = size == "narrow"
     return open_clip_text(
-        size, vocab_size, hidden=32 if narrow else 1024, layers=2 if narrow else 23,
-        heads=4 if narrow else 16, projection=512, architecture="CLIPTextModel",
+        size,
+        vocab_size,
+        hidden=32 if narrow else 1024,
+        layers=2 if narrow else 23,
+        heads=4 if narrow else 16,
+        projection=512,
+        architecture="CLIPTextModel",
         version="4.25.0.dev0",
     )
 
@@ -218,8 +232,13 @@ def sdxl_text_encoder(size: Size, vocab_size: int) -> dict[str, Any]:
     """CLIP ViT-L/14's text tower (quick_gelu, 768 x 12)."""
     narrow = size == "narrow"
     config = open_clip_text(
-        size, vocab_size, hidden=16 if narrow else 768, layers=2 if narrow else 12,
-        heads=2 if narrow else 12, projection=768, architecture="CLIPTextModel",
+        size,
+        vocab_size,
+        hidden=16 if narrow else 768,
+        layers=2 if narrow else 12,
+        heads=2 if narrow else 12,
+        projection=768,
+        architecture="CLIPTextModel",
         version="4.32.0.dev0",
     )
     return {**config, "hidden_act": "quick_gelu", "_name_or_path": "openai/clip-vit-large-patch14"}
@@ -229,9 +248,14 @@ def sdxl_text_encoder_2(size: Size, vocab_size: int) -> dict[str, Any]:
     """OpenCLIP ViT-bigG/14's text tower with its projection (1280 x 32, pooled projection 1280)."""
     narrow = size == "narrow"
     return open_clip_text(
-        size, vocab_size, hidden=32 if narrow else 1280, layers=2 if narrow else 32,
-        heads=4 if narrow else 20, projection=32 if narrow else 1280,
-        architecture="CLIPTextModelWithProjection", version="4.32.0.dev0",
+        size,
+        vocab_size,
+        hidden=32 if narrow else 1280,
+        layers=2 if narrow else 32,
+        heads=4 if narrow else 20,
+        projection=32 if narrow else 1280,
+        architecture="CLIPTextModelWithProjection",
+        version="4.32.0.dev0",
     )
 
 

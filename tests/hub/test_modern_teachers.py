@@ -68,7 +68,11 @@ def ddim_like_ours(folder, **extra) -> DDIMScheduler:
     """diffusers' DDIM on the teacher's schedule with dkdm-zoo's sampler settings: trailing timesteps,
     alpha_bar = 1 after the last step, no clipping."""
     return DDIMScheduler.from_pretrained(
-        folder, subfolder="scheduler", timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
+        folder,
+        subfolder="scheduler",
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        clip_sample=False,
         **extra,
     )
 
@@ -77,22 +81,45 @@ def reference_pipeline(repo: str, t, folder, **scheduler):
     sched = ddim_like_ours(folder, **scheduler)
     if repo == SD2_1:
         return StableDiffusionPipeline(
-            vae=t.vae, text_encoder=t.text_encoder, tokenizer=t.tokenizer, unet=t.unet, scheduler=sched,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=t.vae,
+            text_encoder=t.text_encoder,
+            tokenizer=t.tokenizer,
+            unet=t.unet,
+            scheduler=sched,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         ), {}
     if repo == SDXL_BASE:
         return StableDiffusionXLPipeline(
-            vae=t.vae, text_encoder=t.text_encoder, text_encoder_2=t.text_encoder_2, tokenizer=t.tokenizer,
-            tokenizer_2=t.tokenizer_2, unet=t.unet, scheduler=sched, force_zeros_for_empty_prompt=True,
+            vae=t.vae,
+            text_encoder=t.text_encoder,
+            text_encoder_2=t.text_encoder_2,
+            tokenizer=t.tokenizer,
+            tokenizer_2=t.tokenizer_2,
+            unet=t.unet,
+            scheduler=sched,
+            force_zeros_for_empty_prompt=True,
             add_watermarker=False,
         ), {}
     cls = PixArtSigmaPipeline if repo == PIXART_SIGMA else PixArtAlphaPipeline
     if repo == PIXART_ALPHA:  # PixArtAlphaPipeline keys its micro-conditions on sample_size 128 (1024 px)
         t.transformer.register_to_config(sample_size=128)
-    pipe = cls(vae=t.vae, text_encoder=t.text_encoder, tokenizer=t.tokenizer, transformer=t.transformer, scheduler=sched)
+    pipe = cls(
+        vae=t.vae,
+        text_encoder=t.text_encoder,
+        tokenizer=t.tokenizer,
+        transformer=t.transformer,
+        scheduler=sched,
+    )
     h = t.spec.image_shape[1]
-    return pipe, {"height": h, "width": h, "use_resolution_binning": False, "clean_caption": False,
-                  "max_sequence_length": t.max_sequence_length}
+    return pipe, {
+        "height": h,
+        "width": h,
+        "use_resolution_binning": False,
+        "clean_caption": False,
+        "max_sequence_length": t.max_sequence_length,
+    }
 
 
 @pytest.mark.parametrize("repo", list(BUILDERS))
@@ -103,8 +130,14 @@ def test_the_teacher_samples_what_its_diffusers_pipeline_samples(modern, repo):
     noise = torch.randn(2, *t.spec.sample_shape, generator=torch.Generator().manual_seed(1))
     ours = t.sample(2, steps=2, cond=t.make_condition(prompts=PROMPTS), noise=noise, guidance_scale=3.0)
     pipe, kwargs = reference_pipeline(repo, t, folder)
-    ref = pipe(PROMPTS, num_inference_steps=2, guidance_scale=3.0, latents=noise.clone(), output_type="latent",
-               **kwargs).images
+    ref = pipe(
+        PROMPTS,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        latents=noise.clone(),
+        output_type="latent",
+        **kwargs,
+    ).images
     assert ref.abs().max() > 0.1
     assert ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
     assert t.decode(ours).shape == (2, *t.spec.image_shape)
@@ -120,33 +153,47 @@ def test_a_zero_snr_trailing_fine_tune_is_read_recorded_and_sampled_as_diffusers
     folder = tmp_path / "zsnr"
     shutil.copytree(modern.folder[SD2_1], folder)
     path = folder / "scheduler" / "scheduler_config.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "rescale_betas_zero_snr": True,
-                                "timestep_spacing": "trailing"}))
+    path.write_text(
+        json.dumps(
+            {**json.loads(path.read_text()), "rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
+        )
+    )
     t = teacher(folder, "latent-sd")
     schedule = t.spec.schedule
     assert schedule["rescale_betas_zero_snr"] is True and schedule["timestep_spacing"] == "trailing"
     reference = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
     ours = t.schedule.alphas_cumprod
     assert torch.allclose(ours[:-1], reference.alphas_cumprod[:-1].double(), rtol=1e-5)
-    assert reference.alphas_cumprod[-1] == 0 and abs(ours[-1] / 2.0**-24 - 1) < 1e-6  # Euler's floor (float32 betas)
+    assert (
+        reference.alphas_cumprod[-1] == 0 and abs(ours[-1] / 2.0**-24 - 1) < 1e-6
+    )  # Euler's floor (float32 betas)
     noise = torch.randn(2, *t.spec.sample_shape, generator=torch.Generator().manual_seed(1))
     cond = t.make_condition(prompts=PROMPTS)
     mine = t.sample(2, steps=3, cond=cond, noise=noise, guidance_scale=3.0)
     pipe, _ = reference_pipeline(SD2_1, t, folder)
-    ref = pipe(PROMPTS, num_inference_steps=3, guidance_scale=3.0, latents=noise.clone(), output_type="latent").images
+    ref = pipe(
+        PROMPTS, num_inference_steps=3, guidance_scale=3.0, latents=noise.clone(), output_type="latent"
+    ).images
     assert ((mine - ref).abs().max() / ref.abs().max()) < 2e-3  # the floor at t = T-1 is the only difference
 
 
 def test_sdxl_conditions_carry_pooled_projection_and_the_time_ids_a_user_sets(modern):
-    t = teacher(modern.folder[SDXL_BASE], "sdxl", original_size=[96, 80], crops_coords_top_left=[4, 2],
-                prompts=["a cat sitting on a chair"])
+    t = teacher(
+        modern.folder[SDXL_BASE],
+        "sdxl",
+        original_size=[96, 80],
+        crops_coords_top_left=[4, 2],
+        prompts=["a cat sitting on a chair"],
+    )
     cond = t.make_condition(prompts=PROMPTS)
     assert cond.text_embeds.shape == (2, 77, t.unet.config.cross_attention_dim)
     assert cond.extras["text_embeds"].shape == (2, t.text_encoder_2.config.projection_dim)
     assert cond.extras["time_ids"].tolist() == [[96, 80, 4, 2, 64, 64]] * 2  # target: the native size
     null = t.conditions_from_refs(__import__("numpy").array([t.null_ref(), 0]))
     assert null.text_embeds[0].abs().max() == 0 and null.extras["text_embeds"][0].abs().max() == 0
-    assert torch.equal(null.text_embeds[1], t.make_condition(prompts=["a cat sitting on a chair"]).text_embeds[0])
+    assert torch.equal(
+        null.text_embeds[1], t.make_condition(prompts=["a cat sitting on a chair"]).text_embeds[0]
+    )
     with pytest.raises(UserError, match=r"original_size = \[1\] is not two integers"):
         teacher(modern.folder[SDXL_BASE], "sdxl", original_size=[1])
 
@@ -167,7 +214,10 @@ def test_an_sdxl_refiner_is_refused_in_one_line(modern, tmp_path):
 
 
 def test_pixart_conditions_use_the_pipelines_length_and_mask(modern):
-    sigma, alpha = teacher(modern.folder[PIXART_SIGMA], "pixart"), teacher(modern.folder[PIXART_ALPHA], "pixart")
+    sigma, alpha = (
+        teacher(modern.folder[PIXART_SIGMA], "pixart"),
+        teacher(modern.folder[PIXART_ALPHA], "pixart"),
+    )
     assert (sigma.spec.text_seq_len, alpha.spec.text_seq_len) == (300, 120)
     assert sigma.spec.variance_type == "learned_range" and sigma.spec.out_channels == 8
     cond = sigma.make_condition(prompts=PROMPTS)
@@ -181,51 +231,88 @@ WAYS = ("folder", "hub id", "FAMILY@hub id")
 
 @pytest.mark.parametrize(("repo", "way"), [(r, w) for r in BUILDERS for w in WAYS])
 def test_every_way_of_naming_the_teacher_dry_runs(modern, modern_cache, repo, way):
-    source = {"folder": str(modern.folder[repo]), "hub id": repo, "FAMILY@hub id": f"{FAMILIES[repo]}@{repo}"}[way]
+    source = {
+        "folder": str(modern.folder[repo]),
+        "hub id": repo,
+        "FAMILY@hub id": f"{FAMILIES[repo]}@{repo}",
+    }[way]
     code, out, err = invoke(
         "distill", "--teacher", source, "--student", "unet", "--preset", "tiny", "--dry-run", PROMPT_SET
     )
     assert code == 0, err
     assert re.search(rf"^teacher  {FAMILIES[repo]}  [\d,]+ parameters", out, re.M), out
     # the plan counts each encoder, the VAE and the denoiser, and the encoded-prompt cache
-    networks = "unet [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+"
-    networks += " \+\s+text_encoder_2 [\d,]+" if repo == SDXL_BASE else ""
-    networks = "transformer [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+" if FAMILIES[repo] == "pixart" else networks
+    networks = r"unet [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+"
+    networks += r" \+\s+text_encoder_2 [\d,]+" if repo == SDXL_BASE else ""
+    if FAMILIES[repo] == "pixart":
+        networks = r"transformer [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+"
     assert re.search(rf"teacher networks = {networks}", out), out
     assert re.search(r"^  teacher condition cache\s+[\d.]+ GiB", out, re.M), out
 
 
 TRAIN = [
-    "--preset", "tiny", "--batch-size", "2", "--quiet", "--set", "train.preview_samples=2",
-    "--set", "train.preview_steps=2", "--set", "train.checkpoint_every=1", "--set", "train.final_eval_samples=0",
+    "--preset",
+    "tiny",
+    "--batch-size",
+    "2",
+    "--quiet",
+    "--set",
+    "train.preview_samples=2",
+    "--set",
+    "train.preview_steps=2",
+    "--set",
+    "train.checkpoint_every=1",
+    "--set",
+    "train.final_eval_samples=0",
     PROMPT_SET,
 ]
 DKDM = ["--set", "method.rho=0.001", "--set", "method.pool_init=ddim", "--set", "method.pool_init_steps=2"]
 
 
-@pytest.mark.parametrize(("repo", "method"), [(SD2_1, "dkdm"), (SDXL_BASE, "dkdm"), (SDXL_BASE, "sid"),
-                                              (PIXART_SIGMA, "dkdm"), (PIXART_SIGMA, "sid")])
+@pytest.mark.parametrize(
+    ("repo", "method"),
+    [(SD2_1, "dkdm"), (SDXL_BASE, "dkdm"), (SDXL_BASE, "sid"), (PIXART_SIGMA, "dkdm"), (PIXART_SIGMA, "sid")],
+)
 def test_two_steps_train_resume_sample_and_export(modern, tmp_path, repo, method):
     from diffusers import DiffusionPipeline
 
     import dkdm_zoo.pipelines  # noqa: F401 - registers DKDMZooPipeline on diffusers
 
     out = tmp_path / "run"
-    args = ["distill", "--teacher", str(modern.folder[repo]), "--student", "unet", "--method", method,
-            "--out", str(out), *TRAIN, *(DKDM if method == "dkdm" else [])]
+    args = [
+        "distill",
+        "--teacher",
+        str(modern.folder[repo]),
+        "--student",
+        "unet",
+        "--method",
+        method,
+        "--out",
+        str(out),
+        *TRAIN,
+        *(DKDM if method == "dkdm" else []),
+    ]
     code, _, err = invoke(*args, "--steps", "2")
     assert code == 0, err
     code, _, err = invoke(*args, "--steps", "3", "--resume")
     assert code == 0 and "resuming from checkpoint-0000002" in err, err
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["teacher"]["name"] == FAMILIES[repo] and manifest["teacher_spec"]["family"] == FAMILIES[repo]
+    assert (
+        manifest["teacher"]["name"] == FAMILIES[repo] and manifest["teacher_spec"]["family"] == FAMILIES[repo]
+    )
     png = tmp_path / "s.png"
-    code, _, err = invoke("sample", str(out), "--n", "2", "--steps", "2", "--prompt", "a cat", "--out", str(png))
+    code, _, err = invoke(
+        "sample", str(out), "--n", "2", "--steps", "2", "--prompt", "a cat", "--out", str(png)
+    )
     assert code == 0 and png.is_file(), err
     index = json.loads((out / "pipeline" / "model_index.json").read_text())
     pipe = DiffusionPipeline.from_pretrained(out / "pipeline")
-    image = pipe(prompt=["a cat", "a dog"], num_inference_steps=2, output_type="np",
-                 generator=torch.Generator().manual_seed(0)).images
+    image = pipe(
+        prompt=["a cat", "a dog"],
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
     assert image.shape == (2, 64, 64, 3) and bool((image >= 0).all() and (image <= 1).all())
     if repo == SD2_1:  # a UNet student of a one-encoder SD teacher: the stock pipeline
         assert index["_class_name"] == "StableDiffusionPipeline"
@@ -234,7 +321,9 @@ def test_two_steps_train_resume_sample_and_export(modern, tmp_path, repo, method
         assert index["text_encoding"] == ("sdxl" if repo == SDXL_BASE else "t5")
 
 
-@pytest.mark.parametrize(("recipe", "family"), [("sdxl-to-one-step-sid", "sdxl"), ("pixart-sigma-to-student", "pixart")])
+@pytest.mark.parametrize(
+    ("recipe", "family"), [("sdxl-to-one-step-sid", "sdxl"), ("pixart-sigma-to-student", "pixart")]
+)
 def test_the_recipes_dry_run_from_the_cache(modern, modern_cache, recipe, family):
     code, out, err = invoke("distill", "--recipe", recipe, "--dry-run")
     assert code == 0, err
