@@ -182,7 +182,7 @@ def read_schedule(
                 f"{prediction!r}: its last step has no signal, which only a v_prediction network can invert"
             )
         schedule = {**schedule, **zero_snr_betas(schedule, T)}
-    schedule.update(_sampler_record(values, config, at))
+    schedule.update(_sampler_record(values, _class_defaults(name), at))
     variance = values.get("variance_type")
     if learned:
         if variance not in (None, "learned_range", "fixed_small", "fixed_small_log"):
@@ -324,9 +324,10 @@ def zero_snr_betas(schedule: Mapping[str, Any], T: int) -> dict[str, Any]:
     return {"rescale_betas_zero_snr": True, "trained_betas": betas.tolist()}
 
 
-def _sampler_record(values: Mapping[str, Any], config: Mapping[str, Any], at: str) -> dict[str, Any]:
-    """The teacher's own sampler spacing, checked and kept in the spec (run.json) where the file sets
-    it; dkdm-zoo's sampler walks "trailing" timesteps whatever it says."""
+def _sampler_record(values: Mapping[str, Any], defaults: Mapping[str, Any], at: str) -> dict[str, Any]:
+    """The teacher's own sampler spacing, checked, and kept in the spec (run.json) where it is not the
+    named class's default (a config may be completed with those defaults before it is read);
+    dkdm-zoo's sampler walks "trailing" timesteps whatever it says."""
     record: dict[str, Any] = {}
     spacing = values.get("timestep_spacing")
     if spacing is not None and spacing not in TIMESTEP_SPACINGS:
@@ -334,7 +335,7 @@ def _sampler_record(values: Mapping[str, Any], config: Mapping[str, Any], at: st
     offset = values.get("steps_offset", 0)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise UserError(f"{at}steps_offset = {offset!r} is not an integer >= 0")
-    if "timestep_spacing" in config:
+    if spacing is not None and spacing != defaults.get("timestep_spacing"):
         record["timestep_spacing"] = spacing
     return record
 
