@@ -107,6 +107,8 @@ class PixArtTeacher(LatentSDTeacher):
         self.prompts = read_prompts(prompts)
         height, width = spec.image_shape[1:]
         self.micro = torch.tensor([[height, width, height / width]], dtype=torch.float32)
+        # read once from the loaded transformer: a trainable copy may be wrapped (DDP, compile)
+        self.micro_conditions = bool(getattr(transformer, "use_additional_conditions", False))
         self._null = None
         self._cache = OrderedDict()
         self.to("cpu")
@@ -152,9 +154,7 @@ class PixArtTeacher(LatentSDTeacher):
         n = x_t.shape[0]
         mask = cond.extras.get(MASK)
         added: dict[str, Tensor | None] = {"resolution": None, "aspect_ratio": None}
-        if self.transformer.config.use_additional_conditions or getattr(
-            self.transformer, "use_additional_conditions", False
-        ):
+        if self.micro_conditions:
             micro = self.micro.to(x_t.device, self.dtype).expand(n, -1)
             added = {"resolution": micro[:, :2], "aspect_ratio": micro[:, 2:]}
         return self.transformer(
