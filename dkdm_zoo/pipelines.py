@@ -70,6 +70,10 @@ class Denoiser(ModelMixin, ConfigMixin):
         return self.model(sample, timestep, **condition_kwargs(class_labels, encoder_hidden_states))
 
 
+#: how an exported pipeline encodes prompts (``PipelineComponents.text_encoding``)
+TEXT_ENCODINGS = ("clip", "sdxl", "t5")
+
+
 class DKDMZooPipeline(DiffusionPipeline):
     """Sample a dkdm-zoo student: multi-step (a ``Denoiser``) or one-step (a ``OneStepGenerator``).
 
@@ -78,7 +82,7 @@ class DKDMZooPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->student->vae"
-    _optional_components = ["vae", "text_encoder", "tokenizer"]
+    _optional_components = ["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
 
     def __init__(
         self,
@@ -89,12 +93,31 @@ class DKDMZooPipeline(DiffusionPipeline):
         tokenizer: Any = None,
         sample_shape: tuple[int, int, int] | list[int] = (3, 32, 32),
         num_classes: int | None = None,
+        text_encoder_2: Any = None,
+        tokenizer_2: Any = None,
+        text_encoding: str = "clip",
+        text_max_length: int | None = None,
+        null_zeros: bool = False,
     ):
         super().__init__()
+        if text_encoding not in TEXT_ENCODINGS:
+            raise ValueError(f"text_encoding = {text_encoding!r} is not one of {', '.join(TEXT_ENCODINGS)}")
         self.register_modules(
-            student=student, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
+            student=student,
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=tokenizer_2,
         )
-        self.register_to_config(sample_shape=[int(v) for v in sample_shape], num_classes=num_classes)
+        self.register_to_config(
+            sample_shape=[int(v) for v in sample_shape],
+            num_classes=num_classes,
+            text_encoding=text_encoding,
+            text_max_length=text_max_length,
+            null_zeros=null_zeros,
+        )
         self.image_processor = VaeImageProcessor(do_normalize=True)
 
     @property
@@ -114,6 +137,35 @@ class DKDMZooPipeline(DiffusionPipeline):
         return labels.to(device)
 
     def _text(self, prompts: list[str], device: torch.device) -> Tensor:
+        """The states the student attends to, encoded as its teacher's pipeline encodes them."""
+        encoding = self.config.text_encoding
+        if encoding == "sdxl":  # both CLIP encoders' penultimate states, concatenated
+            states = []
+            for tokenizer, encoder in (
+                (self.tokenizer, self.text_encoder),
+                (self.tokenizer_2, self.text_encoder_2),
+            ):
+                ids = tokenizer(
+                    prompts,
+                    padding="max_length",
+                    max_length=tokenizer.model_max_length,
+                    truncation=True,
+                    return_tensors="pt",
+                ).input_ids
+                states.append(encoder(ids.to(device), output_hidden_states=True).hidden_states[-2])
+            return torch.cat(states, dim=-1).to(self.student.dtype)
+        if encoding == "t5":  # PixArt: lower-cased, the pipeline's length, with the attention mask
+            tokens = self.tokenizer(
+                [p.lower().strip() for p in prompts],
+                padding="max_length",
+                max_length=self.config.text_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
+            mask = tokens.attention_mask.to(device)
+            return self.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0].to(
+                self.student.dtype
+            )
         tokens = self.tokenizer(
             prompts,
             padding="max_length",
@@ -135,6 +187,8 @@ class DKDMZooPipeline(DiffusionPipeline):
             prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
             embeds = self._text(prompts, device)
             null = self._text([""], device).expand(len(prompts), -1, -1)
+            if self.config.get("null_zeros", False):  # SDXL's force_zeros_for_empty_prompt, as the teacher's
+                null = torch.zeros_like(null)
             return len(prompts), {"encoder_hidden_states": embeds}, {"encoder_hidden_states": null}
         if prompt is not None:
             raise ValueError("this pipeline takes no text prompt")

@@ -11,14 +11,15 @@ from dkdm_zoo.registry import build_registry
 from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
-LATENT = {"dit", "latent-sd"}
+LATENT = {"dit", "latent-sd", "sdxl", "pixart"}
+TEXT = {"latent-sd", "sdxl", "pixart"}
 
 
 def expected_refusal(teacher: str, student: str, method: str) -> str | None:
     """The reason a pair must be refused, or None if it must train (stated here, not read off the code)."""
     if teacher == "spec" and (method != "data" or student == "teacher"):  # nothing to copy either
         return "has no network"
-    if teacher == "latent-sd" and student == "convnext":
+    if teacher in TEXT and student == "convnext":
         return "no text conditioning"
     if teacher in LATENT and method == "data":
         return "pixel-space models only"

@@ -108,6 +108,12 @@ def count_trainable(modules: Any) -> int:
     return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
 
 
+def teacher_components(teacher: Any) -> dict[str, int]:
+    """Parameters of each network a teacher holds, by the attribute that holds it (unet, vae, ...)."""
+    names = {id(m): name for name, m in vars(teacher).items() if isinstance(m, nn.Module)}
+    return {names.get(id(m), type(m).__name__): count_parameters([m]) for m in teacher.modules()}
+
+
 @contextlib.contextmanager
 def _measuring(module_params: list[nn.Parameter]):
     """Fake tensors (shapes only) and a FLOP counter; real parameters' grads are left as they were."""
@@ -219,19 +225,28 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
             + shared * 4,
         }
     passes = {name: (p.forward, p.backward) for name, p in method_plan.passes.items()}
+    state_bytes = dict(method_plan.state_bytes)
+    cache = getattr(built.teacher, "condition_cache_bytes", None)  # text families' encoded prompts
+    if cache is not None:
+        state_bytes["teacher condition cache"] = int(cache())
+    details = dict(method_plan.details)
+    if len(built.teacher.modules()) > 1:  # each encoder, the VAE and the denoiser counted apart
+        details["teacher networks"] = " + ".join(
+            f"{name} {count:,}" for name, count in teacher_components(built.teacher).items()
+        )
     budget = Budget(
         teacher_params=teacher_params,
         student_params=student_params,
         other_params=other_params,
         weight_bytes=weight_bytes,
-        state_bytes=dict(method_plan.state_bytes),
+        state_bytes=state_bytes,
         activation_bytes=None,
         flops_per_step=None,
         teacher_forward_flops=None,
         init_forwards=method_plan.init_forwards,
         train_forwards=method_plan.train_forwards,
         passes=passes,
-        details={**method_plan.details, "world_size": world_size, **extra},
+        details={**details, "world_size": world_size, **extra},
     )
     if measure and built.teacher.modules():
         _add_measurements(budget, built, passes, others)

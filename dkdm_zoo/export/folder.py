@@ -77,7 +77,12 @@ def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineCo
         return DKDMZooPipeline.__name__
     if isinstance(student, UNet2DModel) and spec.space == "pixel" and spec.conditioning == "none":
         return DDPMPipeline.__name__
-    if isinstance(student, UNet2DConditionModel) and spec.conditioning == "text" and latent_ok:
+    if (
+        isinstance(student, UNet2DConditionModel)
+        and spec.conditioning == "text"
+        and latent_ok
+        and components.text_encoding == "clip"
+    ):
         return "StableDiffusionPipeline"
     if isinstance(student, DiTTransformer2DModel) and spec.conditioning == "class" and latent_ok:
         return DiTPipeline.__name__
@@ -132,6 +137,7 @@ def save_pipeline(
             vae=components.vae if spec.space == "latent" else None,
             text_encoder=components.text_encoder if spec.conditioning == "text" else None,
             tokenizer=components.tokenizer if spec.conditioning == "text" else None,
+            **_second_text_encoder(spec, components),
             sample_shape=spec.sample_shape,
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
         )
@@ -154,5 +160,22 @@ def _with_merged(student: ModelMixin, lora: Any) -> ModelMixin:
     merged = lora.merged()
     if student is lora:
         return merged
-    generation = {k: student.config[k] for k in ("input_scale", "timestep", "prediction_type", "alpha", "sigma")}
+    # every generation setting the generator recorded (its K step times included), the backbone aside
+    generation = {
+        k: v for k, v in student.config.items()
+        if not k.startswith("_") and k not in ("backbone_class", "backbone_config", "channels")
+    }  # fmt: skip
     return OneStepGenerator.wrap(merged, student.config.channels, **generation)
+
+
+def _second_text_encoder(spec: TeacherSpec, components: PipelineComponents) -> dict[str, Any]:
+    """SDXL's second encoder and the text encoding of families other than SD's (PixArt's T5 length)."""
+    if spec.conditioning != "text" or components.text_encoding == "clip":
+        return {}
+    return {
+        "text_encoder_2": components.text_encoder_2,
+        "tokenizer_2": components.tokenizer_2,
+        "text_encoding": components.text_encoding,
+        "text_max_length": components.text_max_length,
+        "null_zeros": components.null_zeros,
+    }

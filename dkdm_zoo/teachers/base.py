@@ -50,6 +50,14 @@ class PipelineComponents:
     vae: nn.Module | None = None  # latent teachers: decodes samples to images
     text_encoder: nn.Module | None = None  # text teachers: prompts -> encoder hidden states
     tokenizer: Any = None
+    # how prompts become the states a student attends to: "clip" (the encoder's last hidden states, SD),
+    # "sdxl" (both CLIP encoders' penultimate states, concatenated; zeros as the null prompt), "t5"
+    # (lower-cased prompts at text_max_length tokens, with the attention mask: PixArt)
+    text_encoding: str = "clip"
+    text_encoder_2: nn.Module | None = None
+    tokenizer_2: Any = None
+    text_max_length: int | None = None
+    null_zeros: bool = False  # guidance's null prompt is all zeros (SDXL's force_zeros_for_empty_prompt)
 
 
 class Teacher(ABC):

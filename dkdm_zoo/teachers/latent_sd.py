@@ -150,8 +150,8 @@ class LatentSDTeacher(Teacher):
         super().__init__(spec, guidance_scale=guidance_scale)
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.prompts = read_prompts(prompts)
-        self._null: Tensor | None = None
-        self._cache: OrderedDict[int, Tensor] = OrderedDict()  # prompt index -> embedding (device)
+        self._null: dict[str, Tensor] | None = None
+        self._cache: OrderedDict[int, dict[str, Tensor]] = OrderedDict()  # prompt index -> parts (device)
         self.to("cpu")
 
     def modules(self) -> list[nn.Module]:
@@ -183,13 +183,28 @@ class LatentSDTeacher(Teacher):
             chunks.append(self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0])
         return torch.cat(chunks)
 
+    # -- what a text family encodes per prompt, and the Condition it builds from a batch of them --------
+    # A family with more than one tensor per prompt (SDXL's pooled projection, PixArt's attention mask)
+    # overrides these two; the cache, the null prompt and the references stay here.
+    def encode_parts(self, prompts: list[str]) -> dict[str, Tensor]:
+        """Per-prompt tensors (first dimension: the prompt) a Condition is built from."""
+        return {"text": self.text_embeddings(prompts)}
+
+    def condition_from_parts(self, parts: dict[str, Tensor], prompts: list[str] | None = None) -> Condition:
+        return Condition(text_embeds=parts["text"], prompts=prompts)
+
+    def null_parts(self) -> dict[str, Tensor]:
+        """The parts of the null condition of guidance: the empty prompt "", as the pipeline encodes it."""
+        return self.encode_parts([""])
+
     def encode_prompts(self, prompts: list[str]) -> Condition:
-        return Condition(text_embeds=self.text_embeddings(prompts), prompts=list(prompts))
+        return self.condition_from_parts(self.encode_parts(list(prompts)), list(prompts))
 
     def _require_prompts(self) -> Sequence[str]:
         if not self.prompts:
+            family = self.spec.family or "latent-sd"
             raise UserError(
-                "latent-sd needs prompts to draw conditions: pass --set 'teacher.prompts=[\"a photo of a cat\"]' "
+                f"{family} needs prompts to draw conditions: pass --set 'teacher.prompts=[\"a photo of a cat\"]' "
                 "or --set teacher.prompts=prompts.txt (one prompt per line)"
             )
         return self.prompts
@@ -207,26 +222,40 @@ class LatentSDTeacher(Teacher):
         return NULL_PROMPT
 
     def conditions_from_refs(self, refs: np.ndarray | None) -> Condition | None:
-        """Embeddings of the referenced prompts (``NULL_PROMPT``: the empty prompt), from a small
-        cache of recent encodings; only the prompts not cached go through the text encoder."""
+        """Conditions of the referenced prompts (``NULL_PROMPT``: the null condition), from a small
+        cache of recent encodings; only the prompts not cached go through the text encoder(s)."""
         if refs is None:
             return None
         missing = sorted({int(r) for r in refs} - self._cache.keys())
-        if missing:
-            prompts = self._require_prompts() if any(r != NULL_PROMPT for r in missing) else []
-            texts = ["" if r == NULL_PROMPT else prompts[r] for r in missing]
-            for ref, embed in zip(missing, self.text_embeddings(texts), strict=True):
-                self._cache[ref] = embed
+        texts = [r for r in missing if r != NULL_PROMPT]
+        if texts:
+            prompts = self._require_prompts()
+            parts = self.encode_parts([prompts[r] for r in texts])
+            for i, ref in enumerate(texts):
+                self._cache[ref] = {k: v[i] for k, v in parts.items()}
+        if NULL_PROMPT in missing:
+            self._cache[NULL_PROMPT] = {k: v[0] for k, v in self._null_parts().items()}
         for ref in refs.tolist():  # host ints: most recently used last
             self._cache.move_to_end(int(ref))
         while len(self._cache) > ENCODE_CACHE:
             self._cache.popitem(last=False)
-        return Condition(text_embeds=torch.stack([self._cache[int(r)] for r in refs.tolist()]))
+        rows = [self._cache[int(r)] for r in refs.tolist()]
+        return self.condition_from_parts({k: torch.stack([row[k] for row in rows]) for k in rows[0]})
+
+    def _null_parts(self) -> dict[str, Tensor]:
+        if self._null is None:
+            self._null = self.null_parts()
+        return self._null
+
+    def condition_cache_bytes(self) -> int:
+        """Device memory the encoded-prompt cache reaches: ``ENCODE_CACHE`` prompts (fewer when the
+        list is shorter) and the null condition, each as the encoders give it (the plan counts it)."""
+        per_prompt = sum(v[0].numel() * v.element_size() for v in self._null_parts().values())
+        return per_prompt * (min(ENCODE_CACHE, len(self.prompts or [])) + 1)
 
     def null_condition(self, n: int) -> Condition:
-        if self._null is None:
-            self._null = self.text_embeddings([""])
-        return Condition(text_embeds=self._null.expand(n, -1, -1), prompts=[""] * n)
+        parts = {k: v.expand(n, *v.shape[1:]) for k, v in self._null_parts().items()}
+        return self.condition_from_parts(parts, [""] * n)
 
     def denoiser(self) -> nn.Module:
         return self.unet

@@ -33,6 +33,22 @@ def register_teachers(register):
         accepts=("StableDiffusionPipeline",),
     )
     register(
+        "sdxl",
+        "dkdm_zoo.teachers.sdxl:load",
+        summary="Stable Diffusion XL (text_time UNet, two CLIP encoders, pooled embeds + time ids) with CFG and prompts",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline"),
+    )
+    register(
+        "pixart",
+        "dkdm_zoo.teachers.pixart:load",
+        summary="PixArt-α / Σ (PixArtTransformer2DModel, T5 text with its mask, learned sigma) with CFG and prompts",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("PixArtAlphaPipeline", "PixArtSigmaPipeline"),
+    )
+    register(
         "run",
         "dkdm_zoo.teachers.run:load",
         summary="a finished dkdm-zoo run directory (its trained student) as a teacher, for chained distillation",

@@ -168,15 +168,21 @@ def read_schedule(
     T = values.get("num_train_timesteps")
     if isinstance(T, bool) or not isinstance(T, int) or T < 2:
         raise UserError(f"{at}num_train_timesteps = {T!r} is not an integer >= 2")
-    if values.get("rescale_betas_zero_snr"):
-        raise UserError(
-            f"{at}rescale_betas_zero_snr = true (a zero terminal SNR schedule) is not supported yet: its last "
-            "step has no signal, which the eps parameterisation cannot invert"
-        )
     schedule = _betas(values, at, T)
     prediction = values.get("prediction_type")
     if prediction not in PREDICTION_TYPES:
         raise UserError(f"{at}prediction_type = {prediction!r} is not one of {', '.join(PREDICTION_TYPES)}")
+    zero_snr = values.get("rescale_betas_zero_snr", False)
+    if not isinstance(zero_snr, bool):
+        raise UserError(f"{at}rescale_betas_zero_snr = {zero_snr!r} is not true or false")
+    if zero_snr:
+        if prediction != "v_prediction":
+            raise UserError(
+                f"{at}rescale_betas_zero_snr = true (a zero terminal SNR schedule) with prediction_type = "
+                f"{prediction!r}: its last step has no signal, which only a v_prediction network can invert"
+            )
+        schedule = {**schedule, **zero_snr_betas(schedule, T)}
+    schedule.update(_sampler_record(values, _class_defaults(name), at))
     variance = values.get("variance_type")
     if learned:
         if variance not in (None, "learned_range", "fixed_small", "fixed_small_log"):
@@ -297,6 +303,41 @@ def _betas(values: Mapping[str, Any], at: str, T: int) -> dict[str, Any]:
                 "noise must grow along the schedule"
             )
     return schedule
+
+
+#: the terminal alpha_bar of a zero-SNR schedule, as diffusers' EulerDiscreteScheduler sets it ("close to
+#: 0 without being 0"): the chain's eps parameterisation (students, DDIM) stays finite at t = T - 1
+ZERO_SNR_FLOOR = 2.0**-24
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def zero_snr_betas(schedule: Mapping[str, Any], T: int) -> dict[str, Any]:
+    """The schedule's betas rescaled to zero terminal SNR (diffusers' ``rescale_zero_terminal_snr``),
+    with the last alpha_bar floored at ``ZERO_SNR_FLOOR``, as ``trained_betas`` (what every reader of
+    the spec, the exported DDPMScheduler included, builds exactly) plus the flag, for the record."""
+    import torch
+    from diffusers import DDPMScheduler
+
+    betas = DDPMScheduler(num_train_timesteps=T, rescale_betas_zero_snr=True, **schedule).betas.double()
+    alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+    betas[-1] = 1.0 - ZERO_SNR_FLOOR / alphas_cumprod[-2]
+    return {"rescale_betas_zero_snr": True, "trained_betas": betas.tolist()}
+
+
+def _sampler_record(values: Mapping[str, Any], defaults: Mapping[str, Any], at: str) -> dict[str, Any]:
+    """The teacher's own sampler spacing, checked, and kept in the spec (run.json) where it is not the
+    named class's default (a config may be completed with those defaults before it is read);
+    dkdm-zoo's sampler walks "trailing" timesteps whatever it says."""
+    record: dict[str, Any] = {}
+    spacing = values.get("timestep_spacing")
+    if spacing is not None and spacing not in TIMESTEP_SPACINGS:
+        raise UserError(f"{at}timestep_spacing = {spacing!r} is not one of {', '.join(TIMESTEP_SPACINGS)}")
+    offset = values.get("steps_offset", 0)
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise UserError(f"{at}steps_offset = {offset!r} is not an integer >= 0")
+    if spacing is not None and spacing != defaults.get("timestep_spacing"):
+        record["timestep_spacing"] = spacing
+    return record
 
 
 def _number(value: Any) -> bool:

@@ -185,12 +185,35 @@ def spec_teacher(seed: int = 0) -> Teacher:
     return load(sample_shape=(1, 8, 8), num_train_timesteps=T, beta_start=1e-3, beta_end=0.2)
 
 
+def hub_copy_teacher(repo_id: str, family: str, workdir: Path, registry: Any) -> Teacher:
+    """The narrow random-weight copy of a real hub repository (built once per workdir), loaded by its family."""
+    from dkdm_zoo.testing.sdxl_fixtures import build_modern_repo
+
+    folder = Path(workdir) / repo_id.replace("/", "--")
+    if not (folder / "model_index.json").is_file():
+        build_modern_repo(repo_id, folder)
+    prompts = ["a cat sitting on a chair", "a red fox in the snow"]
+    return registry.create("teachers", family, path=str(folder), prompts=prompts, guidance_scale=3.0)
+
+
 #: family name -> (builder(workdir, registry), optional modules it needs).
 TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]] = {
     "ddpm-unet": (lambda workdir, registry: ddpm_unet_teacher(), ()),
     "flow-unet": (lambda workdir, registry: flow_unet_teacher(), ()),
     "dit": (lambda workdir, registry: dit_teacher(), ()),
     "latent-sd": (lambda workdir, registry: latent_sd_teacher(), ("transformers",)),
+    "sdxl": (
+        lambda workdir, registry: hub_copy_teacher(
+            "stabilityai/stable-diffusion-xl-base-1.0", "sdxl", workdir, registry
+        ),
+        ("transformers",),
+    ),
+    "pixart": (
+        lambda workdir, registry: hub_copy_teacher(
+            "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS", "pixart", workdir, registry
+        ),
+        ("transformers",),
+    ),
     "run": (lambda workdir, registry: run_teacher(workdir, registry), ()),
     "spec": (lambda workdir, registry: spec_teacher(), ()),
 }
