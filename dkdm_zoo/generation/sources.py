@@ -33,6 +33,7 @@ from dkdm_zoo.sampling.chain import sample_student
 from dkdm_zoo.sampling.progress import progress_bar
 from dkdm_zoo.sampling.settings import SamplingSettings
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import takes_condition_extras
 from dkdm_zoo.students.one_step import draw_step_noise
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -184,7 +185,8 @@ class ImageSource:
                 cond = cond.to(self.device) if cond is not None else None
                 x_T = noise[start:stop].to(self.device)
                 if self.one_step:
-                    kwargs = cond.model_kwargs() if cond is not None else {}
+                    extras = takes_condition_extras(self.generator)
+                    kwargs = cond.model_kwargs(extras=extras) if cond is not None else {}
                     schedule = self.conditioner.schedule
                     samples = sample_student(
                         self.generator,

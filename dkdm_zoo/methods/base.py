@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import IncompatibleError
 from dkdm_zoo.registry.options import OptionSet
 from dkdm_zoo.sampling.chain import sample_student
-from dkdm_zoo.students.base import split_output
+from dkdm_zoo.students.base import split_output, takes_condition_extras
 from dkdm_zoo.students.one_step import draw_step_noise, is_one_step
 from dkdm_zoo.teachers.base import Condition, Teacher, TeacherOutput
 
@@ -50,7 +50,8 @@ def student_eps(
     student: nn.Module, x: Tensor, t: Tensor, cond: Condition | None, channels: int
 ) -> tuple[Tensor, Tensor | None]:
     """Split a student output into eps and the learned-variance values (None for fixed variance)."""
-    return split_output(student(x, t, **(cond.model_kwargs() if cond is not None else {})), channels)
+    kwargs = cond.model_kwargs(extras=takes_condition_extras(student)) if cond is not None else {}
+    return split_output(student(x, t, **kwargs), channels)
 
 
 def drop_refs(
@@ -285,7 +286,7 @@ class Method(ABC):
         device = next(student.parameters()).device
         if cond is None and spec.conditioning != "none":
             cond = self.teacher.sample_conditions(n, generator)
-        kwargs = cond.to(device).model_kwargs() if cond is not None else {}
+        kwargs = cond.to(device).model_kwargs(extras=takes_condition_extras(student)) if cond is not None else {}
         noise = torch.randn((n, *spec.sample_shape), generator=generator).to(device)
         # a K-step generator's fresh noise: from the same stream, after the initial noise
         step_noise = draw_step_noise(student, tuple(noise.shape), generator)

@@ -29,6 +29,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Logs, MethodOptions, Passes, Plan
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import NonNegativeFloat, PositiveInt
+from dkdm_zoo.students.base import takes_condition_extras
 from dkdm_zoo.students.one_step import InitFromTeacher, OneStepGenerator, init_from_teacher_weights
 from dkdm_zoo.teachers.base import Condition, Teacher
 
@@ -174,7 +175,7 @@ class BOOT(OneStepMethod):
     ) -> Tensor:
         """sg[g(eps, t)] advanced by one teacher DDIM step to s, in y-space (no gradient)."""
         sched = self.teacher.schedule
-        kwargs = cond.model_kwargs() if cond is not None else {}
+        kwargs = cond.model_kwargs(extras=takes_condition_extras(student)) if cond is not None else {}
         y_t = student(noise, t, **kwargs).float()
         x_t = sched.alpha(t, y_t) * y_t + sched.sigma(t, y_t) * noise
         eps_hat, x0_hat = self._teacher_eps_x0(x_t, t, cond)
@@ -186,7 +187,7 @@ class BOOT(OneStepMethod):
     def loss(self, student: nn.Module, batch_size: int, step: int) -> tuple[Tensor, Logs]:
         noise = self.noise(batch_size)
         cond = self.conditions(batch_size)
-        kwargs = cond.model_kwargs() if cond is not None else {}
+        kwargs = cond.model_kwargs(extras=takes_condition_extras(student)) if cond is not None else {}
         t, s = self._draw_times(batch_size)
 
         target = self.bootstrap_target(student, noise, t, s, cond)

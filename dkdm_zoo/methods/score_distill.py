@@ -50,6 +50,7 @@ from dkdm_zoo.methods.base import (
 )
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
+from dkdm_zoo.students.base import takes_condition_extras
 from dkdm_zoo.students.one_step import (
     InitFromTeacher,
     OneStepGenerator,
@@ -231,7 +232,7 @@ class ScoreDistillation(OneStepMethod):
         step k (one per batch, drawn on the host), its k - 1 earlier steps run without gradient from
         the generator's own outputs re-noised with fresh noise (backward simulation: training sees
         the inputs sampling feeds it). Gradients flow through the last call when enabled."""
-        kwargs = cond.model_kwargs() if cond is not None else {}
+        kwargs = cond.model_kwargs(extras=takes_condition_extras(generator)) if cond is not None else {}
         steps = self.student.num_steps
         k = 0 if steps == 1 else int(self.host_rng.integers(steps))
         grad = torch.is_grad_enabled()

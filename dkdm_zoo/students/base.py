@@ -203,6 +203,12 @@ def condition_kwargs(
     return kwargs
 
 
+def takes_condition_extras(model: Any) -> bool:
+    """Whether a student takes a teacher family's condition extras (pooled projections, time ids) as
+    keywords beside the contract's: the teacher's own network does, a built-in or plugin student not."""
+    return bool(getattr(model, "takes_condition_extras", False))
+
+
 def split_output(out: Tensor, channels: int) -> tuple[Tensor, Tensor | None]:
     """A student's output as eps and the learned-variance values (None when it has only eps)."""
     return out[:, :channels], (out[:, channels : 2 * channels] if out.shape[1] > channels else None)

@@ -82,10 +82,15 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         timestep: Tensor,
         class_labels: Tensor | None = None,
         encoder_hidden_states: Tensor | None = None,
+        **extras: Tensor,
     ) -> Tensor:
-        return self.backbone(sample, timestep, **condition_kwargs(class_labels, encoder_hidden_states))[
-            :, : self.channels
-        ]
+        kwargs = {**condition_kwargs(class_labels, encoder_hidden_states), **extras}
+        return self.backbone(sample, timestep, **kwargs)[:, : self.channels]
+
+    @property
+    def takes_condition_extras(self) -> bool:
+        """A condition's extras reach the backbone when it takes them (the teacher's own network)."""
+        return bool(getattr(self.backbone, "takes_condition_extras", False))
 
     @property
     def num_steps(self) -> int:
@@ -129,6 +134,7 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         *,
         step_noise: Tensor | None = None,
         progress: Any = None,
+        **extras: Tensor,
     ) -> Tensor:
         """K network evaluations: a sample in the teacher's diffusion space from noise z.
 
@@ -144,7 +150,7 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         for k in range(steps):
             if k > 0:
                 x_in, t = self.renoised(sample, k, step_noise[k - 1].to(noise.device))  # type: ignore[index]
-            out = self(x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states)
+            out = self(x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states, **extras)
             sample = self.to_sample(out, x_in, k)
             if progress is not None:
                 progress(1)

@@ -56,6 +56,9 @@ class _Binding:
 class TeacherNetwork(ModelMixin, ConfigMixin):
     """A teacher's network (copied, pruned or adapted) under the student contract."""
 
+    # it calls the family's own code, which reads the condition's extras (pooled projections, time ids)
+    takes_condition_extras = True
+
     @register_to_config
     def __init__(
         self,

@@ -59,9 +59,11 @@ class Condition:
             extras={k: torch.cat([c.extras[k] for c in conditions]) for k in first.extras},
         )
 
-    def model_kwargs(self) -> dict[str, Tensor]:
-        """Keyword arguments of the student contract: ``class_labels`` / ``encoder_hidden_states``."""
-        kwargs: dict[str, Tensor] = {}
+    def model_kwargs(self, extras: bool = False) -> dict[str, Tensor]:
+        """Keyword arguments of the student contract: ``class_labels`` / ``encoder_hidden_states``, and
+        the family's ``extras`` for a student that takes them (the teacher's own network,
+        ``students.base.takes_condition_extras``)."""
+        kwargs: dict[str, Tensor] = dict(self.extras) if extras else {}
         if self.labels is not None:
             kwargs["class_labels"] = self.labels
         if self.text_embeds is not None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dkdm_zoo.students.base import takes_condition_extras
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.runs import Run
@@ -68,7 +69,7 @@ class RunTeacher(Teacher):
         return self._view(student=module)
 
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
-        kwargs = cond.to(x_t.device).model_kwargs() if cond is not None else {}
+        kwargs = cond.to(x_t.device).model_kwargs(extras=takes_condition_extras(self.student)) if cond is not None else {}
         if "encoder_hidden_states" in kwargs:
             kwargs["encoder_hidden_states"] = kwargs["encoder_hidden_states"].to(self.dtype)
         return self.student(x_t, t.to(x_t.device), **kwargs)
