@@ -118,20 +118,19 @@ def is_sharded(acc: Any) -> bool:
 
 
 def block_classes(module: nn.Module) -> list[str]:
-    """Class names of the modules held by ``module``'s outermost ModuleLists (its blocks)."""
-    names: list[str] = []
-
-    def walk(m: nn.Module) -> None:
-        for child in m.children():
-            if isinstance(child, nn.ModuleList):
-                for block in child:
-                    if type(block).__name__ not in names and any(True for _ in block.parameters()):
-                        names.append(type(block).__name__)
-            else:
-                walk(child)
-
-    walk(module)
-    return names
+    """Class names of the modules in ``module``'s shallowest ModuleLists (its blocks: a UNet's
+    down and up blocks, a transformer's layers; a one-step generator's backbone's)."""
+    level = [module]
+    while level:
+        lists = [c for m in level for c in m.children() if isinstance(c, nn.ModuleList)]
+        if lists:
+            names: list[str] = []
+            for block in (b for lst in lists for b in lst):
+                if type(block).__name__ not in names and any(True for _ in block.parameters()):
+                    names.append(type(block).__name__)
+            return names
+        level = [c for m in level for c in m.children()]
+    return []
 
 
 def prepare_sharded(acc: Any, module: nn.Module, optimizer: Any | None) -> tuple[nn.Module, Any]:
