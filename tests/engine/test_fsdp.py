@@ -160,3 +160,45 @@ def test_sid_under_fsdp_equals_ddp_resumes_bit_equal_and_exports(tmp_path):
     )  # fmt: skip
     assert one.returncode == 2, one.stderr[-2000:]
     assert "written by 2 processes, this run has 1" in one.stderr and "Traceback" not in one.stderr
+
+
+SD_RECIPE = """
+[recipe]
+name = "fsdp-sd"
+[teacher]
+name = "latent-sd"
+path = "{path}"
+prompts = ["a photo of a cat", "a red bicycle", "a lighthouse at dawn"]
+[student]
+name = "unet"
+[method]
+name = "sid"
+[train]
+steps = 2
+batch_size = 2
+log_every = 1
+preview_every = 0
+checkpoint_every = 2
+sharding = "fsdp"
+"""
+
+
+@pytest.mark.slow
+def test_sid_on_a_narrow_stable_diffusion_copy_under_fsdp(tmp_path):
+    """Text conditions, cross-attention blocks as units, a latent student exported with the VAE."""
+    pytest.importorskip("transformers")
+    from diffusers import DiffusionPipeline
+
+    import dkdm_zoo.pipelines  # noqa: F401 - registers DKDMZooPipeline with diffusers
+    from dkdm_zoo.testing.hub_fixtures import build_sd15
+
+    recipe = tmp_path / "sd.toml"
+    recipe.write_text(SD_RECIPE.format(path=build_sd15(tmp_path / "sd15", size="narrow")))
+    proc = torchrun("--recipe", str(recipe), "--out", str(tmp_path / "run"), port=29546)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = step_records(tmp_path / "run")[1]
+    single = [one_process_first_losses(recipe, s, tmp_path / f"one{s}") for s in (0, 1)]
+    mean = (single[0]["fake_score_loss"] + single[1]["fake_score_loss"]) / 2
+    assert first["fake_score_loss"] == pytest.approx(mean, rel=1e-5)
+    pipeline = DiffusionPipeline.from_pretrained(tmp_path / "run/pipeline")
+    assert {"vae", "text_encoder", "tokenizer", "student"} <= set(pipeline.components)
