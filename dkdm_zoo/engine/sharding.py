@@ -70,6 +70,11 @@ def make_accelerator(cfg: Any, project_dir: str, sharding: str, cpu: bool) -> An
     )
     if cfg.cpu_offload and sharding != FSDP:
         raise UserError("train.cpu_offload=true offloads FSDP shards: set train.sharding='fsdp' with it")
+    if cfg.cpu_offload and cpu:  # FSDP2's offload pins host memory for copies to the accelerator
+        raise UserError(
+            "train.cpu_offload=true moves FSDP shards from the accelerator to host memory; on CPU they are "
+            "there already: set train.cpu_offload=false"
+        )
     sharded = sharding == FSDP and world_size_from_env() > 1
     if sharded:
         kwargs["fsdp_plugin"] = fsdp_plugin(cfg)

@@ -50,3 +50,12 @@ def test_the_meta_skeleton_holds_no_weights_and_takes_them_whole():
     skeleton.load_state_dict(student.state_dict(), assign=True)
     for a, b in zip(student.parameters(), skeleton.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_cpu_offload_is_refused_without_fsdp_and_on_cpu(tmp_path):
+    from dkdm_zoo.engine.sharding import make_accelerator
+
+    with pytest.raises(UserError, match="set train.sharding='fsdp' with it"):
+        make_accelerator(TrainConfig(cpu_offload=True), str(tmp_path), "ddp", cpu=True)
+    with pytest.raises(UserError, match="on CPU they are there already"):
+        make_accelerator(TrainConfig(cpu_offload=True, sharding="fsdp"), str(tmp_path), "fsdp", cpu=True)
