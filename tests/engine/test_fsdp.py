@@ -135,9 +135,13 @@ def test_sid_under_fsdp_equals_ddp_resumes_bit_equal_and_exports(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     sharded, replicated = step_records(tmp_path / "fsdp"), step_records(tmp_path / "ddp")
-    for step in (1, 2, 3):  # the same draws and gradients: the same losses, sharded or not
+    # the same draws and gradients: the same losses, sharded or not. The first fake-score loss comes
+    # before any update; after one, Adam turns float-level differences in the summed gradients
+    # (reduce-scatter vs all-reduce order) into weight differences of ~1e-5 lr-relative
+    assert sharded[1]["fake_score_loss"] == pytest.approx(replicated[1]["fake_score_loss"], rel=1e-6)
+    for step in (1, 2, 3):
         for key in ("loss", "fake_score_loss"):
-            assert sharded[step][key] == pytest.approx(replicated[step][key], rel=1e-5), (step, key)
+            assert sharded[step][key] == pytest.approx(replicated[step][key], rel=1e-4), (step, key)
     single = [one_process_first_losses(fsdp, s, tmp_path / f"one{s}") for s in (0, 1)]
     mean = (single[0]["fake_score_loss"] + single[1]["fake_score_loss"]) / 2
     assert sharded[1]["fake_score_loss"] == pytest.approx(mean, rel=1e-5)
