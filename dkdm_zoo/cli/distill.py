@@ -63,6 +63,12 @@ def distill(
             help="--dry-run: estimate wall time on this accelerator (H100, H200, A100, L40S, L4...)"
         ),
     ] = "H100",
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="--dry-run: plan for this many processes, under ddp and fsdp (default: WORLD_SIZE, else 1)"
+        ),
+    ] = None,
     utilisation: Annotated[
         float, typer.Option(help="--dry-run: the share of the accelerator's bf16 peak the estimate assumes")
     ] = 0.4,
@@ -130,12 +136,21 @@ def distill(
             raise UserError(f"--gpu {gpu!r}: unknown accelerator; known: {', '.join(PEAK_BF16)}")
         if not 0 < utilisation <= 1:
             raise UserError(f"--utilisation must be in (0, 1], got {utilisation}")
+        from dkdm_zoo.cli.plan import memory_plans
+
+        if processes is not None and processes < 1:
+            raise UserError(f"--processes must be at least 1, got {processes}")
         built = builder.build(resolved, registry)
         budget = plan(built)
+        memory = memory_plans(built, budget, resolved, processes, gpu)
         if as_json:
-            print_json(_plan_json(budget, resolved, out, gpu=gpu, peak=peak, utilisation=utilisation))
+            print_json(
+                _plan_json(budget, resolved, out, gpu=gpu, peak=peak, utilisation=utilisation, memory=memory)
+            )
         else:
-            _print_plan(console, budget, resolved, out, gpu=gpu, peak=peak, utilisation=utilisation)
+            _print_plan(
+                console, budget, resolved, out, gpu=gpu, peak=peak, utilisation=utilisation, memory=memory
+            )
         return
     if as_json:
         raise UserError("--json prints the --dry-run plan: pass --dry-run with it")
@@ -167,9 +182,11 @@ def distill(
             )
             written = list(result.exported)
             if main and result.exported:
+                # under FSDP the teacher's denoiser is sharded: the evaluation rebuilds it from run.json
+                teacher = built.teacher if result.sharding == "ddp" else None
                 if resolved.train.final_eval_samples > 0:
-                    _final_evaluation(run, resolved, built.teacher, registry, quiet)
-                written += _export(run, registry, built)
+                    _final_evaluation(run, resolved, teacher, registry, quiet)
+                written += _export(run, registry, built, result.student)
     except KeyboardInterrupt:
         if main:
             _interrupted(ctx, run, resume)
@@ -196,15 +213,17 @@ def _interrupted(ctx: typer.Context, run, resume: bool) -> None:
     print_error(f"interrupted: {latest} is saved; continue with: {command}")
 
 
-def _export(run, registry, built) -> list[str]:
+def _export(run, registry, built, student=None) -> list[str]:
     """RUN/pipeline and its model card, written once, after the evaluation the card shows. A pipeline
-    that cannot be built (a plugin teacher without its VAE, say) is a warning, not a lost run."""
+    that cannot be built (a plugin teacher without its VAE, say) is a warning, not a lost run.
+    ``student``: the engine's whole final student (gathered from its shards under FSDP)."""
     import warnings
 
     from dkdm_zoo.export.run import export_run
 
+    student = student if student is not None else built.student
     try:
-        export_run(run, registry, student=built.student.eval(), teacher=built.teacher)
+        export_run(run, registry, student=student.eval(), teacher=built.teacher)
     except UserError as exc:
         warnings.warn(f"{run.path}: no diffusers pipeline exported: {exc}", stacklevel=2)
         return []
@@ -270,16 +289,19 @@ def _final_evaluation(run, recipe, teacher, registry, quiet: bool) -> None:
     )
 
 
-def _plan_json(budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float) -> dict:
-    """The plan as data: per process of DDP (every process holds every network whole), the batch per process."""
+def _plan_json(budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float, memory) -> dict:
+    """The plan as data, per process (the batch is per process): memory under the recipe's sharding
+    at ``--processes`` (and under both, network by network), the verdict, compute, time."""
     train = recipe.train
     init_s, train_s = budget.seconds(train.steps, peak, utilisation)
+    chosen = memory.plans[memory.sharding]
     return {
         "out": str(out),
         "teacher": recipe.teacher.name,
         "student": recipe.student.name,
         "method": recipe.method.name,
-        "sharding": "ddp",
+        "sharding": memory.sharding,
+        "processes": memory.processes,
         "steps": train.steps,
         "batch_size_per_process": train.batch_size,
         "parameters": {
@@ -287,23 +309,44 @@ def _plan_json(budget, recipe, out: Path, *, gpu: str, peak: float, utilisation:
             "student": budget.student_params,
             "other_trainable": budget.other_params,
         },
-        "memory_per_process_bytes": budget.memory_bytes,
+        "memory_per_process_bytes": chosen.total,
         "memory_bytes": {
-            "weights_gradients_adamw_ema": budget.weight_bytes,
-            **{f"state_{name}": size for name, size in budget.state_bytes.items()},
-            "activations": budget.activation_bytes,
+            "weights_gradients_adamw_ema": sum(n.total - n.activations for n in chosen.networks),
+            **{f"state_{name}": size for name, size in chosen.state.items()},
+            "activations": sum(n.activations for n in chosen.networks),
+            "fsdp_gathered": chosen.gathered,
         },
+        "memory_per_process": {name: p.as_json() for name, p in memory.plans.items()},
+        "accelerator_memory_bytes": memory.accelerator_bytes,
+        "verdict": memory.verdict,
         "teacher_forwards": budget.init_forwards + budget.train_forwards,
         "teacher_forwards_init": budget.init_forwards,
         "teacher_forwards_training": budget.train_forwards,
         "flops": budget.flops_per_step,  # per training step and process
         "passes": {name: {"forward": f, "backward": b} for name, (f, b) in budget.passes.items()},
-        "estimate": {"accelerator": gpu, "utilisation": utilisation, "init_s": init_s, "training_s": train_s},
+        "estimate": {
+            "accelerator": gpu,
+            "utilisation": utilisation,
+            "init_s": init_s,
+            "training_s": train_s,
+            **_cpu_estimate(budget, train.steps, utilisation),
+        },
         "details": budget.details,
     }
 
 
-def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float) -> None:
+def _cpu_estimate(budget, steps: int, utilisation: float) -> dict:
+    """The same estimate on this machine's CPU (its measured fp32 matmul rate)."""
+    from dkdm_zoo.engine.budget import cpu_flops
+
+    rate = cpu_flops()
+    init_s, train_s = budget.seconds(steps, rate, utilisation)
+    return {"cpu_flops": rate, "cpu_init_s": init_s, "cpu_training_s": train_s}
+
+
+def _print_plan(
+    console, budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float, memory
+) -> None:
     def gib(n: float) -> str:
         return f"{n / 2**30:,.2f} GiB"
 
@@ -327,13 +370,9 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
         console.print(
             f"         {key} = {value:,}" if isinstance(value, int) else f"         {key} = {value}"
         )
-    console.print("memory per process:")
-    console.print(f"  weights, gradients, AdamW, EMA  {gib(budget.weight_bytes)}")
-    for name, size in budget.state_bytes.items():
-        console.print(f"  {name:<31} {gib(size)}")
-    if budget.activation_bytes is not None:
-        console.print(f"  activations (measured, x batch) {gib(budget.activation_bytes)}")
-    console.print(f"  total                           {gib(budget.memory_bytes)}")
+    from dkdm_zoo.cli.plan import print_memory
+
+    print_memory(console, memory)
     passes = ", ".join(
         f"{name} {fwd:g} forward + {bwd:g} backward" for name, (fwd, bwd) in budget.passes.items()
     )
@@ -354,6 +393,7 @@ def _print_plan(console, budget, recipe, out: Path, *, gpu: str, peak: float, ut
                 f"estimate on {where} at {utilisation:.0%} of {rate / 1e12:,.3g} TFLOP/s {kind}: init "
                 f"{_duration(init_s)}, training {_duration(train_s)} ({_duration(train_s / train.steps)}/step)"
             )
+    console.print(f"verdict: {memory.verdict}")
 
 
 def _duration(seconds: float) -> str:

@@ -72,6 +72,13 @@ class TrainConfig:
     setup_checkpoint_minutes: NonNegativeFloat = (
         10.0  # a long method set-up (pool init) is checkpointed this often
     )
+    # processes: "ddp" replicates every network; "fsdp" shards every trainable network and the
+    # teacher's denoiser over the processes (FSDP2 through accelerate; engine/sharding.py)
+    sharding: Literal["ddp", "fsdp"] = "ddp"
+    # fsdp with mixed_precision="bf16": parameters gathered in bf16, gradients reduced in this dtype
+    reduce_dtype: Literal["float32", "bfloat16"] = "float32"
+    activation_checkpointing: bool = False  # recompute each block in the backward (diffusers' own)
+    cpu_offload: bool = False  # fsdp: sharded parameters, gradients and AdamW state live in host memory
 
 
 @functools.cache

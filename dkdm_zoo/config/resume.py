@@ -33,6 +33,9 @@ RESUMABLE_TRAIN = frozenset(
         "tracker",
         "final_eval_samples",
         "setup_checkpoint_minutes",
+        "reduce_dtype",
+        "activation_checkpointing",
+        "cpu_offload",
     }
 )
 

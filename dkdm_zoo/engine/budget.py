@@ -83,6 +83,8 @@ class Budget:
     train_forwards: int
     passes: dict[str, tuple[float, float]]
     details: dict[str, Any] = field(default_factory=dict)
+    #: per differentiated network ("teacher", "student", ...): activations saved at the planned batch
+    network_activations: dict[str, float] = field(default_factory=dict)
 
     @property
     def memory_bytes(self) -> float:
@@ -270,4 +272,5 @@ def _add_measurements(budget: Budget, built: Any, passes: dict, others: dict[str
     budget.flops_per_step = flops * cfg.batch_size * cfg.grad_accum
     differentiated = [n for n, (_, backward) in passes.items() if backward > 0]
     # upper bound: activations of every differentiated network held at once, for one micro-batch
-    budget.activation_bytes = cfg.batch_size * sum(costs[n].activation_bytes for n in differentiated)
+    budget.network_activations = {n: cfg.batch_size * costs[n].activation_bytes for n in differentiated}
+    budget.activation_bytes = sum(budget.network_activations.values())

@@ -175,14 +175,18 @@ def save_training_state(
     """Write checkpoint ``step`` atomically (collective: every process calls it).
 
     ``trained`` maps network names to objects with ``module``, ``optimizer`` and ``lr_schedule``.
-    Each process writes its method state and RNG; the main process writes the shared rest. A write
-    that fails on any process (a full disk) fails on all of them together, after the half-written
-    folder is removed: the previous checkpoint stays the latest.
+    Each process writes its method state and RNG (and, sharded, its shards of the networks:
+    ``engine.shards``); the main process writes the shared rest. A write that fails on any process
+    (a full disk) fails on all of them together, after the half-written folder is removed: the
+    previous checkpoint stays the latest.
     """
     from safetensors.torch import save_model
 
+    from dkdm_zoo.engine.sharding import FSDP, is_sharded
+
     temp = temp_folder(checkpoints, step)
     rank = acc.process_index
+    sharded = is_sharded(acc)
     if acc.is_main_process:
         clean_temp(checkpoints)
         temp.mkdir(parents=True)
@@ -190,15 +194,28 @@ def save_training_state(
     error = _attempt(lambda: save_mixed(method.state_dict(), temp, f"method-rank{rank}"))
     error = error or _attempt(lambda: save_mixed(rng_state(generator), temp, f"rng-rank{rank}"))
     _raise_together(acc, error, checkpoints, step, trained, ema, method)
+    sharded_json: dict[str, Any] = {}
+    if sharded:
+        from dkdm_zoo.engine.shards import NETWORKS, save_networks
+
+        error = _attempt(lambda: sharded_json.update(save_networks(temp, trained, ema)))
+        _raise_together(acc, error, checkpoints, step, trained, ema, method)
+        if acc.is_main_process:  # every process's shards are written (dcp.save ends in a barrier)
+            for shard in (temp / NETWORKS).iterdir():
+                fsync_path(shard)
 
     def shared_files() -> None:
         for name, net in trained.items():
             weights, optimizer, schedule = network_files(name)
+            write_json(temp / schedule, net.lr_schedule.state_dict())
+            if sharded:
+                continue
             save_model(net.module, str(temp / weights))
             fsync_path(temp / weights)
             save_torch(net.optimizer.state_dict(), temp / optimizer)
-            write_json(temp / schedule, net.lr_schedule.state_dict())
-        if ema is not None:
+        for file_name, data in sharded_json.items():
+            write_json(temp / file_name, data)
+        if ema is not None and not sharded:
             student = trained["student"].module
             state = ema.state_dict()
             shadow = {
@@ -209,7 +226,8 @@ def save_training_state(
         if recipe_text is not None:
             (temp / RECIPE).write_text(recipe_text)
             fsync_path(temp / RECIPE)
-        write_json(temp / "state.json", {"step": step, "world_size": acc.num_processes})  # last: complete
+        state = {"step": step, "world_size": acc.num_processes, "sharding": FSDP if sharded else "ddp"}
+        write_json(temp / "state.json", state)  # last: complete
 
     final = None
     error = _attempt(shared_files) if acc.is_main_process else None

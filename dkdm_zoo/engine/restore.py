@@ -25,7 +25,7 @@ from dkdm_zoo.errors import UserError
 
 
 def load_training_state(
-    folder: Path, rank: int, trained: Any, ema: Any, generator, device
+    folder: Path, rank: int, trained: Any, ema: Any, generator, device, sharded: bool = False
 ) -> tuple[int, dict[str, Any]]:
     """Restore networks, optimisers, schedules, EMA and RNG; return (step, this process's method state).
 
@@ -40,18 +40,25 @@ def load_training_state(
     match = NAME_PATTERN.match(folder.name)
     if type(step) is not int or match is None or step != int(match.group(1)):
         raise UnreadableFile(f"state.json: step {step!r} is not the step of {folder.name}")
+    base_lrs = {name: list(net.lr_schedule.base_lrs) for name, net in trained.items()}  # this run's lr
+    if sharded:  # every process its shards of the networks, optimisers and EMA (collective)
+        from dkdm_zoo.engine.shards import NETWORKS, load_networks
+
+        read_checked(folder / NETWORKS, lambda _: load_networks(folder, trained, ema))
     for name, net in trained.items():
         weights, optimizer, schedule = network_files(name)
-        base_lrs = list(net.lr_schedule.base_lrs)  # this run's lr (the optimiser state holds the old one)
-        read_checked(folder / weights, lambda p, net=net: load_model(net.module, str(p), device=str(device)))
-        read_checked(
-            folder / optimizer, lambda p, net=net: net.optimizer.load_state_dict(load_torch(p, device))
-        )
+        if not sharded:
+            read_checked(
+                folder / weights, lambda p, net=net: load_model(net.module, str(p), device=str(device))
+            )
+            read_checked(
+                folder / optimizer, lambda p, net=net: net.optimizer.load_state_dict(load_torch(p, device))
+            )
         read_checked(
             folder / schedule, lambda p, net=net: net.lr_schedule.load_state_dict(json.loads(p.read_text()))
         )
-        _continue_schedule(net.lr_schedule, base_lrs)
-    if ema is not None and (folder / "ema.json").exists():
+        _continue_schedule(net.lr_schedule, base_lrs[name])
+    if ema is not None and not sharded and (folder / "ema.json").exists():
 
         def load_ema(_: Path) -> None:
             state = load_mixed(folder, "ema")
@@ -125,20 +132,29 @@ def resume_from(
     """Load the newest checkpoint every process can read: ``latest``, else older ones, newest first,
     saying in one line which one (and which were skipped, and why). No checkpoint, checkpoints that
     all fail to load, or were written by another number of processes: a ``UserError``."""
+    from dkdm_zoo.engine.sharding import DDP, FSDP, is_sharded
+
     candidates = _candidates(checkpoints)
     skipped: list[str] = []
+    sharding = FSDP if is_sharded(acc) else DDP
     for folder in candidates:
         saved_world = _saved_world_size(folder)
         if saved_world is not None and saved_world != acc.num_processes:
             raise UserError(
                 f"--resume: {folder} was written by {saved_world} processes, this run has {acc.num_processes}; "
-                f"resume with {saved_world}"
+                f"resume with {saved_world} (each process's method state and RNG are its own)"
+            )
+        saved_sharding = _saved_sharding(folder)
+        if saved_world is not None and saved_sharding != sharding:
+            raise UserError(
+                f"--resume: {folder} holds {saved_sharding} checkpoint files, this run shards with {sharding}; "
+                f"resume with train.sharding='{saved_sharding}'"
             )
         try:
             if saved_world is None:
                 raise ValueError("state.json: unreadable")
             loaded: tuple[int, dict[str, Any]] | None = load_training_state(
-                folder, acc.process_index, trained, ema, generator, device
+                folder, acc.process_index, trained, ema, generator, device, sharded=sharding == FSDP
             )
             reason = ""
         except UnreadableFile as exc:  # truncated safetensors, bad JSON, a torch.load error: fall back
@@ -179,3 +195,13 @@ def _saved_world_size(folder: Path) -> int | None:
         return int(json.loads((folder / "state.json").read_text())["world_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _saved_sharding(folder: Path) -> str:
+    """How a checkpoint holds its networks: "fsdp" (per-process shards) or "ddp" (whole files; also
+    every checkpoint written before sharding existed)."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        return "fsdp" if state.get("sharding") == "fsdp" else "ddp"
+    except (OSError, ValueError, AttributeError):
+        return "ddp"

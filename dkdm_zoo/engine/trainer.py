@@ -26,11 +26,13 @@ from torch import nn
 from dkdm_zoo.config.recipes import Recipe
 from dkdm_zoo.engine import checkpoint as ckpt
 from dkdm_zoo.engine import restore
+from dkdm_zoo.engine import sharding as shards
 from dkdm_zoo.engine.interrupt import DeferredInterrupt
 from dkdm_zoo.engine.meter import MetricWindow
+from dkdm_zoo.engine.parameters import trained_parameters
+from dkdm_zoo.engine.preview import preview
 from dkdm_zoo.engine.progress import TrainingProgress
 from dkdm_zoo.errors import UserError
-from dkdm_zoo.generation.images import PREVIEW_WIDTH, save_grid
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.runs import Manifest, Run
 from dkdm_zoo.runs.student import save_student
@@ -50,6 +52,9 @@ class TrainResult:
     world_size: int
     teacher_forwards: int
     exported: list[str]
+    #: the exported network, whole, on the main process (gathered from its shards under FSDP)
+    student: nn.Module | None = None
+    sharding: str = "ddp"
 
 
 @dataclass
@@ -84,7 +89,6 @@ def train(
     user (default: stderr), e.g. that resuming skipped an unreadable checkpoint. ``allowed_changes``
     (``--allow-changes``) go to run.json.
     """
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
@@ -97,13 +101,9 @@ def train(
     declared = method.networks()
     if STUDENT not in declared or declared[STUDENT].module is not student:
         raise ValueError("method.networks() must declare the trained student as 'student'")
-    acc = Accelerator(
-        cpu=cpu,
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum,
-        log_with="tensorboard" if cfg.tracker == "tensorboard" else None,
-        project_dir=str(run.path),
-    )
+    sharding = shards.choose_sharding(cfg, explicit="sharding" in recipe.train_set)
+    acc = shards.make_accelerator(cfg, str(run.path), sharding, cpu)
+    sharded = shards.is_sharded(acc)  # FSDP2 over several processes (one process has nothing to shard)
     rank, world, main = acc.process_index, acc.num_processes, acc.is_main_process
     checkpoints = run.checkpoints_dir
     device = acc.device
@@ -114,6 +114,12 @@ def train(
         network.module.to(device)
         if cfg.channels_last:
             network.module.to(memory_format=torch.channels_last)
+    teacher_net = shards.teacher_network(teacher, declared)
+    if cfg.activation_checkpointing:
+        for name, network in declared.items():
+            shards.enable_block_checkpointing(network.module, name)
+        if teacher_net is not None:  # SiD back-propagates through the frozen teacher
+            shards.enable_block_checkpointing(teacher_net, "teacher", required=False)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
 
     if main:
@@ -137,8 +143,20 @@ def train(
         )
         trainable = [p for p in network.module.parameters() if p.requires_grad]
         trained[name] = Trained(name, network.module, network.module, optimizer, schedule, trainable)
-    # EMA of what trains (a LoRA student's adapters, not the teacher's frozen base it shares)
-    ema = EMAModel(trained_parameters(student), decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
+    skeleton = None
+    if sharded:  # shard every network with its optimiser now: the EMA and a resume see the shards
+        skeleton = shards.meta_skeleton(student) if main else None  # what the final weights gather into
+        for net in trained.values():
+            net.module, net.optimizer = shards.prepare_sharded(acc, net.module, net.optimizer)
+            net.prepared = torch.compile(net.module) if cfg.compile else net.module
+            net.trainable = [p for p in net.module.parameters() if p.requires_grad]
+    # EMA of what trains (a LoRA student's adapters, not the teacher's frozen base it shares); DTensor
+    # shards have no foreach copy: a sharded EMA updates parameter by parameter
+    ema = (
+        EMAModel(trained_parameters(student), decay=cfg.ema_decay, foreach=not sharded)
+        if cfg.ema_decay > 0
+        else None
+    )
     if ema is not None:
         ema.to(device)
 
@@ -198,13 +216,17 @@ def train(
                 ) from None
     restore.check_method_state(method.state_dict(), type(method).__name__)
 
-    names = list(trained)
-    prepared = acc.prepare(
-        *[torch.compile(trained[n].module) if cfg.compile else trained[n].module for n in names],
-        *[trained[n].optimizer for n in names],
-    )
-    for i, name in enumerate(names):
-        trained[name].prepared, trained[name].optimizer = prepared[i], prepared[len(names) + i]
+    if sharded:
+        if teacher_net is not None:  # after set-up: a pool initialisation ran the whole teacher per process
+            shards.prepare_sharded(acc, teacher_net, None)
+    else:
+        names = list(trained)
+        prepared = acc.prepare(
+            *[torch.compile(trained[n].module) if cfg.compile else trained[n].module for n in names],
+            *[trained[n].optimizer for n in names],
+        )
+        for i, name in enumerate(names):
+            trained[name].prepared, trained[name].optimizer = prepared[i], prepared[len(names) + i]
     if cfg.tracker != "none":
         acc.init_trackers(
             "dkdm-zoo",
@@ -220,6 +242,7 @@ def train(
                 "world_size": world,
                 "processes": processes,
                 "device": str(device),
+                "sharding": shards.FSDP if sharded else shards.DDP,
                 "setup_s": time.time() - entered,
             },
         )
@@ -230,14 +253,20 @@ def train(
     progress = TrainingProgress(enabled=main and not quiet, total=cfg.steps, start=step)
     updates = method.updates()
     several = len(trained) > 1
+    # FSDP2 fixes each unsharded parameter's requires_grad when it first gathers it: sharded networks
+    # keep theirs, and an update starts from zeroed gradients (another update's backward may have
+    # reached its weights)
+    toggle = several and not sharded
     try:
         while step < end:
             for update in updates:
                 net = trained[update.network]
-                if several:  # only the updated network computes weight gradients
+                if toggle:  # only the updated network computes weight gradients
                     _trainable_only(trained, update.network)
                 nets = {n: (t.prepared if n == update.network else t.module) for n, t in trained.items()}
                 net.prepared.train()
+                if sharded and several:
+                    net.optimizer.zero_grad(set_to_none=True)
                 for _ in range(update.repeats * cfg.grad_accum):
                     with acc.accumulate(net.prepared):
                         with acc.autocast():
@@ -252,7 +281,7 @@ def train(
                             acc.clip_grad_norm_(net.prepared.parameters(), cfg.grad_clip)
                         net.optimizer.step()
                         net.optimizer.zero_grad(set_to_none=True)
-            if several:
+            if toggle:
                 _trainable_only(trained, None)
             window_samples += cfg.batch_size * cfg.grad_accum * world
             for net in trained.values():
@@ -295,7 +324,7 @@ def train(
                         acc.log({k: v for k, v in record.items() if isinstance(v, int | float)}, step=step)
                 window_start, window_samples = time.perf_counter(), 0
             if preview_now:
-                _preview(acc, run, step, student, ema, method, cfg, progress)
+                preview(acc, run, step, student, ema, method, cfg, progress, sharded)
             if checkpoint_now:
                 ckpt.save_training_state(
                     acc, checkpoints, step, trained, ema, method, generator, cfg.checkpoints_keep, recipe_text
@@ -303,14 +332,20 @@ def train(
     finally:
         progress.close()
 
-    # per-process weight checksum (before the EMA copy below): processes must agree
-    checksum = float(sum(p.detach().double().sum() for p in student.parameters()))
+    # per-process weight checksum (before the EMA copy below): processes must agree (sharded: the
+    # shards' sums added up over the processes)
+    checksum = float(shards.local_sum(student))
+    if sharded:
+        checksum = float(acc.reduce(torch.tensor([checksum], dtype=torch.float64, device=device), "sum")[0])
     exported: list[str] = []
-    if main and step >= cfg.steps:
+    final = None
+    if step >= cfg.steps and (main or sharded):
         if ema is not None:
             ema.copy_to(trained_parameters(student))  # the final student is the EMA student
-        save_student(run, acc.unwrap_model(student))
-        exported = ["student"]
+        final = shards.gather_full(acc, student, skeleton) if sharded else acc.unwrap_model(student)
+        if main:
+            save_student(run, final)
+            exported = ["student"]
     counters = acc.reduce(
         torch.tensor([float(method.teacher_forwards)], device=device, dtype=torch.float64), "sum"
     )
@@ -329,7 +364,13 @@ def train(
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(
-        out=run.path, step=step, world_size=world, teacher_forwards=forwards, exported=exported
+        out=run.path,
+        step=step,
+        world_size=world,
+        teacher_forwards=forwards,
+        exported=exported,
+        student=final if main else None,
+        sharding=shards.FSDP if sharded else shards.DDP,
     )
 
 
@@ -341,53 +382,7 @@ def _trainable_only(trained: dict[str, Trained], name: str | None) -> None:
             p.requires_grad_(flag)
 
 
-# images per decoder call: a latent teacher's VAE at 512 px is the slow part on a CPU
-PREVIEW_DECODE_CHUNK = 4
-
-
-@torch.no_grad()
-def _preview(acc, run: Run, step: int, student: nn.Module, ema, method: Method, cfg, progress) -> None:
-    """The EMA student's preview grid, with a progress bar (sampler steps, then decoding) and its
-    wall time in metrics.jsonl: at train.preview_samples x train.preview_steps it can outlast a short run."""
-    if acc.is_main_process:
-        start = time.perf_counter()
-        params = trained_parameters(student)
-        if ema is not None:
-            ema.store(params)
-            ema.copy_to(params)
-        student.eval()
-        n = cfg.preview_samples
-        steps = getattr(method.student, "num_steps", 1) if method.one_step else cfg.preview_steps
-        total = steps + math.ceil(n / PREVIEW_DECODE_CHUNK)
-        with progress.side_task(f"preview {n} x {steps} steps", total) as advance:
-            samples = method.sample(
-                student,
-                n,
-                steps=cfg.preview_steps,
-                generator=torch.Generator().manual_seed(cfg.seed),
-                decode=False,
-                progress=advance,
-            )
-            images = []
-            for chunk in samples.split(PREVIEW_DECODE_CHUNK):
-                images.append(method.teacher.decode(chunk).float().cpu())
-                advance(1)
-        student.train()
-        if ema is not None:
-            ema.restore(params)
-        save_grid(torch.cat(images), run.preview_path(step), min_width=PREVIEW_WIDTH)
-        run.append_metrics(
-            {"event": "preview", "step": step, "samples": n, "wall_s": time.perf_counter() - start}
-        )
-    acc.wait_for_everyone()
-
-
 def _stderr_line(line: str) -> None:
     import sys
 
     print(line, file=sys.stderr, flush=True)
-
-
-def trained_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters a network trains (all of a full student's; a LoRA student's adapters)."""
-    return [p for p in module.parameters() if p.requires_grad]

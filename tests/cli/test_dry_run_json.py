@@ -33,3 +33,56 @@ def test_json_without_dry_run_is_a_one_line_error():
         create_app(build_registry(entry_points=False)), ["distill", "--recipe", "quickstart", "--json"]
     )
     assert result.exit_code == 2 and "--json prints the --dry-run plan" in result.output
+
+
+def plan_json(*extra: str) -> dict:
+    app = create_app(build_registry(entry_points=False))
+    args = ["distill", "--recipe", "digits-ddpm-sid", "--dry-run", "--json", "--steps", "10", *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_the_plan_per_process_falls_with_processes_under_fsdp_and_not_under_ddp():
+    one, four = plan_json("--processes", "1"), plan_json("--processes", "4", "--set", "train.sharding=fsdp")
+    assert one["sharding"] == "ddp" and four["sharding"] == "fsdp" and four["processes"] == 4
+    # the recipe's own sharding is the headline figure, the parts add up to it
+    assert four["memory_per_process_bytes"] == four["memory_per_process"]["fsdp"]["total"]
+    assert four["memory_per_process_bytes"] == sum(four["memory_bytes"].values())
+    ddp, fsdp = four["memory_per_process"]["ddp"], four["memory_per_process"]["fsdp"]
+    for name in ("teacher", "student", "fake_score"):
+        assert ddp["networks"][name]["weights"] == 4 * fsdp["networks"][name]["weights"]  # fp32, 1/4 each
+    student = fsdp["networks"]["student"]
+    assert student["optimizer"] == 2 * student["weights"] and student["ema"] == student["weights"]
+    assert ddp["networks"]["student"]["ddp_buckets"] == ddp["networks"]["student"]["gradients"]
+    assert fsdp["fsdp_gathered"] > 0 and ddp["fsdp_gathered"] == 0
+    # activations and the method's state do not shard: the saving is the networks' state
+    assert fsdp["networks"]["student"]["activations"] == ddp["networks"]["student"]["activations"] > 0
+    assert fsdp["total"] < ddp["total"]
+    # one process: nothing to shard, and ddp has no buckets to reduce through
+    single = one["memory_per_process"]
+    assert single["ddp"]["total"] == single["fsdp"]["total"] == one["memory_per_process_bytes"]
+    assert ddp["total"] - single["ddp"]["total"] == sum(n["ddp_buckets"] for n in ddp["networks"].values())
+    assert four["verdict"] == "fits 4 x 80 GB (H100) with ddp and fsdp"
+    assert four["estimate"]["cpu_training_s"] > four["estimate"]["training_s"] > 0
+
+
+def test_the_verdict_names_the_sharding_that_fits():
+    """At batch 4096 the activations alone outgrow an L4: no sharding helps, and the line says what does."""
+    plan = plan_json("--processes", "8", "--gpu", "L4", "--batch-size", "4096")
+    assert plan["verdict"].startswith("does not fit 8 x 24 GB (L4) with ddp or fsdp: fsdp needs")
+    assert plan["accelerator_memory_bytes"] == 24e9
+
+
+def test_the_verdict_line():
+    from dkdm_zoo.engine.memory import NetworkMemory, ProcessMemory, verdict
+
+    def process(sharding: str, gb: float) -> ProcessMemory:
+        return ProcessMemory(sharding, 8, [NetworkMemory("student", 1, gb * 1e9)], {})
+
+    plans = {"ddp": process("ddp", 100), "fsdp": process("fsdp", 30)}
+    assert verdict(plans, 8, "H100", 80e9) == "fits 8 x 80 GB (H100) with fsdp, not with ddp"
+    plans["ddp"] = process("ddp", 72.5)  # over the 90% kept usable (72 GB)
+    assert verdict(plans, 8, "H100", 80e9) == "fits 8 x 80 GB (H100) with fsdp, not with ddp"
+    plans["ddp"] = process("ddp", 71.9)
+    assert verdict(plans, 8, "H100", 80e9) == "fits 8 x 80 GB (H100) with ddp and fsdp"
