@@ -1,10 +1,12 @@
-"""The memory part of `distill --dry-run`: per process under ddp and fsdp at ``--processes N``,
-network by network, and the verdict on ``--gpu`` (``dkdm_zoo.engine.memory`` computes it)."""
+"""The plan `distill --dry-run` prints (or gives as JSON): memory per process under ddp and fsdp at
+``--processes N``, network by network, the verdict on ``--gpu`` (``dkdm_zoo.engine.memory``
+computes it), compute, teacher forwards and the time estimates."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UserError
@@ -71,3 +73,120 @@ def _count(n: int) -> str:
         if n >= size:
             return f"{n / size:.3g}{suffix}"
     return str(n)
+
+
+def plan_json(budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float, memory) -> dict:
+    """The plan as data, per process (the batch is per process): memory under the recipe's sharding
+    at ``--processes`` (and under both, network by network), the verdict, compute, time."""
+    train = recipe.train
+    init_s, train_s = budget.seconds(train.steps, peak, utilisation)
+    chosen = memory.plans[memory.sharding]
+    return {
+        "out": str(out),
+        "teacher": recipe.teacher.name,
+        "student": recipe.student.name,
+        "method": recipe.method.name,
+        "sharding": memory.sharding,
+        "processes": memory.processes,
+        "steps": train.steps,
+        "batch_size_per_process": train.batch_size,
+        "parameters": {
+            "teacher": budget.teacher_params,
+            "student": budget.student_params,
+            "other_trainable": budget.other_params,
+        },
+        "memory_per_process_bytes": chosen.total,
+        "memory_bytes": {
+            "weights_gradients_adamw_ema": sum(n.total - n.activations for n in chosen.networks),
+            **{f"state_{name}": size for name, size in chosen.state.items()},
+            "activations": sum(n.activations for n in chosen.networks),
+            "fsdp_gathered": chosen.gathered,
+        },
+        "memory_per_process": {name: p.as_json() for name, p in memory.plans.items()},
+        "accelerator_memory_bytes": memory.accelerator_bytes,
+        "verdict": memory.verdict,
+        "teacher_forwards": budget.init_forwards + budget.train_forwards,
+        "teacher_forwards_init": budget.init_forwards,
+        "teacher_forwards_training": budget.train_forwards,
+        "flops": budget.flops_per_step,  # per training step and process
+        "passes": {name: {"forward": f, "backward": b} for name, (f, b) in budget.passes.items()},
+        "estimate": {
+            "accelerator": gpu,
+            "utilisation": utilisation,
+            "init_s": init_s,
+            "training_s": train_s,
+            **_cpu_estimate(budget, train.steps, utilisation),
+        },
+        "details": budget.details,
+    }
+
+
+def _cpu_estimate(budget, steps: int, utilisation: float) -> dict:
+    """The same estimate on this machine's CPU (its measured fp32 matmul rate)."""
+    from dkdm_zoo.engine.budget import cpu_flops
+
+    rate = cpu_flops()
+    init_s, train_s = budget.seconds(steps, rate, utilisation)
+    return {"cpu_flops": rate, "cpu_init_s": init_s, "cpu_training_s": train_s}
+
+
+def print_plan(
+    console, budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: float, memory
+) -> None:
+    def gib(n: float) -> str:
+        return f"{n / 2**30:,.2f} GiB"
+
+    train = recipe.train
+    console.print(f"teacher  {recipe.teacher.name}  {budget.teacher_params:,} parameters")
+    preset = recipe.student.options.get("preset")  # none named: the student's own default
+    named = f" ({preset})" if preset else ""
+    console.print(f"student  {recipe.student.name}{named}  {budget.student_params:,} parameters")
+    if budget.other_params:
+        console.print(f"         other trainable networks: {budget.other_params:,} parameters")
+    console.print(f"method   {recipe.method.name}  {recipe.method.options or ''}")
+    console.print(
+        f"train    {train.steps:,} steps x batch {train.batch_size} x accum {train.grad_accum}  -> {out}"
+    )
+    console.print(f"         lr {train.lr:g}, warmup {train.warmup_steps}, EMA decay {train.ema_decay:g}")
+    for who in sorted(set(recipe.train_defaults.values())):
+        keys = [k for k, w in recipe.train_defaults.items() if w == who]
+        values = ", ".join(f"{k}={getattr(train, k)!r}" for k in keys)
+        console.print(f"         from the defaults of {who}: {values}")
+    for key, value in budget.details.items():
+        console.print(
+            f"         {key} = {value:,}" if isinstance(value, int) else f"         {key} = {value}"
+        )
+    from dkdm_zoo.cli.plan import print_memory
+
+    print_memory(console, memory)
+    passes = ", ".join(
+        f"{name} {fwd:g} forward + {bwd:g} backward" for name, (fwd, bwd) in budget.passes.items()
+    )
+    console.print(f"per sample and step: {passes}")
+    if budget.flops_per_step is not None:
+        console.print(f"compute  {budget.flops_per_step / 1e12:,.3f} TFLOP per step per process")
+    init, tr = budget.init_forwards, budget.train_forwards
+    console.print(
+        f"teacher forwards per process: init {init:,} + training {tr:,} = {init + tr:,} (samples; CFG counts twice)"
+    )
+    from dkdm_zoo.engine.budget import cpu_flops
+
+    cpu = cpu_flops()
+    for where, rate, kind in ((gpu, peak, "bf16"), ("this CPU", cpu, "fp32 matmul, measured")):
+        init_s, train_s = budget.seconds(train.steps, rate, utilisation)
+        if init_s is not None and train_s is not None:
+            console.print(
+                f"estimate on {where} at {utilisation:.0%} of {rate / 1e12:,.3g} TFLOP/s {kind}: init "
+                f"{_duration(init_s)}, training {_duration(train_s)} ({_duration(train_s / train.steps)}/step)"
+            )
+    console.print(f"verdict: {memory.verdict}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:  # a small run is not "0.0 s"
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
