@@ -21,7 +21,7 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ModelMixin
+from diffusers import ConfigMixin, DDPMScheduler, DiffusionPipeline, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
@@ -70,6 +70,48 @@ class Denoiser(ModelMixin, ConfigMixin):
         return self.model(sample, timestep, **condition_kwargs(class_labels, encoder_hidden_states))
 
 
+#: the diffusers pipelines whose own ``encode_prompt`` gives a student's text states, and the text
+#: components each takes (a student attends to the same states its flow teacher's network did)
+TEXT_PIPELINES: dict[str, tuple[str, ...]] = {
+    "StableDiffusion3Pipeline": (
+        "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3"
+    ),
+    "FluxPipeline": ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"),
+    "SanaPipeline": ("text_encoder", "tokenizer"),
+}
+
+
+def family_text_states(
+    name: str,
+    parts: dict[str, Any],
+    prompts: list[str],
+    device: torch.device,
+    kwargs: dict[str, Any],
+    *,
+    null: bool = False,
+) -> Tensor:
+    """Text states (B, L, D) of ``prompts`` by the ``name`` pipeline's own ``encode_prompt``, run on a
+    pipeline object that holds only its text components; ``null``: the negative prompt's states, as the
+    pipeline encodes them for guidance (SANA's without its prompt template)."""
+    pipe = getattr(diffusers, name)(
+        **{key: None for key in ("transformer", "vae", "scheduler")},
+        **{key: parts.get(key) for key in TEXT_PIPELINES[name]},
+    )
+    if name == "StableDiffusion3Pipeline":
+        out = pipe.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False, **kwargs
+        )
+    elif name == "FluxPipeline":
+        out = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device, **kwargs)
+    elif null:
+        length = kwargs.get("max_sequence_length", 300)
+        dtype = pipe.text_encoder.dtype
+        out = pipe._get_gemma_prompt_embeds(prompts, device, dtype, max_sequence_length=length)
+    else:
+        out = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device, **kwargs)
+    return out[0]
+
+
 class DKDMZooPipeline(DiffusionPipeline):
     """Sample a dkdm-zoo student: multi-step (a ``Denoiser``) or one-step (a ``OneStepGenerator``).
 
@@ -77,24 +119,48 @@ class DKDMZooPipeline(DiffusionPipeline):
     ``num_classes`` is set for class-conditional students (label ``num_classes`` is the null label).
     """
 
-    model_cpu_offload_seq = "text_encoder->student->vae"
-    _optional_components = ["vae", "text_encoder", "tokenizer"]
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->student->vae"
+    _optional_components = [
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+        "text_encoder_3",
+        "tokenizer_3",
+    ]
 
     def __init__(
         self,
         student: ModelMixin,
         scheduler: SchedulerMixin,
-        vae: AutoencoderKL | None = None,
+        vae: Any = None,
         text_encoder: Any = None,
         tokenizer: Any = None,
         sample_shape: tuple[int, int, int] | list[int] = (3, 32, 32),
         num_classes: int | None = None,
+        text_encoder_2: Any = None,
+        tokenizer_2: Any = None,
+        text_encoder_3: Any = None,
+        tokenizer_3: Any = None,
+        text_pipeline: str | None = None,
+        text_kwargs: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.register_modules(
             student=student, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
         )
-        self.register_to_config(sample_shape=[int(v) for v in sample_shape], num_classes=num_classes)
+        extra = {"text_encoder_2": text_encoder_2, "tokenizer_2": tokenizer_2}
+        extra |= {"text_encoder_3": text_encoder_3, "tokenizer_3": tokenizer_3}
+        self.register_modules(**{k: v for k, v in extra.items() if v is not None})
+        if text_pipeline is not None and text_pipeline not in TEXT_PIPELINES:
+            raise ValueError(f"text_pipeline = {text_pipeline!r} is not one of {', '.join(TEXT_PIPELINES)}")
+        self.register_to_config(
+            sample_shape=[int(v) for v in sample_shape],
+            num_classes=num_classes,
+            text_pipeline=text_pipeline,
+            text_kwargs=dict(text_kwargs or {}),
+        )
         self.image_processor = VaeImageProcessor(do_normalize=True)
 
     @property
@@ -116,7 +182,12 @@ class DKDMZooPipeline(DiffusionPipeline):
                 raise ValueError(f"class_labels must be in 0..{classes - 1}")
         return labels.to(device)
 
-    def _text(self, prompts: list[str], device: torch.device) -> Tensor:
+    def _text(self, prompts: list[str], device: torch.device, *, null: bool = False) -> Tensor:
+        name = self.config.get("text_pipeline")
+        if name is not None:  # SD3 / FLUX / SANA: the family pipeline's own text path
+            parts = {part: getattr(self, part, None) for part in TEXT_PIPELINES[name]}
+            kwargs = dict(self.config.get("text_kwargs") or {})
+            return family_text_states(name, parts, prompts, device, kwargs, null=null).to(self.student.dtype)
         tokens = self.tokenizer(
             prompts,
             padding="max_length",
@@ -137,7 +208,7 @@ class DKDMZooPipeline(DiffusionPipeline):
                 raise ValueError("this pipeline is text-conditional: pass prompt='...' (or a list)")
             prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
             embeds = self._text(prompts, device)
-            null = self._text([""], device).expand(len(prompts), -1, -1)
+            null = self._text([""], device, null=True).expand(len(prompts), -1, -1)
             return len(prompts), {"encoder_hidden_states": embeds}, {"encoder_hidden_states": null}
         if prompt is not None:
             raise ValueError("this pipeline takes no text prompt")

@@ -35,18 +35,20 @@ from dkdm_zoo.students.one_step import OneStepGenerator
 from dkdm_zoo.teachers.base import PipelineComponents
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
+FLOW_SCHEDULER_CLASSES = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler")
 
 
 def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any) -> Any:
     """The teacher's schedule with eps prediction; ``variance=False`` for pipelines that drop a
     learned variance (DiTPipeline): they get the fixed posterior variance instead. A flow-matching
     teacher's student predicts its velocity on its path: the teacher's own FlowMatchEuler scheduler."""
-    if spec.process == "flow":
-        from diffusers import FlowMatchEulerDiscreteScheduler
+    if spec.process == "flow":  # the teacher's own flow scheduler class (SANA's: DPM-Solver, flow sigmas)
+        import diffusers
 
-        return FlowMatchEulerDiscreteScheduler.from_config(
-            {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
-        )
+        name = str(spec.schedule.get("_class_name", "FlowMatchEulerDiscreteScheduler"))
+        if name not in FLOW_SCHEDULER_CLASSES:  # run.json is data: it names no other class
+            raise UserError(f"the teacher's flow scheduler {name!r} is not one of {', '.join(FLOW_SCHEDULER_CLASSES)}")
+        return getattr(diffusers, name).from_config({k: v for k, v in spec.schedule.items() if not k.startswith("_")})
     variance_type = spec.variance_type if variance or not spec.learned_variance else "fixed_small"
     return DDPMScheduler(
         **extra,
@@ -58,6 +60,17 @@ def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any)
         prediction_type="epsilon",  # students always predict eps
         timestep_spacing="trailing",
     )
+
+
+def _family_text(components: PipelineComponents) -> dict[str, Any]:
+    """A flow family's further text components and the pipeline whose encode_prompt uses them."""
+    if components.text_pipeline is None:
+        return {}
+    return {
+        **components.text_components,
+        "text_pipeline": components.text_pipeline,
+        "text_kwargs": components.text_kwargs,
+    }
 
 
 def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
@@ -119,6 +132,7 @@ def save_pipeline(
             tokenizer=components.tokenizer if spec.conditioning == "text" else None,
             sample_shape=spec.sample_shape,
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
+            **(_family_text(components) if spec.conditioning == "text" else {}),
         )
     pipe.save_pretrained(folder, safe_serialization=True)
     return kind

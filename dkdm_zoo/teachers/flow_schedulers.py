@@ -66,16 +66,17 @@ DPM_FLOW_REQUIRED: dict[str, Any] = {
 }
 
 
-def dpm_flow_fields(config: Mapping[str, Any], at: str, known_keys: frozenset[str]) -> dict[str, Any]:
-    """The TeacherSpec fields of a DPMSolverMultistepScheduler flow config (SANA)."""
-    from dkdm_zoo.teachers.schedulers import _class_defaults  # the class's own defaults
-
+def dpm_flow_fields(
+    config: Mapping[str, Any], at: str, known_keys: frozenset[str], defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The TeacherSpec fields of a DPMSolverMultistepScheduler flow config (SANA); ``defaults``: the
+    class's own defaults (what a key the file leaves out takes)."""
     name = str(config["_class_name"])
     given = {k: v for k, v in config.items() if not k.startswith("_")}
     for key, value in given.items():
         if key not in known_keys | {"time_shift_type"}:
             raise UserError(f"{at}{key} = {value!r} is a scheduler key dkdm-zoo does not understand; remove it")
-    values = {**_class_defaults(name), **given}
+    values = {**defaults, **given}
     for key, wanted in DPM_FLOW_REQUIRED.items():
         if values.get(key) != wanted:
             raise UserError(

@@ -184,8 +184,22 @@ class PromptedTeacher(Teacher):
         """Latents -> images in [-1, 1] with the VAE's scaling (and shift) factor."""
         return decode_latents(self.vae, samples, dtype=self.dtype)
 
+    def text_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the pipeline's encode_prompt that this teacher encodes with."""
+        return {"max_sequence_length": self.max_sequence_length}
+
     def pipeline_components(self) -> PipelineComponents:
-        # A scratch student's text states come from several encoders (or a prompt template) that
-        # one text encoder and tokenizer cannot reproduce: its pipeline gets the VAE only, and the
-        # export says why (see ``dkdm_zoo.export.folder.save_pipeline``).
-        return PipelineComponents(vae=self.vae)
+        """The VAE and every text component: an exported student encodes prompts with the family
+        pipeline's own encode_prompt (``dkdm_zoo.pipelines.family_text_states``), as this teacher did."""
+        from dkdm_zoo.pipelines import TEXT_PIPELINES
+
+        name = type(self.pipe).__name__
+        parts = {key: getattr(self.pipe, key, None) for key in TEXT_PIPELINES[name]}
+        return PipelineComponents(
+            vae=self.vae,
+            text_encoder=parts.pop("text_encoder"),
+            tokenizer=parts.pop("tokenizer"),
+            text_pipeline=name,
+            text_components={k: v for k, v in parts.items() if v is not None},
+            text_kwargs=self.text_kwargs(),
+        )

@@ -147,7 +147,7 @@ def read_schedule(
     if flow and name == "DPMSolverMultistepScheduler" and config.get("use_flow_sigmas") is True:
         from dkdm_zoo.teachers.flow_schedulers import dpm_flow_fields
 
-        return dpm_flow_fields(config, at, PROCESS_KEYS | SAMPLER_KEYS)
+        return dpm_flow_fields(config, at, PROCESS_KEYS | SAMPLER_KEYS, _class_defaults(name))
     if (
         name in FLOW_SCHEDULERS
         or config.get("use_flow_sigmas") is True
