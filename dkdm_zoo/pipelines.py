@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
 from diffusers import ConfigMixin, DDPMScheduler, DiffusionPipeline, ModelMixin
 from diffusers.configuration_utils import register_to_config
@@ -145,6 +146,7 @@ class DKDMZooPipeline(DiffusionPipeline):
         tokenizer_3: Any = None,
         text_pipeline: str | None = None,
         text_kwargs: dict[str, Any] | None = None,
+        sampling_grid: str | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -152,7 +154,7 @@ class DKDMZooPipeline(DiffusionPipeline):
         )
         extra = {"text_encoder_2": text_encoder_2, "tokenizer_2": tokenizer_2}
         extra |= {"text_encoder_3": text_encoder_3, "tokenizer_3": tokenizer_3}
-        self.register_modules(**{k: v for k, v in extra.items() if v is not None})
+        self.register_modules(**extra)  # every declared component, None included, or loading refuses
         if text_pipeline is not None and text_pipeline not in TEXT_PIPELINES:
             raise ValueError(f"text_pipeline = {text_pipeline!r} is not one of {', '.join(TEXT_PIPELINES)}")
         self.register_to_config(
@@ -160,6 +162,7 @@ class DKDMZooPipeline(DiffusionPipeline):
             num_classes=num_classes,
             text_pipeline=text_pipeline,
             text_kwargs=dict(text_kwargs or {}),
+            sampling_grid=sampling_grid,  # "linspace": the teacher's pipeline samples FLUX's grid
         )
         self.image_processor = VaeImageProcessor(do_normalize=True)
 
@@ -281,7 +284,10 @@ class DKDMZooPipeline(DiffusionPipeline):
         channels = x.shape[1]
         guide = null is not None and applies(guidance_scale)
         inputs = {k: torch.cat([v, null[k]]) for k, v in cond.items()} if guide else cond
-        self.scheduler.set_timesteps(steps, device=x.device)
+        if self.config.get("sampling_grid") == "linspace":  # FluxPipeline's grid: sigmas linspace(1, 1/N, N)
+            self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=x.device)
+        else:
+            self.scheduler.set_timesteps(steps, device=x.device)
         x = x * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at 1
         for t in self.progress_bar(self.scheduler.timesteps):
             # flow-matching schedulers take the sample as it is (they have no scale_model_input)

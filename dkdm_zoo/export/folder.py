@@ -133,6 +133,7 @@ def save_pipeline(
             sample_shape=spec.sample_shape,
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
             **(_family_text(components) if spec.conditioning == "text" else {}),
+            sampling_grid=spec.schedule.get("_sampling_sigmas") if spec.process == "flow" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
     return kind
