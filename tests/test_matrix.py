@@ -11,16 +11,17 @@ from dkdm_zoo.registry import build_registry
 from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
-LATENT = {"dit", "latent-sd"}
+FLOW_TEXT = {"sd3", "flux", "sana"}  # flow-matching text-to-image families
+LATENT = {"dit", "latent-sd"} | FLOW_TEXT
 
 
 def expected_refusal(teacher: str, student: str, method: str) -> str | None:
     """The reason a pair must be refused, or None if it must train (stated here, not read off the code)."""
     if teacher == "spec" and method != "data":
         return "has no network"
-    if teacher == "flow-unet" and method == "boot":
+    if teacher in {"flow-unet"} | FLOW_TEXT and method == "boot":
         return "does not train from flow-matching teachers yet"
-    if teacher == "latent-sd" and student == "convnext":
+    if teacher in {"latent-sd"} | FLOW_TEXT and student == "convnext":
         return "no text conditioning"
     if teacher in LATENT and method == "data":
         return "pixel-space models only"

@@ -223,7 +223,7 @@ def sana_transformer(size: Size) -> dict[str, Any]:
         "mlp_ratio": 2.5,
         "dropout": 0.0,
         "attention_bias": False,
-        "sample_size": _n(size, 4, 32),
+        "sample_size": _n(size, 8, 32),
         "patch_size": 1,
         "norm_elementwise_affine": False,
         "norm_eps": 1e-6,

@@ -88,14 +88,15 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_sd35_medium(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
+def sd35_medium_pipeline(size: Size = "narrow", seed: int = 0) -> Any:
+    """A random-weight StableDiffusion3Pipeline with SD3.5-medium's configs (not saved)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from diffusers import StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection
 
     tokenizer, tokenizer_2, tokenizer_3 = clip_tokenizer(), clip_tokenizer(pad_token="!"), t5_tokenizer()
     _seeded(seed)
-    pipe = StableDiffusion3Pipeline(
+    return StableDiffusion3Pipeline(
         transformer=SD3Transformer2DModel(**configs.sd35_medium_transformer(size)),
         vae=AutoencoderKL(**configs.kl_vae_16(size, scaling_factor=1.5305, shift_factor=0.0609)),
         text_encoder=_clip(CLIPTextModelWithProjection, configs.clip_l(size, len(tokenizer))),
@@ -106,17 +107,21 @@ def build_sd35_medium(folder: Path, *, size: Size = "narrow", seed: int = 0) -> 
         tokenizer_3=tokenizer_3,
         scheduler=FlowMatchEulerDiscreteScheduler(**configs.SD3_SCHEDULER),
     )
-    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_sd35_medium(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
+    sd35_medium_pipeline(size, seed).save_pretrained(folder, safe_serialization=True)
     return Path(folder)
 
 
-def _build_flux(folder: Path, *, size: Size, seed: int, dev: bool) -> Path:
+def flux_pipeline(size: Size = "narrow", seed: int = 0, *, dev: bool = False) -> Any:
+    """A random-weight FluxPipeline with FLUX.1-schnell's (or -dev's) configs (not saved)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
     tokenizer, tokenizer_2 = clip_tokenizer(), t5_tokenizer()
     _seeded(seed)
-    pipe = FluxPipeline(
+    return FluxPipeline(
         transformer=FluxTransformer2DModel(**configs.flux_transformer(size, guidance_embeds=dev)),
         vae=AutoencoderKL(**configs.kl_vae_16(size, scaling_factor=0.3611, shift_factor=0.1159)),
         text_encoder=_clip(CLIPTextModel, configs.clip_l(size, len(tokenizer))),
@@ -127,7 +132,10 @@ def _build_flux(folder: Path, *, size: Size, seed: int, dev: bool) -> Path:
             **(configs.FLUX_DEV_SCHEDULER if dev else configs.FLUX_SCHNELL_SCHEDULER)
         ),
     )
-    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def _build_flux(folder: Path, *, size: Size, seed: int, dev: bool) -> Path:
+    flux_pipeline(size, seed, dev=dev).save_pretrained(folder, safe_serialization=True)
     return Path(folder)
 
 
@@ -139,20 +147,24 @@ def build_flux_dev(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Pat
     return _build_flux(folder, size=size, seed=seed, dev=True)
 
 
-def build_sana_1600m(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
+def sana_pipeline(size: Size = "narrow", seed: int = 0) -> Any:
+    """A random-weight SanaPipeline with Sana_1600M_1024px's configs (not saved)."""
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
     tokenizer = gemma_tokenizer()
     _seeded(seed)
-    pipe = SanaPipeline(
+    return SanaPipeline(
         transformer=SanaTransformer2DModel(**configs.sana_transformer(size)),
         vae=AutoencoderDC(**configs.dc_ae_f32c32(size)),
         text_encoder=Gemma2Model(Gemma2Config(**configs.gemma2_2b(size, len(tokenizer)))),
         tokenizer=tokenizer,
         scheduler=DPMSolverMultistepScheduler(**configs.SANA_SCHEDULER),
     )
-    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_sana_1600m(folder: Path, *, size: Size = "narrow", seed: int = 0) -> Path:
+    sana_pipeline(size, seed).save_pretrained(folder, safe_serialization=True)
     return Path(folder)
 
 

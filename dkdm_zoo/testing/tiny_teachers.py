@@ -185,6 +185,12 @@ def spec_teacher(seed: int = 0) -> Teacher:
     return load(sample_shape=(1, 8, 8), num_train_timesteps=T, beta_start=1e-3, beta_end=0.2)
 
 
+def _flow(name: str) -> Teacher:
+    from dkdm_zoo.testing import tiny_flow_teachers
+
+    return getattr(tiny_flow_teachers, name)()
+
+
 #: family name -> (builder(workdir, registry), optional modules it needs).
 TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]] = {
     "ddpm-unet": (lambda workdir, registry: ddpm_unet_teacher(), ()),
@@ -193,4 +199,8 @@ TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]]
     "latent-sd": (lambda workdir, registry: latent_sd_teacher(), ("transformers",)),
     "run": (lambda workdir, registry: run_teacher(workdir, registry), ()),
     "spec": (lambda workdir, registry: spec_teacher(), ()),
+    # narrow SD3.5-medium / FLUX.1-dev / SANA pipelines (dkdm_zoo.testing.tiny_flow_teachers)
+    "sd3": (lambda workdir, registry: _flow("sd3_teacher"), ("transformers",)),
+    "flux": (lambda workdir, registry: _flow("flux_teacher"), ("transformers",)),
+    "sana": (lambda workdir, registry: _flow("sana_teacher"), ("transformers",)),
 }
