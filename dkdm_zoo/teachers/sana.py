@@ -9,9 +9,10 @@ max_sequence_length - 1 states, as the pipeline keeps them. The null condition i
 without the template, as the pipeline encodes its negative prompt. Real CFG (default 4.5).
 
 The scheduler is SANA's DPMSolverMultistepScheduler with ``prediction_type = "flow_prediction"``,
-``use_flow_sigmas`` and ``flow_shift``: read as the rectified-flow path it is. dkdm-zoo samples it
-with Euler steps on the scheduler's own flow grid (the same sigmas, a first-order update), not with
-DPM-Solver++'s second-order multistep update; an exported student keeps the DPM-Solver scheduler.
+``use_flow_sigmas`` and ``flow_shift``: read as the rectified-flow path it is. The "ddim" sampler is
+the teacher's own: that DPM-Solver++ scheduler steps the velocity, as SanaPipeline loops (an exported
+student keeps it); "ddpm" is the stochastic Euler variant on the same flow grid; methods move along
+the path with Euler jumps between its levels.
 """
 
 from __future__ import annotations

@@ -49,12 +49,24 @@ def reference_latents(repo, folder, teacher, noise):
         packed = diffusers.FluxPipeline._pack_latents(noise, b, c, h, w)
         out = pipe(**common, latents=packed, max_sequence_length=8).images
         return diffusers.FluxPipeline._unpack_latents(out, size, size, size // h)
-    # SANA samples with DPM-Solver++; dkdm-zoo with Euler steps on the same flow grid, so the
-    # reference is SanaPipeline with FlowMatchEuler (no extra shift) on that grid
+    # SANA's own DPM-Solver++ (flow sigmas); resolution binning off: 256 px is not one of its bins
     pipe = diffusers.SanaPipeline.from_pretrained(folder)
-    pipe.scheduler = diffusers.FlowMatchEulerDiscreteScheduler(shift=1.0)
-    sigmas = teacher.schedule.sampling_sigmas(STEPS)[:-1].tolist()
-    return pipe(**common, latents=noise, max_sequence_length=8, sigmas=sigmas, use_resolution_binning=False).images
+    return pipe(**common, latents=noise, max_sequence_length=8, use_resolution_binning=False).images
+
+
+def test_sana_stochastic_sampler_is_euler_on_its_flow_grid(flow_hub):
+    """"ddpm" on SANA: x <- (1 - s') x0 + s' z on the DPM-Solver's own flow sigmas."""
+    teacher = load_teacher(flow_hub, SANA_1600M)
+    noise = torch.randn((1, *teacher.spec.sample_shape), generator=torch.Generator().manual_seed(0))
+    cond = teacher.make_condition(prompts=PROMPTS[:1])
+    ours = teacher.sample(1, steps=2, sampler="ddpm", cond=cond, noise=noise, generator=torch.Generator().manual_seed(1))
+    sigmas = teacher.schedule.sampling_sigmas(2).tolist()
+    z = torch.Generator().manual_seed(1)
+    x = noise
+    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+        pred = teacher.predict(x, torch.full((1,), s * 1000), cond)
+        x = (1 - s_next) * pred.x0 + s_next * torch.randn(x.shape, generator=z)
+    torch.testing.assert_close(ours, x)
 
 
 @pytest.mark.parametrize("repo", [SD35_MEDIUM, FLUX_SCHNELL, FLUX_DEV, SANA_1600M])
