@@ -173,6 +173,15 @@ def measure_student(student: nn.Module, spec: Any, autocast: str = "no") -> Netw
     return _measure(lambda: student(**inputs()), list(student.parameters()), True, autocast)
 
 
+def teacher_networks(modules: list[nn.Module]) -> dict[str, str]:
+    """Which networks the teacher's weights are (its denoiser, VAE, text encoders), each with its
+    parameter count, when it holds more than one: every one of them is held on every process."""
+    if len(modules) < 2:
+        return {}
+    parts = " + ".join(f"{type(m).__name__} {count_parameters([m]):,}" for m in modules)
+    return {"teacher_networks": parts}
+
+
 def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     """The budget of ``built`` (teacher, student, method, recipe), per process."""
     cfg = built.recipe.train
@@ -200,7 +209,7 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
         init_forwards=method_plan.init_forwards,
         train_forwards=method_plan.train_forwards,
         passes=passes,
-        details={**method_plan.details, "world_size": world_size},
+        details={**method_plan.details, "world_size": world_size, **teacher_networks(built.teacher.modules())},
     )
     if measure and built.teacher.modules():
         _add_measurements(budget, built, passes, others)

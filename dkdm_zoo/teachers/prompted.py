@@ -116,9 +116,8 @@ class PromptedTeacher(Teacher):
     def _require_prompts(self) -> Sequence[str]:
         if not self.prompts:
             raise UserError(
-                f"{self.spec.family} needs prompts to draw conditions: pass "
-                "--set 'teacher.prompts=[\"a photo of a cat\"]' or --set teacher.prompts=prompts.txt "
-                "(one prompt per line)"
+                f"{self.spec.family} needs prompts to draw conditions: set teacher.prompts (a list, or a "
+                "text file with one prompt per line)"
             )
         return self.prompts
 

@@ -45,8 +45,6 @@ def teacher_arg(flow_hub, repo: str, way: str) -> str:
     [(SD35_MEDIUM, "hub id"), (FLUX_SCHNELL, "FAMILY@folder"), (FLUX_DEV, "folder"), (SANA_1600M, "FAMILY@hub id")],
 )
 def test_dry_run_counts_every_network(flow_hub, offline_flow_cache, repo, way):
-    from dkdm_zoo.runs.student import original_teacher  # noqa: F401  (imported for its registry use below)
-
     source = teacher_arg(flow_hub, repo, way)
     args = ["distill", "--teacher", source, "--student", "unet", "--preset", "tiny", "--dry-run", "--json"]
     code, out, err = invoke(*args, *TEACHER_SETTINGS, *REPO_SETTINGS.get(repo, []))
@@ -60,6 +58,9 @@ def test_dry_run_counts_every_network(flow_hub, offline_flow_cache, repo, way):
     every = sum(p.numel() for m in teacher.modules() for p in m.parameters())
     denoiser = sum(p.numel() for p in teacher.denoiser().parameters())
     assert plan["parameters"]["teacher"] == every > 2 * denoiser  # text encoders and VAE counted
+    networks = plan["details"]["teacher_networks"]
+    for module in teacher.modules():  # each named with its own count
+        assert f"{type(module).__name__} {sum(p.numel() for p in module.parameters()):,}" in networks
     if not way.startswith("FAMILY@"):
         assert f"teacher {source}: family '{FAMILIES[repo]}'" in err
 
