@@ -9,6 +9,7 @@ tokens x joint_attention_dim) — what a scratch student attends to — and the 
 projections (``extras["pooled_projections"]``). Real classifier-free guidance with the empty prompt
 (all three encoders) as the null condition, as the pipeline does (default scale 7.0). A folder
 without text_encoder_3 (T5 dropped to save memory) samples with zero T5 states, as the pipeline does.
+``resolution`` (pixels) picks another image size within the position embedding, as the pipeline's height/width.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.teachers.condition import Condition
 from dkdm_zoo.teachers.flow_loading import Components, PromptedTeacherOptions, pipeline_source
 from dkdm_zoo.teachers.loading import parse_dtype
-from dkdm_zoo.teachers.prompted import PromptedTeacher, text_spec
+from dkdm_zoo.teachers.prompted import PromptedTeacher, text_spec, vae_factor
 from dkdm_zoo.teachers.schedulers import read_schedule
 
 FAMILY = "sd3"
@@ -50,8 +51,22 @@ class SD3Teacher(PromptedTeacher):
         prompts: Any = None,
         guidance_scale: float | None = 7.0,
         max_sequence_length: int | None = None,
+        resolution: int | None = None,
     ):
         cfg = pipe.transformer.config
+        factor = vae_factor(pipe.vae)
+        latent_size = cfg.sample_size if resolution is None else int(resolution) // factor
+        step = factor * cfg.patch_size
+        if resolution is not None and (resolution <= 0 or resolution % step):
+            raise UserError(
+                f"sd3: resolution = {resolution} is not a positive multiple of {step} (the VAE's {factor}x times "
+                f"the patch size {cfg.patch_size}): pass --set teacher.resolution=1024, for example"
+            )
+        if latent_size // cfg.patch_size > cfg.pos_embed_max_size:
+            raise UserError(
+                f"sd3: resolution = {resolution} is beyond the transformer's position embedding "
+                f"({cfg.pos_embed_max_size} patches a side = {cfg.pos_embed_max_size * step} px)"
+            )
         self.max_sequence_length = int(max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH)
         pooled = sum(int(e.config.projection_dim) for e in (pipe.text_encoder, pipe.text_encoder_2))
         if pooled != cfg.pooled_projection_dim:
@@ -73,7 +88,7 @@ class SD3Teacher(PromptedTeacher):
         spec = text_spec(
             family=FAMILY,
             latent_channels=cfg.in_channels,
-            latent_size=cfg.sample_size,
+            latent_size=latent_size,
             vae=pipe.vae,
             fields=fields,
             text_embed_dim=cfg.joint_attention_dim,
@@ -111,6 +126,7 @@ class SD3Teacher(PromptedTeacher):
 @dataclass(frozen=True)
 class SD3Options(PromptedTeacherOptions):
     guidance_scale: float | None = 7.0  # StableDiffusion3Pipeline's default
+    resolution: int | None = None  # image height and width in pixels (None: the transformer's sample_size x 8)
 
 
 @takes_options(SD3Options)
@@ -139,5 +155,6 @@ def load(options: SD3Options) -> SD3Teacher:
         prompts=options.prompts,
         guidance_scale=options.guidance_scale,
         max_sequence_length=options.max_sequence_length,
+        resolution=options.resolution,
     )
     return teacher.to("cpu", parse_dtype(options.dtype))

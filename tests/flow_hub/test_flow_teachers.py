@@ -86,6 +86,12 @@ def test_specs_read_the_real_values(flow_hub):
     assert sd3.spec.sample_shape == (16, 8, 8) and sd3.spec.image_shape == (3, 64, 64)
     assert sd3.spec.schedule["shift"] == 3.0 and sd3.spec.process == "flow"
     assert sd3.spec.text_seq_len == 77 + 8 and sd3.guidance_scale == 7.0
+    smaller = load_teacher(flow_hub, SD35_MEDIUM, resolution=32)  # SD3 samples any size its positions allow
+    assert smaller.spec.sample_shape == (16, 4, 4) and smaller.spec.image_shape == (3, 32, 32)
+    with pytest.raises(UserError, match="resolution = 40 is not a positive multiple of 16"):
+        load_teacher(flow_hub, SD35_MEDIUM, resolution=40)
+    with pytest.raises(UserError, match="beyond the transformer's position embedding"):
+        load_teacher(flow_hub, SD35_MEDIUM, resolution=512)
     schnell = load_teacher(flow_hub, FLUX_SCHNELL)
     assert schnell.spec.schedule["shift"] == 1.0 and schnell.guidance_scale is None
     sana = load_teacher(flow_hub, SANA_1600M)
