@@ -64,6 +64,20 @@ def text_spec(
     )
 
 
+def as_float32(cond: Condition, prompts: list[str] | None = None) -> Condition:
+    """A condition with float32 states (the cache keeps the encoders' dtype): what students and methods
+    receive whatever the teacher's dtype; the teacher's own network casts back to its own."""
+
+    def cast(v: Tensor) -> Tensor:
+        return v.float() if v.is_floating_point() else v
+
+    return Condition(
+        text_embeds=None if cond.text_embeds is None else cast(cond.text_embeds),
+        prompts=prompts,
+        extras={k: cast(v) for k, v in cond.extras.items()},
+    )
+
+
 class PromptedTeacher(Teacher):
     """A latent text-to-image teacher whose prompts a diffusers pipeline object encodes."""
 
@@ -108,10 +122,12 @@ class PromptedTeacher(Teacher):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> Condition:
+        return as_float32(self._encode_all(prompts), prompts=list(prompts))
+
+    def _encode_all(self, prompts: list[str]) -> Condition:
+        """Encoded in the text encoders' dtype, ``ENCODE_BATCH`` prompts a call."""
         parts = [self.encode(prompts[i : i + ENCODE_BATCH]) for i in range(0, len(prompts), ENCODE_BATCH)]
-        cond = Condition.cat(parts)
-        cond.prompts = list(prompts)
-        return cond
+        return Condition.cat(parts)
 
     def _require_prompts(self) -> Sequence[str]:
         if not self.prompts:
@@ -141,26 +157,26 @@ class PromptedTeacher(Teacher):
         missing = sorted({int(r) for r in refs} - self._cache.keys())
         prompts = [r for r in missing if r != NULL_PROMPT]
         if NULL_PROMPT in missing:
-            self._cache[NULL_PROMPT] = self.null_condition(1)
+            self._cache[NULL_PROMPT] = self._null_encoded()
         if prompts:
             texts = self._require_prompts()
-            encoded = self.encode_prompts([texts[r] for r in prompts])
+            encoded = self._encode_all([texts[r] for r in prompts])
             for i, ref in enumerate(prompts):
                 self._cache[ref] = encoded.select(torch.tensor([i]))
         for ref in refs.tolist():  # most recently used last
             self._cache.move_to_end(int(ref))
         while len(self._cache) > ENCODE_CACHE:
             self._cache.popitem(last=False)
-        cond = Condition.cat([self._cache[int(r)] for r in refs.tolist()])
-        cond.prompts = None
-        return cond
+        return as_float32(Condition.cat([self._cache[int(r)] for r in refs.tolist()]))
+
+    def _null_encoded(self) -> Condition:
+        if self._null is None:
+            self._null = self.encode_null()
+        return self._null
 
     @torch.no_grad()
     def null_condition(self, n: int) -> Condition:
-        if self._null is None:
-            self._null = self.encode_null()
-            self._null.prompts = [""]
-        null = self._null
+        null = as_float32(self._null_encoded())
         return Condition(
             text_embeds=null.text_embeds.expand(n, *null.text_embeds.shape[1:]),
             prompts=[""] * n,
