@@ -55,7 +55,9 @@ def build(work: Path, without_t5: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, default=Path("/tmp/dkdm-flow-teachers"))
     parser.add_argument("--without-t5", action="store_true", help="drop text_encoder_3 (T5-XXL)")
     parser.add_argument("--resolution", type=int, default=None, help="image size in pixels (default 1024)")
@@ -73,7 +75,16 @@ def main() -> None:
     teacher += ["--set", "teacher.dtype=bfloat16", "--set", "train.teacher_dtype=bfloat16"]
     if args.resolution:
         teacher += ["--set", f"teacher.resolution={args.resolution}"]
-    two_steps = ["--steps", "2", "--batch-size", "1", "--set", "method.rho=0.001", "--set", "method.pool_init=ddim"]
+    two_steps = [
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--set",
+        "method.rho=0.001",
+        "--set",
+        "method.pool_init=ddim",
+    ]
     two_steps += ["--set", "method.pool_init_steps=1", "--set", "train.checkpoint_every=0"]
     two_steps += ["--set", "train.preview_samples=1", "--set", "train.preview_steps=1"]
     commands = [

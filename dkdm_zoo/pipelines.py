@@ -75,7 +75,12 @@ class Denoiser(ModelMixin, ConfigMixin):
 #: components each takes (a student attends to the same states its flow teacher's network did)
 TEXT_PIPELINES: dict[str, tuple[str, ...]] = {
     "StableDiffusion3Pipeline": (
-        "text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3"
+        "text_encoder",
+        "text_encoder_2",
+        "text_encoder_3",
+        "tokenizer",
+        "tokenizer_2",
+        "tokenizer_3",
     ),
     "FluxPipeline": ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"),
     "SanaPipeline": ("text_encoder", "tokenizer"),
@@ -100,7 +105,12 @@ def family_text_states(
     )
     if name == "StableDiffusion3Pipeline":
         out = pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, prompt_3=None, device=device, do_classifier_free_guidance=False, **kwargs
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            do_classifier_free_guidance=False,
+            **kwargs,
         )
     elif name == "FluxPipeline":
         out = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device, **kwargs)

@@ -209,7 +209,11 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
         init_forwards=method_plan.init_forwards,
         train_forwards=method_plan.train_forwards,
         passes=passes,
-        details={**method_plan.details, "world_size": world_size, **teacher_networks(built.teacher.modules())},
+        details={
+            **method_plan.details,
+            "world_size": world_size,
+            **teacher_networks(built.teacher.modules()),
+        },
     )
     if measure and built.teacher.modules():
         _add_measurements(budget, built, passes, others)

@@ -47,8 +47,12 @@ def student_scheduler(spec: TeacherSpec, *, variance: bool = True, **extra: Any)
 
         name = str(spec.schedule.get("_class_name", "FlowMatchEulerDiscreteScheduler"))
         if name not in FLOW_SCHEDULER_CLASSES:  # run.json is data: it names no other class
-            raise UserError(f"the teacher's flow scheduler {name!r} is not one of {', '.join(FLOW_SCHEDULER_CLASSES)}")
-        return getattr(diffusers, name).from_config({k: v for k, v in spec.schedule.items() if not k.startswith("_")})
+            raise UserError(
+                f"the teacher's flow scheduler {name!r} is not one of {', '.join(FLOW_SCHEDULER_CLASSES)}"
+            )
+        return getattr(diffusers, name).from_config(
+            {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
+        )
     variance_type = spec.variance_type if variance or not spec.learned_variance else "fixed_small"
     return DDPMScheduler(
         **extra,

@@ -75,7 +75,9 @@ def dpm_flow_fields(
     given = {k: v for k, v in config.items() if not k.startswith("_")}
     for key, value in given.items():
         if key not in known_keys | {"time_shift_type"}:
-            raise UserError(f"{at}{key} = {value!r} is a scheduler key dkdm-zoo does not understand; remove it")
+            raise UserError(
+                f"{at}{key} = {value!r} is a scheduler key dkdm-zoo does not understand; remove it"
+            )
     values = {**defaults, **given}
     for key, wanted in DPM_FLOW_REQUIRED.items():
         if values.get(key) != wanted:

@@ -51,7 +51,9 @@ def text_spec(
 ) -> TeacherSpec:
     """The spec of a text-conditional latent flow teacher."""
     factor = vae_factor(vae)
-    image_channels = int(getattr(vae.config, "out_channels", None) or vae.config.in_channels)  # DC-AE: in only
+    image_channels = int(
+        getattr(vae.config, "out_channels", None) or vae.config.in_channels
+    )  # DC-AE: in only
     return TeacherSpec(
         sample_shape=(latent_channels, latent_size, latent_size),
         space="latent",

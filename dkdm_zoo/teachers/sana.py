@@ -115,7 +115,10 @@ class SanaTeacher(PromptedTeacher):
         return Condition(text_embeds=embeds, extras={"encoder_attention_mask": mask})
 
     def text_kwargs(self) -> dict[str, Any]:
-        return {"max_sequence_length": self.max_sequence_length, "complex_human_instruction": self.instruction}
+        return {
+            "max_sequence_length": self.max_sequence_length,
+            "complex_human_instruction": self.instruction,
+        }
 
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
         cond = self.condition_or_null(cond, x_t.shape[0])

@@ -126,7 +126,9 @@ class SD3Teacher(PromptedTeacher):
 @dataclass(frozen=True)
 class SD3Options(PromptedTeacherOptions):
     guidance_scale: float | None = 7.0  # StableDiffusion3Pipeline's default
-    resolution: int | None = None  # image height and width in pixels (None: the transformer's sample_size x 8)
+    resolution: int | None = (
+        None  # image height and width in pixels (None: the transformer's sample_size x 8)
+    )
 
 
 @takes_options(SD3Options)

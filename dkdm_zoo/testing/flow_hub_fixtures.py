@@ -90,8 +90,12 @@ def _seeded(seed: int) -> None:
 
 def sd35_medium_pipeline(size: Size = "narrow", seed: int = 0) -> Any:
     """A random-weight StableDiffusion3Pipeline with SD3.5-medium's configs (not saved)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
-    from diffusers import StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextModelWithProjection
 
     tokenizer, tokenizer_2, tokenizer_3 = clip_tokenizer(), clip_tokenizer(pad_token="!"), t5_tokenizer()

@@ -21,7 +21,9 @@ def sd3_teacher(workdir: Path | None = None, registry: Any = None) -> Teacher:
     from dkdm_zoo.testing.flow_hub_fixtures import sd35_medium_pipeline
 
     pipe = sd35_medium_pipeline("narrow")
-    return SD3Teacher(pipe, _config(pipe), prompts=PROMPTS, guidance_scale=3.0, max_sequence_length=TEXT_TOKENS)
+    return SD3Teacher(
+        pipe, _config(pipe), prompts=PROMPTS, guidance_scale=3.0, max_sequence_length=TEXT_TOKENS
+    )
 
 
 def flux_teacher(workdir: Path | None = None, registry: Any = None) -> Teacher:
@@ -38,4 +40,6 @@ def sana_teacher(workdir: Path | None = None, registry: Any = None) -> Teacher:
     from dkdm_zoo.testing.flow_hub_fixtures import sana_pipeline
 
     pipe = sana_pipeline("narrow")
-    return SanaTeacher(pipe, _config(pipe), prompts=PROMPTS, guidance_scale=3.0, max_sequence_length=TEXT_TOKENS)
+    return SanaTeacher(
+        pipe, _config(pipe), prompts=PROMPTS, guidance_scale=3.0, max_sequence_length=TEXT_TOKENS
+    )

@@ -42,7 +42,12 @@ def teacher_arg(flow_hub, repo: str, way: str) -> str:
 
 @pytest.mark.parametrize(
     ("repo", "way"),
-    [(SD35_MEDIUM, "hub id"), (FLUX_SCHNELL, "FAMILY@folder"), (FLUX_DEV, "folder"), (SANA_1600M, "FAMILY@hub id")],
+    [
+        (SD35_MEDIUM, "hub id"),
+        (FLUX_SCHNELL, "FAMILY@folder"),
+        (FLUX_DEV, "folder"),
+        (SANA_1600M, "FAMILY@hub id"),
+    ],
 )
 def test_dry_run_counts_every_network(flow_hub, offline_flow_cache, repo, way):
     source = teacher_arg(flow_hub, repo, way)
@@ -67,9 +72,9 @@ def test_dry_run_counts_every_network(flow_hub, offline_flow_cache, repo, way):
 
 def _export_matches_sample(run_dir) -> None:
     """The exported pipeline (plain diffusers) samples what the run's student samples with dkdm-zoo."""
-    import dkdm_zoo.pipelines  # noqa: F401  registers DKDMZooPipeline on diffusers
     from diffusers import DiffusionPipeline
 
+    import dkdm_zoo.pipelines  # noqa: F401  registers DKDMZooPipeline on diffusers
     from dkdm_zoo.runs import Run
     from dkdm_zoo.runs.student import load_student, original_teacher
     from dkdm_zoo.sampling.chain import sample_student
@@ -84,7 +89,10 @@ def _export_matches_sample(run_dir) -> None:
         student, teacher.spec, teacher.schedule, noise, {"encoder_hidden_states": cond.text_embeds}, steps=2
     )
     theirs = pipe(
-        prompt="a cat", num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="latent"
+        prompt="a cat",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="latent",
     ).images
     torch.testing.assert_close(theirs.float(), ours, atol=1e-4, rtol=1e-4)
 
@@ -109,14 +117,17 @@ def test_train_resume_sample_export(flow_hub, offline_flow_cache, tmp_path, repo
     assert code == 0, err
     assert "resuming from checkpoint-0000002 (step 2)" in err
     png = tmp_path / "grid.png"
-    code, stdout, err = invoke("sample", str(out), "--n", "2", "--steps", "2", "--prompt", "a cat", "--out", str(png))
+    code, stdout, err = invoke(
+        "sample", str(out), "--n", "2", "--steps", "2", "--prompt", "a cat", "--out", str(png)
+    )
     assert code == 0, err
     size = json.loads((out / "run.json").read_text())["teacher_spec"]["image_shape"][1]
     assert re.search(rf"wrote 2 images to .*\({size}x{size} each\)", stdout), stdout
     index = json.loads((out / "pipeline" / "model_index.json").read_text())
     assert index["_class_name"] == "DKDMZooPipeline"
-    assert index["text_pipeline"] == {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "sana": "SanaPipeline"}[
-        FAMILIES[repo]
-    ]
+    assert (
+        index["text_pipeline"]
+        == {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "sana": "SanaPipeline"}[FAMILIES[repo]]
+    )
     if method == "dkdm":
         _export_matches_sample(out)

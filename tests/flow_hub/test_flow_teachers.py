@@ -12,6 +12,7 @@ import torch
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry import build_registry
+from dkdm_zoo.teachers.schedulers import read_schedule
 from dkdm_zoo.testing.flow_hub_configs import (
     FLUX_DEV,
     FLUX_DEV_SCHEDULER,
@@ -20,7 +21,6 @@ from dkdm_zoo.testing.flow_hub_configs import (
     SANA_SCHEDULER,
     SD35_MEDIUM,
 )
-from dkdm_zoo.teachers.schedulers import read_schedule
 
 from .conftest import FAMILIES, LOAD_OPTIONS
 
@@ -40,7 +40,13 @@ def reference_latents(repo, folder, teacher, noise):
 
     b, c, h, w = noise.shape
     size = teacher.spec.image_shape[1]
-    common = {"prompt": PROMPTS, "num_inference_steps": STEPS, "output_type": "latent", "height": size, "width": size}
+    common = {
+        "prompt": PROMPTS,
+        "num_inference_steps": STEPS,
+        "output_type": "latent",
+        "height": size,
+        "width": size,
+    }
     if repo == SD35_MEDIUM:
         pipe = diffusers.StableDiffusion3Pipeline.from_pretrained(folder)
         return pipe(**common, latents=noise, max_sequence_length=8).images
@@ -55,15 +61,17 @@ def reference_latents(repo, folder, teacher, noise):
 
 
 def test_sana_stochastic_sampler_is_euler_on_its_flow_grid(flow_hub):
-    """"ddpm" on SANA: x <- (1 - s') x0 + s' z on the DPM-Solver's own flow sigmas."""
+    """ "ddpm" on SANA: x <- (1 - s') x0 + s' z on the DPM-Solver's own flow sigmas."""
     teacher = load_teacher(flow_hub, SANA_1600M)
     noise = torch.randn((1, *teacher.spec.sample_shape), generator=torch.Generator().manual_seed(0))
     cond = teacher.make_condition(prompts=PROMPTS[:1])
-    ours = teacher.sample(1, steps=2, sampler="ddpm", cond=cond, noise=noise, generator=torch.Generator().manual_seed(1))
+    ours = teacher.sample(
+        1, steps=2, sampler="ddpm", cond=cond, noise=noise, generator=torch.Generator().manual_seed(1)
+    )
     sigmas = teacher.schedule.sampling_sigmas(2).tolist()
     z = torch.Generator().manual_seed(1)
     x = noise
-    for s, s_next in zip(sigmas[:-1], sigmas[1:]):
+    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
         pred = teacher.predict(x, torch.full((1,), s * 1000), cond)
         x = (1 - s_next) * pred.x0 + s_next * torch.randn(x.shape, generator=z)
     torch.testing.assert_close(ours, x)
@@ -107,8 +115,12 @@ def test_flux_dev_dynamic_shift_is_the_pipelines_at_its_token_count(flow_hub):
     assert dev.spec.schedule["shift"] == pytest.approx(math.exp(mu))
     assert dev.spec.schedule["_dynamic_shift"]["mu"] == pytest.approx(mu)
     assert dev.embedded_guidance == 3.5 and dev.guidance_scale is None  # an input, not CFG
-    at_1024 = read_schedule({"_class_name": "FlowMatchEulerDiscreteScheduler", **FLUX_DEV_SCHEDULER},
-                            learned=False, flow=True, image_seq_len=4096)
+    at_1024 = read_schedule(
+        {"_class_name": "FlowMatchEulerDiscreteScheduler", **FLUX_DEV_SCHEDULER},
+        learned=False,
+        flow=True,
+        image_seq_len=4096,
+    )
     assert at_1024["schedule"]["shift"] == pytest.approx(math.exp(1.15))
 
 
@@ -123,7 +135,9 @@ def test_sana_dpm_flow_config_is_its_flow_grid():
 
     from dkdm_zoo.diffusion.flow import FlowSchedule
 
-    fields = read_schedule({"_class_name": "DPMSolverMultistepScheduler", **SANA_SCHEDULER}, learned=False, flow=True)
+    fields = read_schedule(
+        {"_class_name": "DPMSolverMultistepScheduler", **SANA_SCHEDULER}, learned=False, flow=True
+    )
     assert fields["process"] == "flow" and fields["prediction_type"] == "flow"
     schedule = FlowSchedule(fields["schedule"])
     reference = DPMSolverMultistepScheduler(**SANA_SCHEDULER)
