@@ -19,10 +19,10 @@ def expected_refusal(teacher: str, student: str, method: str) -> str | None:
     """The reason a pair must be refused, or None if it must train (stated here, not read off the code)."""
     if teacher == "spec" and method != "data":
         return "has no network"
-    if teacher in {"flow-unet"} | FLOW_TEXT and method == "boot":
-        return "does not train from flow-matching teachers yet"
     if teacher in {"latent-sd"} | FLOW_TEXT and student == "convnext":
         return "no text conditioning"
+    if teacher in {"flow-unet"} | FLOW_TEXT and method == "boot":
+        return "does not train from flow-matching teachers yet"
     if teacher in LATENT and method == "data":
         return "pixel-space models only"
     return None
