@@ -88,8 +88,9 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def sd35_medium_pipeline(size: Size = "narrow", seed: int = 0) -> Any:
-    """A random-weight StableDiffusion3Pipeline with SD3.5-medium's configs (not saved)."""
+def sd35_medium_pipeline(size: Size = "narrow", seed: int = 0, *, t5: bool = True) -> Any:
+    """A random-weight StableDiffusion3Pipeline with SD3.5-medium's configs (not saved); ``t5=False``
+    leaves text_encoder_3 / tokenizer_3 out (4.7B of the full 8.1B parameters), as the pipeline allows."""
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -105,10 +106,10 @@ def sd35_medium_pipeline(size: Size = "narrow", seed: int = 0) -> Any:
         vae=AutoencoderKL(**configs.kl_vae_16(size, scaling_factor=1.5305, shift_factor=0.0609)),
         text_encoder=_clip(CLIPTextModelWithProjection, configs.clip_l(size, len(tokenizer))),
         text_encoder_2=_clip(CLIPTextModelWithProjection, configs.clip_g(size, len(tokenizer_2))),
-        text_encoder_3=_t5(size, tokenizer_3),
+        text_encoder_3=_t5(size, tokenizer_3) if t5 else None,
         tokenizer=tokenizer,
         tokenizer_2=tokenizer_2,
-        tokenizer_3=tokenizer_3,
+        tokenizer_3=tokenizer_3 if t5 else None,
         scheduler=FlowMatchEulerDiscreteScheduler(**configs.SD3_SCHEDULER),
     )
 
