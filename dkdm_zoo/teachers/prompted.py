@@ -98,6 +98,8 @@ class PromptedTeacher(Teacher):
         self.pipe = pipe  # the family's diffusers pipeline: its encode_prompt is the text path
         self.vae = pipe.vae
         self.transformer = getattr(pipe, self.network_attr)
+        # the dtype the weights were loaded in: moving to a device must not make a float32 copy of 8B parameters
+        self.dtype = next(self.transformer.parameters()).dtype
         self.prompts = read_prompts(prompts)
         self._null: Condition | None = None
         self._cache: OrderedDict[int, Condition] = OrderedDict()
