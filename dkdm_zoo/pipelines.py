@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
-from diffusers import AutoencoderKL, ConfigMixin, DDPMScheduler, DiffusionPipeline, ModelMixin
+from diffusers import ConfigMixin, DDPMScheduler, DiffusionPipeline, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
@@ -74,6 +75,58 @@ class Denoiser(ModelMixin, ConfigMixin):
 TEXT_ENCODINGS = ("clip", "sdxl", "t5")
 
 
+#: the diffusers pipelines whose own ``encode_prompt`` gives a student's text states, and the text
+#: components each takes (a student attends to the same states its flow teacher's network did)
+TEXT_PIPELINES: dict[str, tuple[str, ...]] = {
+    "StableDiffusion3Pipeline": (
+        "text_encoder",
+        "text_encoder_2",
+        "text_encoder_3",
+        "tokenizer",
+        "tokenizer_2",
+        "tokenizer_3",
+    ),
+    "FluxPipeline": ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"),
+    "SanaPipeline": ("text_encoder", "tokenizer"),
+}
+
+
+def family_text_states(
+    name: str,
+    parts: dict[str, Any],
+    prompts: list[str],
+    device: torch.device,
+    kwargs: dict[str, Any],
+    *,
+    null: bool = False,
+) -> Tensor:
+    """Text states (B, L, D) of ``prompts`` by the ``name`` pipeline's own ``encode_prompt``, run on a
+    pipeline object that holds only its text components; ``null``: the negative prompt's states, as the
+    pipeline encodes them for guidance (SANA's without its prompt template)."""
+    pipe = getattr(diffusers, name)(
+        **{key: None for key in ("transformer", "vae", "scheduler")},
+        **{key: parts.get(key) for key in TEXT_PIPELINES[name]},
+    )
+    if name == "StableDiffusion3Pipeline":
+        out = pipe.encode_prompt(
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            do_classifier_free_guidance=False,
+            **kwargs,
+        )
+    elif name == "FluxPipeline":
+        out = pipe.encode_prompt(prompt=prompts, prompt_2=None, device=device, **kwargs)
+    elif null:
+        length = kwargs.get("max_sequence_length", 300)
+        dtype = pipe.text_encoder.dtype
+        out = pipe._get_gemma_prompt_embeds(prompts, device, dtype, max_sequence_length=length)
+    else:
+        out = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=device, **kwargs)
+    return out[0]
+
+
 class DKDMZooPipeline(DiffusionPipeline):
     """Sample a dkdm-zoo student: multi-step (a ``Denoiser``) or one-step (a ``OneStepGenerator``).
 
@@ -81,14 +134,22 @@ class DKDMZooPipeline(DiffusionPipeline):
     ``num_classes`` is set for class-conditional students (label ``num_classes`` is the null label).
     """
 
-    model_cpu_offload_seq = "text_encoder->student->vae"
-    _optional_components = ["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->text_encoder_3->student->vae"
+    _optional_components = [
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "text_encoder_2",
+        "tokenizer_2",
+        "text_encoder_3",
+        "tokenizer_3",
+    ]
 
     def __init__(
         self,
         student: ModelMixin,
         scheduler: SchedulerMixin,
-        vae: AutoencoderKL | None = None,
+        vae: Any = None,
         text_encoder: Any = None,
         tokenizer: Any = None,
         sample_shape: tuple[int, int, int] | list[int] = (3, 32, 32),
@@ -98,10 +159,18 @@ class DKDMZooPipeline(DiffusionPipeline):
         text_encoding: str = "clip",
         text_max_length: int | None = None,
         null_zeros: bool = False,
+        text_encoder_3: Any = None,
+        tokenizer_3: Any = None,
+        text_pipeline: str | None = None,
+        text_kwargs: dict[str, Any] | None = None,
+        sampling_grid: str | None = None,
     ):
         super().__init__()
         if text_encoding not in TEXT_ENCODINGS:
             raise ValueError(f"text_encoding = {text_encoding!r} is not one of {', '.join(TEXT_ENCODINGS)}")
+        if text_pipeline is not None and text_pipeline not in TEXT_PIPELINES:
+            raise ValueError(f"text_pipeline = {text_pipeline!r} is not one of {', '.join(TEXT_PIPELINES)}")
+        # every declared component, None included, or loading refuses
         self.register_modules(
             student=student,
             scheduler=scheduler,
@@ -110,13 +179,18 @@ class DKDMZooPipeline(DiffusionPipeline):
             tokenizer=tokenizer,
             text_encoder_2=text_encoder_2,
             tokenizer_2=tokenizer_2,
+            text_encoder_3=text_encoder_3,
+            tokenizer_3=tokenizer_3,
         )
         self.register_to_config(
             sample_shape=[int(v) for v in sample_shape],
             num_classes=num_classes,
-            text_encoding=text_encoding,
+            text_encoding=text_encoding,  # SDXL's two CLIPs, PixArt's T5 (the SD family: one CLIP)
             text_max_length=text_max_length,
             null_zeros=null_zeros,
+            text_pipeline=text_pipeline,  # SD3 / FLUX / SANA: their pipeline's own encode_prompt
+            text_kwargs=dict(text_kwargs or {}),
+            sampling_grid=sampling_grid,  # "linspace": the teacher's pipeline samples FLUX's grid
         )
         self.image_processor = VaeImageProcessor(do_normalize=True)
 
@@ -136,9 +210,14 @@ class DKDMZooPipeline(DiffusionPipeline):
             raise ValueError(f"class_labels must be in 0..{classes - 1}")
         return labels.to(device)
 
-    def _text(self, prompts: list[str], device: torch.device) -> Tensor:
+    def _text(self, prompts: list[str], device: torch.device, *, null: bool = False) -> Tensor:
         """The states the student attends to, encoded as its teacher's pipeline encodes them."""
-        encoding = self.config.text_encoding
+        name = self.config.get("text_pipeline")
+        if name is not None:  # SD3 / FLUX / SANA: the family pipeline's own text path
+            parts = {part: getattr(self, part, None) for part in TEXT_PIPELINES[name]}
+            kwargs = dict(self.config.get("text_kwargs") or {})
+            return family_text_states(name, parts, prompts, device, kwargs, null=null).to(self.student.dtype)
+        encoding = self.config.get("text_encoding", "clip")
         if encoding == "sdxl":  # both CLIP encoders' penultimate states, concatenated
             states = []
             for tokenizer, encoder in (
@@ -186,7 +265,7 @@ class DKDMZooPipeline(DiffusionPipeline):
                 raise ValueError("this pipeline is text-conditional: pass prompt='...' (or a list)")
             prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
             embeds = self._text(prompts, device)
-            null = self._text([""], device).expand(len(prompts), -1, -1)
+            null = self._text([""], device, null=True).expand(len(prompts), -1, -1)
             if self.config.get("null_zeros", False):  # SDXL's force_zeros_for_empty_prompt, as the teacher's
                 null = torch.zeros_like(null)
             return len(prompts), {"encoder_hidden_states": embeds}, {"encoder_hidden_states": null}
@@ -269,7 +348,10 @@ class DKDMZooPipeline(DiffusionPipeline):
         channels = x.shape[1]
         guide = null is not None and applies(guidance_scale)
         inputs = {k: torch.cat([v, null[k]]) for k, v in cond.items()} if guide else cond
-        self.scheduler.set_timesteps(steps, device=x.device)
+        if self.config.get("sampling_grid") == "linspace":  # FluxPipeline's grid: sigmas linspace(1, 1/N, N)
+            self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=x.device)
+        else:
+            self.scheduler.set_timesteps(steps, device=x.device)
         x = x * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at 1
         for t in self.progress_bar(self.scheduler.timesteps):
             # flow-matching schedulers take the sample as it is (they have no scale_model_input)

@@ -11,8 +11,9 @@ from dkdm_zoo.registry import build_registry
 from dkdm_zoo.testing.matrix import compatibility_matrix, matrix_pairs
 from dkdm_zoo.testing.tiny_teachers import TINY_TEACHERS
 
-LATENT = {"dit", "latent-sd", "sdxl", "pixart"}
-TEXT = {"latent-sd", "sdxl", "pixart"}
+FLOW_TEXT = {"sd3", "flux", "sana"}  # flow-matching text-to-image families
+LATENT = {"dit", "latent-sd", "sdxl", "pixart"} | FLOW_TEXT
+TEXT = {"latent-sd", "sdxl", "pixart"} | FLOW_TEXT
 
 
 def expected_refusal(teacher: str, student: str, method: str) -> str | None:

@@ -25,6 +25,9 @@ class FlowSchedule:
         self.config = {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")}
         self.class_name = str(scheduler_config.get("_class_name", "FlowMatchEulerDiscreteScheduler"))
         self.num_train_timesteps = int(self.config["num_train_timesteps"])
+        # the grid the teacher's own pipeline samples on: its scheduler's set_timesteps(N), or
+        # FluxPipeline's sigmas np.linspace(1, 1/N, N) ("linspace"), recorded by the family
+        self.sampling_grid = str(scheduler_config.get("_sampling_sigmas", "scheduler"))
 
     @classmethod
     def from_spec(cls, spec: Any) -> FlowSchedule:
@@ -69,8 +72,13 @@ class FlowSchedule:
     @functools.cached_property
     def chain_times(self) -> Tensor:
         """The timesteps s_k T of the teacher's training grid (its scheduler's, shift applied),
-        ascending in k: index T-1 is pure noise (s = 1)."""
-        return (self.scheduler().sigmas.to(torch.float64).flip(0) * self.num_train_timesteps).cpu()
+        ascending in k: index T-1 is pure noise (s = 1). A DPM-Solver flow scheduler (SANA) holds VP
+        sigmas until its grid is set: its T-step flow grid is the chain."""
+        scheduler = self.scheduler()
+        if self.class_name == "DPMSolverMultistepScheduler":
+            scheduler.set_timesteps(self.num_train_timesteps)
+            return (scheduler.sigmas[:-1].to(torch.float64).flip(0) * self.num_train_timesteps).cpu()
+        return (scheduler.sigmas.to(torch.float64).flip(0) * self.num_train_timesteps).cpu()
 
     def time_of(self, k: Tensor) -> Tensor:
         """The network timesteps of chain indices ``k`` (float32; index -1 is the clean end, s = 0)."""
@@ -96,5 +104,10 @@ class FlowSchedule:
     def sampling_sigmas(self, steps: int) -> Tensor:
         """The noise levels of an N-step sampler, noisiest first, ending at 0 (float64)."""
         scheduler = self.scheduler()
-        scheduler.set_timesteps(steps)
+        if self.sampling_grid == "linspace":
+            import numpy as np
+
+            scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps))
+        else:
+            scheduler.set_timesteps(steps)
         return scheduler.sigmas.to(torch.float64).cpu()

@@ -38,6 +38,7 @@ from dkdm_zoo.students.teacher_net import is_teacher_network, lora_network
 from dkdm_zoo.teachers.base import PipelineComponents
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
+FLOW_SCHEDULER_CLASSES = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler")
 
 
 def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **extra: Any) -> Any:
@@ -45,12 +46,18 @@ def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **
     (eta 0) on the teacher's schedule with "trailing" timesteps, the final step to alpha 1, the
     teacher's clipping and eps prediction (a scratch student's target; a teacher's own network
     keeps its own type). Its variance is irrelevant (DDIM adds no noise);
-    ``DDPMScheduler.from_config(pipe.scheduler.config, variance_type=...)`` gives the ancestral sampler. A flow-matching teacher's student predicts the velocity on its path: the
-    teacher's own FlowMatchEuler scheduler."""
+    ``DDPMScheduler.from_config(pipe.scheduler.config, variance_type=...)`` gives the ancestral
+    sampler. A flow-matching teacher's student predicts the velocity on its path: the teacher's own
+    flow scheduler class (FlowMatchEuler; SANA's DPM-Solver with flow sigmas)."""
     if spec.process == "flow":
-        from diffusers import FlowMatchEulerDiscreteScheduler
+        import diffusers
 
-        return FlowMatchEulerDiscreteScheduler.from_config(
+        name = str(spec.schedule.get("_class_name", "FlowMatchEulerDiscreteScheduler"))
+        if name not in FLOW_SCHEDULER_CLASSES:  # run.json is data: it names no other class
+            raise UserError(
+                f"the teacher's flow scheduler {name!r} is not one of {', '.join(FLOW_SCHEDULER_CLASSES)}"
+            )
+        return getattr(diffusers, name).from_config(
             {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
         )
     return DDIMScheduler(
@@ -63,6 +70,17 @@ def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **
         timestep_spacing="trailing",
         set_alpha_to_one=True,
     )
+
+
+def _family_text(components: PipelineComponents) -> dict[str, Any]:
+    """A flow family's further text components and the pipeline whose encode_prompt uses them."""
+    if components.text_pipeline is None:
+        return {}
+    return {
+        **components.text_components,
+        "text_pipeline": components.text_pipeline,
+        "text_kwargs": components.text_kwargs,
+    }
 
 
 def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
@@ -140,6 +158,8 @@ def save_pipeline(
             **_second_text_encoder(spec, components),
             sample_shape=spec.sample_shape,
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
+            **(_family_text(components) if spec.conditioning == "text" else {}),
+            sampling_grid=spec.schedule.get("_sampling_sigmas") if spec.process == "flow" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
     if lora is not None and hasattr(type(pipe), "save_lora_weights") and hasattr(lora.network, "load_lora_adapter"):

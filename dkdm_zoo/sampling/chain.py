@@ -165,6 +165,8 @@ def sample_flow(
     variant, x <- (1 - s') x0 + s' z with fresh noise z (FlowMatchEuler's ``stochastic_sampling``)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    if sampler == "ddim" and schedule.class_name == "DPMSolverMultistepScheduler":
+        return _own_scheduler_loop(predict_fn, schedule, noise, steps, progress)
     sigmas = schedule.sampling_sigmas(steps).tolist()
     x = noise
     T = schedule.num_train_timesteps
@@ -176,6 +178,28 @@ def sample_flow(
         else:
             z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = (1.0 - s_next) * x0 + s_next * z
+        if progress is not None:
+            progress(1)
+    return x
+
+
+def _own_scheduler_loop(
+    predict_fn: PredictFn,
+    schedule: FlowSchedule,
+    noise: Tensor,
+    steps: int,
+    progress: Callable[[int], None] | None,
+) -> Tensor:
+    """A flow teacher whose scheduler is a multistep solver (SANA's DPM-Solver++ with flow sigmas)
+    sampled by that scheduler itself: its timesteps into the network, the velocity v = eps - x0 into
+    its ``step``, exactly as the teacher's pipeline loops."""
+    scheduler = schedule.scheduler()
+    scheduler.set_timesteps(steps, device=noise.device)
+    x = noise
+    for t_value in scheduler.timesteps:
+        t = torch.full((x.shape[0],), float(t_value), device=x.device, dtype=torch.float32)
+        eps, x0 = predict_fn(x, t)
+        x = scheduler.step(eps - x0, t_value, x, return_dict=False)[0]
         if progress is not None:
             progress(1)
     return x

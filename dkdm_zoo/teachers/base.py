@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,11 @@ class PipelineComponents:
     tokenizer_2: Any = None
     text_max_length: int | None = None
     null_zeros: bool = False  # guidance's null prompt is all zeros (SDXL's force_zeros_for_empty_prompt)
+    # families whose text states come from several encoders (SD3, FLUX) or a prompt template (SANA):
+    # the diffusers pipeline whose own encode_prompt gives them, its further text components, its kwargs
+    text_pipeline: str | None = None
+    text_components: dict[str, Any] = field(default_factory=dict)
+    text_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 class Teacher(ABC):

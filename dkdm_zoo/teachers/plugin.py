@@ -32,6 +32,31 @@ def register_teachers(register):
         extra="sd",
         accepts=("StableDiffusionPipeline",),
     )
+    # Flow-matching text-to-image families (transformers + their text encoders; `pip install 'dkdm-zoo[sd]'`).
+    register(
+        "sd3",
+        "dkdm_zoo.teachers.sd3:load",
+        summary="Stable Diffusion 3 / 3.5 (SD3Transformer2DModel, CLIP-L + CLIP-G + T5, rectified flow, real CFG)",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("StableDiffusion3Pipeline",),
+    )
+    register(
+        "flux",
+        "dkdm_zoo.teachers.flux:load",
+        summary="FLUX.1 schnell / dev (FluxTransformer2DModel, packed latents, CLIP-L + T5; dev: embedded guidance)",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("FluxPipeline",),
+    )
+    register(
+        "sana",
+        "dkdm_zoo.teachers.sana:load",
+        summary="SANA (SanaTransformer2DModel, Gemma-2 with its prompt template, DC-AE 32x, DPM-Solver flow schedule)",
+        requires=("transformers",),
+        extra="sd",
+        accepts=("SanaPipeline",),
+    )
     register(
         "sdxl",
         "dkdm_zoo.teachers.sdxl:load",

@@ -118,12 +118,15 @@ def read_schedule(
     where: Any = "",
     built_as: str | None = None,
     flow: bool = False,
+    image_seq_len: int | None = None,
 ) -> dict[str, Any]:
     """The TeacherSpec fields a scheduler config determines: T, the betas, prediction and variance
     type, clipping. ``learned``: the network outputs IDDPM's variance interpolation (2C channels).
     ``built_as``: the class a config built in code (no ``_class_name``, not read from a file) holds
     the keyword arguments of; a file must name its class. ``flow``: the family reads flow-matching
-    teachers (their network takes s T as its timestep and predicts the velocity)."""
+    teachers (their network takes s T as its timestep and predicts the velocity). ``image_seq_len``:
+    the image token count of a family whose sample size is fixed (FLUX), which resolves a
+    resolution-dependent shift (``use_dynamic_shifting``) to the one shift it is at that size."""
     config = dict(config)
     at = _where(config, where)
     name = config.get("_class_name")
@@ -140,7 +143,11 @@ def read_schedule(
                 f"{at}{name} is a flow-matching (rectified-flow) schedule, which this teacher family does "
                 "not read (the `ddpm-unet` family does, for UNet2DModel folders): refused rather than misread"
             )
-        return _flow_fields(config, at)
+        return _flow_fields(config, at, image_seq_len)
+    if flow and name == "DPMSolverMultistepScheduler" and config.get("use_flow_sigmas") is True:
+        from dkdm_zoo.teachers.flow_schedulers import dpm_flow_fields
+
+        return dpm_flow_fields(config, at, PROCESS_KEYS | SAMPLER_KEYS, _class_defaults(name))
     if (
         name in FLOW_SCHEDULERS
         or config.get("use_flow_sigmas") is True
@@ -228,7 +235,7 @@ def read_schedule(
 FLOW_KEYS: dict[str, Any] = {
     "num_train_timesteps": "int",
     "shift": "positive",
-    "use_dynamic_shifting": False,  # resolution-dependent shift (FLUX-dev): needs the image size
+    "use_dynamic_shifting": "bool",  # resolution-dependent shift (FLUX-dev): needs the image size
     "base_shift": "number",
     "max_shift": "number",
     "base_image_seq_len": "int",
@@ -250,7 +257,7 @@ _RULES = {
 }
 
 
-def _flow_fields(config: Mapping[str, Any], at: str) -> dict[str, Any]:
+def _flow_fields(config: Mapping[str, Any], at: str, image_seq_len: int | None = None) -> dict[str, Any]:
     name = str(config["_class_name"])
     values = {**_class_defaults(name), **{k: v for k, v in config.items() if not k.startswith("_")}}
     for key, value in values.items():
@@ -267,6 +274,10 @@ def _flow_fields(config: Mapping[str, Any], at: str) -> dict[str, Any]:
             check, wanted = (lambda v, r=rule: v is r), f"{rule!r} (the only value supported yet)"
         if not check(value):
             raise UserError(f"{at}{key} = {value!r} is not {wanted}")
+    if values["use_dynamic_shifting"]:
+        from dkdm_zoo.teachers.flow_schedulers import resolve_dynamic_shift
+
+        values = resolve_dynamic_shift(values, at, image_seq_len)
     return {
         "num_train_timesteps": values["num_train_timesteps"],
         "schedule": {"_class_name": name, **values},

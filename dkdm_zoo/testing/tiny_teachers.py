@@ -196,6 +196,12 @@ def hub_copy_teacher(repo_id: str, family: str, workdir: Path, registry: Any) ->
     return registry.create("teachers", family, path=str(folder), prompts=prompts, guidance_scale=3.0)
 
 
+def _flow(name: str) -> Teacher:
+    from dkdm_zoo.testing import tiny_flow_teachers
+
+    return getattr(tiny_flow_teachers, name)()
+
+
 #: family name -> (builder(workdir, registry), optional modules it needs).
 TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]] = {
     "ddpm-unet": (lambda workdir, registry: ddpm_unet_teacher(), ()),
@@ -216,4 +222,8 @@ TINY_TEACHERS: dict[str, tuple[Callable[[Path, Any], Teacher], tuple[str, ...]]]
     ),
     "run": (lambda workdir, registry: run_teacher(workdir, registry), ()),
     "spec": (lambda workdir, registry: spec_teacher(), ()),
+    # narrow SD3.5-medium / FLUX.1-dev / SANA pipelines (dkdm_zoo.testing.tiny_flow_teachers)
+    "sd3": (lambda workdir, registry: _flow("sd3_teacher"), ("transformers",)),
+    "flux": (lambda workdir, registry: _flow("flux_teacher"), ("transformers",)),
+    "sana": (lambda workdir, registry: _flow("sana_teacher"), ("transformers",)),
 }

@@ -60,11 +60,11 @@ def test_family_at_source_wins_and_names_stay_names(hub, registry):
 
 
 def test_an_unknown_pipeline_class_is_one_line_naming_it_and_the_families(tmp_path, registry):
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "HunyuanDiTPipeline"}))
     with pytest.raises(UserError) as exc:
         resolve_teacher(str(tmp_path), registry)
     text = one_line(exc)
-    assert "FluxPipeline" in text and "ddpm-unet, digits-ddpm" in text and f"FAMILY@{tmp_path}" in text
+    assert "HunyuanDiTPipeline" in text and "ddpm-unet, digits-ddpm" in text and f"FAMILY@{tmp_path}" in text
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="no run.json, model_index.json or config.json"):

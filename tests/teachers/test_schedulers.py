@@ -172,7 +172,7 @@ def test_flow_teachers_sample_from_the_cli_and_every_method_plans_them(tmp_path)
 
 def test_flow_scheduler_values_it_cannot_honour_are_refused(tmp_path):
     for key, value, needle in (
-        ("use_dynamic_shifting", True, "use_dynamic_shifting = True is not False"),
+        ("use_dynamic_shifting", True, "use_dynamic_shifting = true: the shift depends on the image size"),
         ("shift", -1.0, "shift = -1.0 is not a number > 0"),
         ("time_shift_type", "cubic", "time_shift_type = 'cubic' is not one of"),
     ):
