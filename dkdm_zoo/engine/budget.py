@@ -113,7 +113,14 @@ def count_trainable(modules: Any) -> int:
 def teacher_components(teacher: Any) -> dict[str, int]:
     """Parameters of each network a teacher holds, by the attribute that holds it (unet, vae, ...)."""
     names = {id(m): name for name, m in vars(teacher).items() if isinstance(m, nn.Module)}
-    return {names.get(id(m), type(m).__name__): count_parameters([m]) for m in teacher.modules()}
+    counts: dict[str, int] = {}
+    for m in teacher.modules():
+        name = base = names.get(id(m), type(m).__name__)
+        index = 2
+        while name in counts:  # two networks of one class held outside attributes (SD3's two CLIPs)
+            name, index = f"{base}#{index}", index + 1
+        counts[name] = count_parameters([m])
+    return counts
 
 
 @contextlib.contextmanager

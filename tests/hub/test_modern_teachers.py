@@ -247,7 +247,7 @@ def test_every_way_of_naming_the_teacher_dry_runs(modern, modern_cache, repo, wa
     if FAMILIES[repo] == "pixart":
         networks = r"transformer [\d,]+ \+ vae [\d,]+ \+ text_encoder [\d,]+"
     assert re.search(rf"teacher networks = {networks}", out), out
-    assert re.search(r"^  teacher condition cache\s+[\d.]+ GiB", out, re.M), out
+    assert re.search(r"^\s+method state: teacher condition cache\s+[\d.]+\s+[\d.]+$", out, re.M), out
 
 
 TRAIN = [
