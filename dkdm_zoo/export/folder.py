@@ -162,7 +162,11 @@ def save_pipeline(
             sampling_grid=spec.schedule.get("_sampling_sigmas") if spec.process == "flow" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
-    if lora is not None and hasattr(type(pipe), "save_lora_weights") and hasattr(lora.network, "load_lora_adapter"):
+    if (
+        lora is not None
+        and hasattr(type(pipe), "save_lora_weights")
+        and hasattr(lora.network, "load_lora_adapter")
+    ):
         from peft.utils import get_peft_model_state_dict
 
         # `load_lora_weights(FOLDER/lora)` on the teacher's own pipeline applies it to the teacher

@@ -286,7 +286,9 @@ class Method(ABC):
         device = next(student.parameters()).device
         if cond is None and spec.conditioning != "none":
             cond = self.teacher.sample_conditions(n, generator)
-        kwargs = cond.to(device).model_kwargs(extras=takes_condition_extras(student)) if cond is not None else {}
+        kwargs = (
+            cond.to(device).model_kwargs(extras=takes_condition_extras(student)) if cond is not None else {}
+        )
         noise = torch.randn((n, *spec.sample_shape), generator=generator).to(device)
         # a K-step generator's fresh noise: from the same stream, after the initial noise
         step_noise = draw_step_noise(student, tuple(noise.shape), generator)

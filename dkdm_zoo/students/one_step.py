@@ -150,7 +150,9 @@ class OneStepGenerator(ModelMixin, ConfigMixin):
         for k in range(steps):
             if k > 0:
                 x_in, t = self.renoised(sample, k, step_noise[k - 1].to(noise.device))  # type: ignore[index]
-            out = self(x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states, **extras)
+            out = self(
+                x_in, t, class_labels=class_labels, encoder_hidden_states=encoder_hidden_states, **extras
+            )
             sample = self.to_sample(out, x_in, k)
             if progress is not None:
                 progress(1)
@@ -243,7 +245,10 @@ def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: InitFromTe
         import sys
 
         total = len(student.state_dict())
-        print(f"init_from_teacher: copied {total} of {total} tensors from the teacher's network", file=sys.stderr)
+        print(
+            f"init_from_teacher: copied {total} of {total} tensors from the teacher's network",
+            file=sys.stderr,
+        )
     if fraction < 1.0 and mode != "auto":
         raise UserError(
             f"init_from_teacher: the student matches only {fraction:.0%} of the teacher's tensors; "

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dkdm_zoo.students.base import takes_condition_extras
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.runs import Run
 from dkdm_zoo.runs.student import load_student, original_teacher
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.base import takes_condition_extras
 from dkdm_zoo.teachers.as_student import bind_run_student
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.loading import TeacherOptions, parse_dtype
@@ -69,7 +69,11 @@ class RunTeacher(Teacher):
         return self._view(student=module)
 
     def model_output(self, x_t: Tensor, t: Tensor, cond: Condition | None) -> Tensor:
-        kwargs = cond.to(x_t.device).model_kwargs(extras=takes_condition_extras(self.student)) if cond is not None else {}
+        kwargs = (
+            cond.to(x_t.device).model_kwargs(extras=takes_condition_extras(self.student))
+            if cond is not None
+            else {}
+        )
         if "encoder_hidden_states" in kwargs:
             kwargs["encoder_hidden_states"] = kwargs["encoder_hidden_states"].to(self.dtype)
         return self.student(x_t, t.to(x_t.device), **kwargs)
@@ -125,7 +129,9 @@ def from_run(
     teacher = RunTeacher(
         student, spec, lambda: original_teacher(run, registry), guidance_scale=guidance_scale
     )
-    bind_run_student(student, lambda: teacher.original)  # a `--student teacher` network of a custom-call family
+    bind_run_student(
+        student, lambda: teacher.original
+    )  # a `--student teacher` network of a custom-call family
     return teacher.to("cpu", parse_dtype(dtype))
 
 
