@@ -17,6 +17,7 @@ does ``DKDMZooPipeline.from_pretrained(folder)``. The student's own class is nam
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import diffusers
@@ -352,6 +353,10 @@ class DKDMZooPipeline(DiffusionPipeline):
             self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=x.device)
         else:
             self.scheduler.set_timesteps(steps, device=x.device)
+        step_kwargs: dict[str, Any] = {"generator": generator}
+        if "use_clipped_model_output" in inspect.signature(self.scheduler.step).parameters:
+            # DDIM with clipping: eps re-derived from the clipped x0, as dkdm-zoo's own DDIM step
+            step_kwargs["use_clipped_model_output"] = True
         x = x * getattr(self.scheduler, "init_noise_sigma", 1.0)  # flow-matching schedulers start at 1
         for t in self.progress_bar(self.scheduler.timesteps):
             # flow-matching schedulers take the sample as it is (they have no scale_model_input)
@@ -363,7 +368,7 @@ class DKDMZooPipeline(DiffusionPipeline):
                 out = guided(*out.chunk(2), guidance_scale, channels)
             if not self._scheduler_takes_variance():
                 out = out[:, :channels]
-            x = self.scheduler.step(out, t, x, generator=generator).prev_sample
+            x = self.scheduler.step(out, t, x, **step_kwargs).prev_sample
         return x
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from diffusers import (
     DDIMScheduler,
     DDPMPipeline,
+    DDPMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
     ModelMixin,
@@ -69,6 +70,23 @@ def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **
         prediction_type=prediction_type,  # students predict eps; a teacher's own network its own type
         timestep_spacing="trailing",
         set_alpha_to_one=True,
+    )
+
+
+def _ddpm_pipeline_scheduler(spec: TeacherSpec, prediction: str) -> Any:
+    """DDPMPipeline calls its scheduler's step without ``use_clipped_model_output``, so its DDIM would
+    not re-derive eps from a clipped x0 as dkdm-zoo's DDIM does: a clipping teacher's student keeps
+    the ancestral DDPMScheduler there (what ``dkdm-zoo sample --sampler ddpm`` samples, step for step)."""
+    if not spec.clip_sample:
+        return student_scheduler(spec, prediction_type=prediction)
+    return DDPMScheduler(
+        num_train_timesteps=spec.num_train_timesteps,
+        **{k: v for k, v in spec.schedule.items() if k in SCHEDULE_KEYS},
+        variance_type=spec.variance_type,
+        clip_sample=True,
+        clip_sample_range=spec.clip_sample_range,
+        prediction_type=prediction,
+        timestep_spacing="trailing",
     )
 
 
@@ -126,7 +144,7 @@ def save_pipeline(
         prediction, student = student.config.prediction_type, student.network
     if kind == DDPMPipeline.__name__:
         pipe = DDPMPipeline(
-            unet=_plain(student, UNet2DModel), scheduler=student_scheduler(spec, prediction_type=prediction)
+            unet=_plain(student, UNet2DModel), scheduler=_ddpm_pipeline_scheduler(spec, prediction)
         )
     elif kind == "StableDiffusionPipeline":
         from diffusers import StableDiffusionPipeline

@@ -1,5 +1,6 @@
 """The hand-off, judged by FD: plain diffusers, called as the card says, samples what `dkdm-zoo sample`
-samples, for a class-conditional learned-variance student and a one-step generator.
+samples (the same seed: the same images, so the same FD), for a class-conditional learned-variance
+student and a one-step generator.
 
 The students are the digits-dit teacher's own network (`--student teacher`) trained one step at a
 negligible learning rate, so both paths face a model that makes real digits: a broken export (the
@@ -41,7 +42,9 @@ def distill(out: Path, *args: str) -> Path:
 def cli_sample(run: Path, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`dkdm-zoo sample RUN`'s images in [-1, 1] and the labels it drew them for (balanced)."""
     source = load_source(str(run), build_registry(entry_points=False), device="cpu")
-    images, labels = source.generate(N, SamplingSettings(steps=STEPS, seed=seed), labels="all", progress=False)
+    images, labels = source.generate(
+        N, SamplingSettings(steps=STEPS, seed=seed), labels="all", progress=False
+    )
     return images, labels
 
 
@@ -71,11 +74,13 @@ def test_a_class_conditional_learned_variance_student_scores_the_same_in_plain_d
     run = runs["learned-variance"]
     ours, labels = cli_sample(run, seed=0)
     other_seed, _ = cli_sample(run, seed=1)
-    theirs = pipeline_sample(run, labels, seed=2, num_inference_steps=STEPS)
+    theirs = pipeline_sample(run, labels, seed=0, num_inference_steps=STEPS)
     fd = {name: evaluate(x, "data", labels=labels)["fd"] for name, x in
           (("ours", ours), ("ours, other seed", other_seed), ("diffusers", theirs))}  # fmt: skip
-    noise = abs(fd["ours"] - fd["ours, other seed"])
-    assert abs(fd["diffusers"] - fd["ours"]) <= max(3 * noise, 0.15 * fd["ours"]), fd
+    # the same seed draws the same noise: the same FD, not merely one within the seeds' spread (the
+    # teacher clips x0, and a DDIM step that does not re-derive eps from it scored 1.5 worse at 50 steps)
+    assert abs(fd["diffusers"] - fd["ours"]) <= 1e-3 * fd["ours"], fd
+    assert fd["ours"] != fd["ours, other seed"]
     # the learned variance drives the ancestral sampler when a user swaps it in, and it is worse here:
     # which is why the export's default is the sampler `dkdm-zoo sample` uses
     from diffusers import DDPMScheduler
@@ -91,9 +96,8 @@ def test_a_class_conditional_learned_variance_student_scores_the_same_in_plain_d
 def test_a_one_step_generator_scores_the_same_in_plain_diffusers(runs):
     run = runs["one-step"]
     ours, labels = cli_sample(run, seed=0)
-    other_seed, _ = cli_sample(run, seed=1)
-    theirs = pipeline_sample(run, labels, seed=2)
-    fd = {name: evaluate(x, "data", labels=labels)["fd"] for name, x in
-          (("ours", ours), ("ours, other seed", other_seed), ("diffusers", theirs))}  # fmt: skip
-    noise = abs(fd["ours"] - fd["ours, other seed"])
-    assert abs(fd["diffusers"] - fd["ours"]) <= max(3 * noise, 0.15 * fd["ours"]), fd
+    theirs = pipeline_sample(run, labels, seed=0)
+    fd = {
+        name: evaluate(x, "data", labels=labels)["fd"] for name, x in (("ours", ours), ("diffusers", theirs))
+    }
+    assert abs(fd["diffusers"] - fd["ours"]) <= 1e-3 * fd["ours"], fd
