@@ -141,6 +141,7 @@ def test_sd_lora_keeps_only_adapters_resumes_and_loads_with_load_lora_weights(tm
     assert solo.keys() == resumed.keys() and all(torch.equal(solo[k], resumed[k]) for k in solo)
     assert any(v.abs().sum() > 0 for k, v in solo.items() if "lora_B" in k)  # the adapters trained
 
+    assert 'pipe.load_lora_weights("' in (tmp_path / "solo/pipeline/README.md").read_text()
     merged = StableDiffusionPipeline.from_pretrained(tmp_path / "solo/pipeline")
     adapted = StableDiffusionPipeline.from_pretrained(folders["sd"])  # the teacher's own pipeline
     adapted.load_lora_weights(tmp_path / "solo/pipeline/lora")
