@@ -166,3 +166,15 @@ def test_sid_lora_fake_score_is_adapters_too_and_the_plan_says_so(tmp_path):
     # the generator's and the fake score's frozen base are both the teacher's own tensors: nothing new
     assert details["frozen_parameters"] == details["frozen_shared_with_teacher"] == 2 * plan["parameters"]["teacher"]
     assert details["trainable_parameters"] == 2 * 4096  # rank 2 adapters on the generator and the fake score
+
+
+def test_an_older_lora_run_exports_again_from_its_folder(tmp_path):
+    code, out = distill("--teacher", "digits-ddpm", "--lora", "2", "--set", "train.lr=0.01", "--out", str(tmp_path / "run"), *FAST, *TINY_DKDM)
+    assert code == 0, out
+    result = CliRunner().invoke(
+        create_app(build_registry(entry_points=False)), ["export", str(tmp_path / "run"), str(tmp_path / "again")]
+    )
+    assert result.exit_code == 0, result.output
+    first = DDPMPipeline.from_pretrained(tmp_path / "run/pipeline").unet.state_dict()
+    again = DDPMPipeline.from_pretrained(tmp_path / "again").unet.state_dict()
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
