@@ -191,7 +191,9 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     # frozen tensors a trained network shares with the teacher (LoRA: the whole base) cost nothing more;
     # only what trains carries gradients, AdamW moments and the EMA
     teacher_ids = {id(p) for m in built.teacher.modules() for p in m.parameters()}
-    frozen = sum(p.numel() for m in [built.student, *others.values()] for p in m.parameters() if not p.requires_grad)
+    frozen = sum(
+        p.numel() for m in [built.student, *others.values()] for p in m.parameters() if not p.requires_grad
+    )
     shared = sum(
         p.numel()
         for m in [built.student, *others.values()]

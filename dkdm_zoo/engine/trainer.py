@@ -138,7 +138,11 @@ def train(
         trainable = [p for p in network.module.parameters() if p.requires_grad]
         trained[name] = Trained(name, network.module, network.module, optimizer, schedule, trainable)
     # EMA of what trains (a LoRA student's adapters, not the teacher's frozen base it shares)
-    ema = EMAModel(trained_parameters(student), decay=cfg.ema_decay, foreach=True) if cfg.ema_decay > 0 else None
+    ema = (
+        EMAModel(trained_parameters(student), decay=cfg.ema_decay, foreach=True)
+        if cfg.ema_decay > 0
+        else None
+    )
     if ema is not None:
         ema.to(device)
 

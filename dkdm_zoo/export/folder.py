@@ -134,7 +134,11 @@ def save_pipeline(
             num_classes=spec.num_classes if spec.conditioning == "class" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
-    if lora is not None and hasattr(type(pipe), "save_lora_weights") and hasattr(lora.network, "load_lora_adapter"):
+    if (
+        lora is not None
+        and hasattr(type(pipe), "save_lora_weights")
+        and hasattr(lora.network, "load_lora_adapter")
+    ):
         from peft.utils import get_peft_model_state_dict
 
         # `load_lora_weights(FOLDER/lora)` on the teacher's own pipeline applies it to the teacher
@@ -152,5 +156,7 @@ def _with_merged(student: ModelMixin, lora: Any) -> ModelMixin:
     merged = lora.merged()
     if student is lora:
         return merged
-    generation = {k: student.config[k] for k in ("input_scale", "timestep", "prediction_type", "alpha", "sigma")}
+    generation = {
+        k: student.config[k] for k in ("input_scale", "timestep", "prediction_type", "alpha", "sigma")
+    }
     return OneStepGenerator.wrap(merged, student.config.channels, **generation)

@@ -13,7 +13,6 @@ pool is filled before training by one of ``methods.pool_init``'s resumable initi
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass
 from typing import Any, Literal
 

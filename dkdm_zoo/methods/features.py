@@ -40,8 +40,12 @@ class FeatureMatch:
         self.student_features: dict[str, Tensor] = {}
         self._armed: dict[str, int | None] = {"teacher": None, "student": None}
         for teacher_name, student_name in self.pairs:
-            teacher_network.get_submodule(teacher_name).register_forward_hook(self._hook("teacher", teacher_name))
-            network.network.get_submodule(student_name).register_forward_hook(self._hook("student", student_name))
+            teacher_network.get_submodule(teacher_name).register_forward_hook(
+                self._hook("teacher", teacher_name)
+            )
+            network.network.get_submodule(student_name).register_forward_hook(
+                self._hook("student", student_name)
+            )
 
     def _hook(self, side: str, name: str) -> Any:
         store = self.teacher_features if side == "teacher" else self.student_features
@@ -68,7 +72,9 @@ class FeatureMatch:
             student = self.student_features.get(student_name)
             teacher = self.teacher_features.get(teacher_name)
             if student is None or teacher is None:
-                raise RuntimeError(f"feature distillation recorded no output of {teacher_name} / {student_name}")
+                raise RuntimeError(
+                    f"feature distillation recorded no output of {teacher_name} / {student_name}"
+                )
             terms.append((student.float() - teacher.detach().float().to(student.device)).pow(2).mean())
         self.teacher_features.clear()
         self.student_features.clear()

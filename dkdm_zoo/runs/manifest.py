@@ -138,7 +138,9 @@ class Manifest:
             one_step=data.get("one_step") is True,
             train_defaults=dict(data.get("train_defaults") or {}),
             allowed_changes=[str(c) for c in data.get("allowed_changes") or [] if isinstance(c, str)],
-            student_config=dict(student.get("config") or {}) if isinstance(student.get("config"), dict) else {},
+            student_config=dict(student.get("config") or {})
+            if isinstance(student.get("config"), dict)
+            else {},
         )
 
 
@@ -147,4 +149,6 @@ def _public_config(model: Any) -> dict[str, Any]:
     config = getattr(model, "config", None)
     if config is None:
         return {}
-    return json.loads(json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str))
+    return json.loads(
+        json.dumps({k: v for k, v in dict(config).items() if not k.startswith("_")}, default=str)
+    )

@@ -161,7 +161,10 @@ def init_from_teacher_weights(student: nn.Module, teacher: Any, mode: InitFromTe
         import sys
 
         total = len(student.state_dict())
-        print(f"init_from_teacher: copied {total} of {total} tensors from the teacher's network", file=sys.stderr)
+        print(
+            f"init_from_teacher: copied {total} of {total} tensors from the teacher's network",
+            file=sys.stderr,
+        )
     if fraction < 1.0 and mode != "auto":
         raise UserError(
             f"init_from_teacher: the student matches only {fraction:.0%} of the teacher's tensors; "

@@ -59,7 +59,9 @@ def prune(
     raise UserError(f"student 'teacher': no pruning preset {preset!r}")
 
 
-def _prune_unet(config: dict[str, Any], preset: str, name: str) -> tuple[dict[str, Any], KeyMap, dict[str, Any]]:
+def _prune_unet(
+    config: dict[str, Any], preset: str, name: str
+) -> tuple[dict[str, Any], KeyMap, dict[str, Any]]:
     layers = config["layers_per_block"]
     if not isinstance(layers, int):
         raise IncompatibleError(
@@ -80,11 +82,18 @@ def _prune_unet(config: dict[str, Any], preset: str, name: str) -> tuple[dict[st
     if drop_stage:
         stages = len(config["block_out_channels"])
         if stages < 2:
-            raise IncompatibleError(f"student 'teacher' preset 'bk-tiny': the teacher's {name} has one stage only")
+            raise IncompatibleError(
+                f"student 'teacher' preset 'bk-tiny': the teacher's {name} has one stage only"
+            )
         for key in ("block_out_channels", "down_block_types"):
             student[key] = list(config[key])[:-1]
         student["up_block_types"] = list(config["up_block_types"])[1:]
-        for key in ("attention_head_dim", "num_attention_heads", "transformer_layers_per_block", "only_cross_attention"):
+        for key in (
+            "attention_head_dim",
+            "num_attention_heads",
+            "transformer_layers_per_block",
+            "only_cross_attention",
+        ):
             value = config.get(key)
             if isinstance(value, list | tuple) and len(value) == stages:
                 student[key] = list(value)[:-1]
@@ -105,7 +114,11 @@ def _prune_unet(config: dict[str, Any], preset: str, name: str) -> tuple[dict[st
 def _prune_depth(
     network: nn.Module, config: dict[str, Any], preset: str, keep_blocks: Sequence[int] | None, name: str
 ) -> tuple[dict[str, Any], KeyMap, dict[str, Any]]:
-    lists = [(key, attr) for key, attr in DEPTH_LISTS if key in config and isinstance(getattr(network, attr, None), nn.ModuleList)]
+    lists = [
+        (key, attr)
+        for key, attr in DEPTH_LISTS
+        if key in config and isinstance(getattr(network, attr, None), nn.ModuleList)
+    ]
     if not lists:
         raise IncompatibleError(
             f"student 'teacher': depth pruning needs a transformer with num_layers and transformer_blocks; "
@@ -174,7 +187,12 @@ def feature_pairs(network: nn.Module, source: dict[str, Any]) -> list[tuple[str,
                 if attentions:
                     last = len(attentions) - 1
                     teacher_last = (source.get("layers_per_block") or [last + 2])[0] - 1
-                    pairs.append((f"down_blocks.{i}.attentions.{teacher_last}.proj_out", f"down_blocks.{i}.attentions.{last}.proj_out"))
+                    pairs.append(
+                        (
+                            f"down_blocks.{i}.attentions.{teacher_last}.proj_out",
+                            f"down_blocks.{i}.attentions.{last}.proj_out",
+                        )
+                    )
                 continue
             pairs.append((f"down_blocks.{i}", f"down_blocks.{i}"))
         if getattr(network, "mid_block", None) is not None:

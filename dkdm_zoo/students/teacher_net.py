@@ -197,14 +197,22 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
         return self
 
     @classmethod
-    def around(cls, network: ModelMixin, spec: TeacherSpec, prediction_type: str, **config: Any) -> TeacherNetwork:
+    def around(
+        cls, network: ModelMixin, spec: TeacherSpec, prediction_type: str, **config: Any
+    ) -> TeacherNetwork:
         """A student holding ``network`` itself (no copy, no random initialisation of a second one)."""
         from accelerate import init_empty_weights
 
         from dkdm_zoo.registry.classes import class_reference, public_config
 
         with init_empty_weights():  # the config's network is built on the meta device, then replaced
-            model = cls(class_reference(network), public_config(network.config), spec.to_dict(), prediction_type, **config)
+            model = cls(
+                class_reference(network),
+                public_config(network.config),
+                spec.to_dict(),
+                prediction_type,
+                **config,
+            )
         model.network = keep_labels(network)
         if model.is_lora:
             adapters_only(model)
@@ -230,12 +238,18 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
                 plain_names[key] = tensor.detach().clone()
         state.update(plain_names)
         config = {k: v for k, v in self.config.items() if not k.startswith("_")}
-        plain = model_from_reference(config["network_class"], config["network_config"], where="a merged LoRA student")
+        plain = model_from_reference(
+            config["network_class"], config["network_config"], where="a merged LoRA student"
+        )
         plain.load_state_dict(state, strict=True)
         plain = plain.to(device=next(self.network.parameters()).device)
         return TeacherNetwork.around(
-            plain, self.spec, config["prediction_type"], calling=config["calling"],
-            output_type=config["output_type"], source={**(config["source"] or {}), "merged_lora": config["lora"]},
+            plain,
+            self.spec,
+            config["prediction_type"],
+            calling=config["calling"],
+            output_type=config["output_type"],
+            source={**(config["source"] or {}), "merged_lora": config["lora"]},
         ).eval()
 
 
@@ -244,10 +258,16 @@ LORA_KEY = "lora_"
 
 def add_lora(network: nn.Module, lora: dict[str, Any]) -> nn.Module:
     """peft LoRA adapters (rank, alpha, target module names) on ``network``; only they train."""
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise UserError("LoRA students need peft: pip install 'dkdm-zoo[lora]'") from None
 
     config = LoraConfig(
-        r=int(lora["rank"]), lora_alpha=float(lora["alpha"]), target_modules=list(lora["targets"]), init_lora_weights=True
+        r=int(lora["rank"]),
+        lora_alpha=float(lora["alpha"]),
+        target_modules=list(lora["targets"]),
+        init_lora_weights=True,
     )
     try:
         inject_adapter_in_model(config, network)

@@ -81,7 +81,9 @@ def build(
     if preset not in PRESETS:
         raise UserError(f"student 'teacher' has no preset {preset!r}: choose one of {', '.join(PRESETS)}")
     if keep_blocks is not None and preset not in ("full", "half"):
-        raise UserError(f"student.keep_blocks prunes transformer depth: it does not combine with preset {preset!r}")
+        raise UserError(
+            f"student.keep_blocks prunes transformer depth: it does not combine with preset {preset!r}"
+        )
     source = teacher.denoiser()  # IncompatibleError for a family without a network to copy
     prediction = prediction_type or teacher.spec.prediction_type
     allowed = PREDICTIONS[teacher.spec.process]
@@ -94,7 +96,9 @@ def build(
     lora = None
     if lora_rank is not None:
         if preset != "full" or keep_blocks is not None:
-            raise UserError(f"student.lora_rank adapts the whole teacher network: it does not combine with preset {preset!r}")
+            raise UserError(
+                f"student.lora_rank adapts the whole teacher network: it does not combine with preset {preset!r}"
+            )
         if lora_rank < 1:
             raise UserError(f"student.lora_rank must be a positive rank, got {lora_rank}")
         lora = {"rank": lora_rank, "alpha": float(lora_alpha or lora_rank), "targets": list(lora_targets)}
@@ -113,10 +117,14 @@ def build(
         copied, total, missed = copy_weights(network, source, teacher_key)
         record = {"preset": preset, **removed, "left_at_init": missed[:20]}
     record.update(copied=copied, total=total, teacher_class=class_reference(source))
-    student = TeacherNetwork.around(network, teacher.spec, prediction, calling=calling, source=record, lora=lora)
+    student = TeacherNetwork.around(
+        network, teacher.spec, prediction, calling=calling, source=record, lora=lora
+    )
     student.bind(family_call(teacher))
-    note = "" if prediction == teacher.spec.prediction_type else (
-        f"; its output is read as {prediction}, the teacher's was {teacher.spec.prediction_type}"
+    note = (
+        ""
+        if prediction == teacher.spec.prediction_type
+        else (f"; its output is read as {prediction}, the teacher's was {teacher.spec.prediction_type}")
     )
     what = (
         f"LoRA rank {lora_rank} on the teacher's {type(source).__name__} (shared, frozen): "

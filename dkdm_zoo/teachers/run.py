@@ -124,7 +124,9 @@ def from_run(
     teacher = RunTeacher(
         student, spec, lambda: original_teacher(run, registry), guidance_scale=guidance_scale
     )
-    bind_run_student(student, lambda: teacher.original)  # a `--student teacher` network of a custom-call family
+    bind_run_student(
+        student, lambda: teacher.original
+    )  # a `--student teacher` network of a custom-call family
     return teacher.to("cpu", parse_dtype(dtype))
 
 
