@@ -236,3 +236,14 @@ def test_an_older_lora_run_exports_again_from_its_folder(tmp_path):
     first = DDPMPipeline.from_pretrained(tmp_path / "run/pipeline").unet.state_dict()
     again = DDPMPipeline.from_pretrained(tmp_path / "again").unet.state_dict()
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+
+
+def test_info_builds_the_teacher_student_for_a_teacher():
+    app = create_app(build_registry(entry_points=False))
+    result = CliRunner().invoke(app, ["info", "teacher", "--teacher", "digits-ddpm", "--json"])
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)["built_for_teacher"]
+    assert built["preset"] == "full" and built["parameters"] == 1_112_801  # the digits-ddpm UNet itself
+    assert built["class"] == "dkdm_zoo.students.teacher_net.TeacherNetwork"
+    result = CliRunner().invoke(app, ["info", "unet", "--teacher", "digits-ddpm", "--json"])
+    assert json.loads(result.stdout)["built_for_teacher"]["preset"] == "small"  # the built-ins' default
