@@ -96,7 +96,12 @@ def info_cmd(
             "and show its size"
         ),
     ] = None,
-    preset: Annotated[str, typer.Option(help="student size preset, with --teacher")] = DEFAULT_STUDENT_PRESET,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help=f"student size preset, with --teacher (default: the student's own, {DEFAULT_STUDENT_PRESET} for the built-ins)"
+        ),
+    ] = None,
     as_json: flags.Json = False,
 ) -> None:
     """What an entry is, its options and defaults, and which plugin provides it."""
@@ -134,7 +139,7 @@ def info_cmd(
             run_check = "ok"
         except UserError as exc:  # informational here: the student's size is still worth showing
             run_check = str(exc)
-        built = describe_student(built_teacher.spec, name, preset, registry=registry)
+        built = describe_student(built_teacher.spec, name, preset, registry=registry, teacher=built_teacher)
         for d in described:
             if d["kind"] == "student":
                 d["built_for_teacher"] = {

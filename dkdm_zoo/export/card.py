@@ -275,6 +275,15 @@ def write_model_card(
     location = load_location(folder, location, repo_id)
     module = manifest.student_class.partition(":")[0]
     lines += ["## Use", "", _how_to_load(kind, location, run, module), ""]
+    if (folder / "lora").is_dir():  # a LoRA student: the pipeline above is merged; the adapters alone
+        teacher = base_model(run) or "TEACHER"
+        lines += [
+            "The student is a LoRA of its teacher: the weights above are merged; the adapters alone load on",
+            "the teacher's own pipeline:",
+            "",
+            f'```python\npipe = {kind}.from_pretrained("{teacher}")\npipe.load_lora_weights("{location}/lora")\n```',
+            "",
+        ]
     lines += [
         "With dkdm-zoo: `dkdm-zoo sample RUN`, `dkdm-zoo eval RUN --against teacher`; the run folder can also be "
         "the teacher of another distillation (`--teacher run@RUN`).",

@@ -54,7 +54,19 @@ def export_run(
         raise UserError(
             f"{out} exists and is not a pipeline folder (no model_index.json): pass a new or empty folder"
         )
-    student = student if student is not None else load_student(run, registry)
+    if student is None:  # a LoRA student's base (or a custom-call family's network) is its teacher's
+        from dkdm_zoo.runs.student import original_teacher
+        from dkdm_zoo.teachers.as_student import bind_run_student
+
+        built: dict[str, Any] = {} if teacher is None else {"teacher": teacher}
+
+        def original() -> Any:
+            if "teacher" not in built:
+                built["teacher"] = original_teacher(run, registry)
+            return built["teacher"]
+
+        student = bind_run_student(load_student(run, registry), original)
+        teacher = built.get("teacher", teacher)
     components = pipeline_components(run, registry, teacher)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")

@@ -16,6 +16,7 @@ tests a model against the contract. The student contract (every registered stude
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import typing
 from collections.abc import Mapping
@@ -276,13 +277,27 @@ def example_inputs(
 
 
 def describe_student(
-    spec: TeacherSpec, name: str, preset: str = DEFAULT_STUDENT_PRESET, *, registry: Any, **overrides: Any
+    spec: TeacherSpec,
+    name: str,
+    preset: str | None = DEFAULT_STUDENT_PRESET,
+    *,
+    registry: Any,
+    teacher: Any = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Parameter count, config and input/output shapes of a student built for ``spec`` by ``registry``.
+    """Parameter count, config and input/output shapes of a student built for ``spec`` by ``registry``
+    (a student made from the teacher, ``--student teacher``, from ``teacher`` itself; ``preset`` None:
+    the student's own default).
 
     Builds the student on CPU and runs one batch-1 forward, so the reported output shape is measured.
     """
-    model = registry.create("students", name, spec, preset=preset, **overrides)
+    entry = registry.get("students", name)
+    factory = entry.load()
+    if teacher is not None and "teacher" in inspect.signature(factory).parameters:
+        options = {**overrides, **({"preset": preset} if preset is not None else {})}
+        model = factory(spec, teacher=teacher, **entry.check_options(options, require=True))
+    else:
+        model = registry.create("students", name, spec, preset=preset or DEFAULT_STUDENT_PRESET, **overrides)
     inputs = example_inputs(spec)
     with torch.no_grad():
         out = model.eval()(**inputs)
@@ -294,7 +309,8 @@ def describe_student(
     }
     return {
         "student": name,
-        "preset": preset,
+        "preset": preset
+        or (getattr(model.config, "source", None) or {}).get("preset", DEFAULT_STUDENT_PRESET),
         "overrides": dict(overrides),
         "class": f"{type(model).__module__}.{type(model).__qualname__}",
         "parameters": count_parameters(model),

@@ -261,7 +261,10 @@ LORA_KEY = "lora_"
 
 def add_lora(network: nn.Module, lora: dict[str, Any]) -> nn.Module:
     """peft LoRA adapters (rank, alpha, target module names) on ``network``; only they train."""
-    from peft import LoraConfig, inject_adapter_in_model
+    try:
+        from peft import LoraConfig, inject_adapter_in_model
+    except ImportError:
+        raise UserError("LoRA students need peft: pip install 'dkdm-zoo[lora]'") from None
 
     config = LoraConfig(
         r=int(lora["rank"]),

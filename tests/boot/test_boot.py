@@ -261,7 +261,10 @@ def flow_teacher(seed: int = 0, **scheduler) -> DDPMUNetTeacher:
     with torch.no_grad():
         for p in unet.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    config = {**FlowMatchEulerDiscreteScheduler(**scheduler).config, "_class_name": "FlowMatchEulerDiscreteScheduler"}
+    config = {
+        **FlowMatchEulerDiscreteScheduler(**scheduler).config,
+        "_class_name": "FlowMatchEulerDiscreteScheduler",
+    }
     return DDPMUNetTeacher(unet, config)
 
 

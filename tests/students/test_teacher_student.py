@@ -147,13 +147,17 @@ def test_bk_mapping_follows_the_bk_sdm_code():
 def test_a_pruned_sd_student_runs_and_starts_from_the_teacher(capsys):
     teacher = tiny.latent_sd_teacher()
     torch.manual_seed(0)
-    teacher.unet = UNet2DConditionModel.from_config(dict(sd_like_unet("narrow"), cross_attention_dim=16)).eval()
+    teacher.unet = UNet2DConditionModel.from_config(
+        dict(sd_like_unet("narrow"), cross_attention_dim=16)
+    ).eval()
     teacher.unet.requires_grad_(False)
     student = build(teacher.spec, "bk-small", teacher=teacher)
     assert "copied" in capsys.readouterr().err
     kept = student.network.state_dict()
     source = teacher.unet.state_dict()
-    assert torch.equal(kept["up_blocks.3.resnets.1.conv1.weight"], source["up_blocks.3.resnets.2.conv1.weight"])
+    assert torch.equal(
+        kept["up_blocks.3.resnets.1.conv1.weight"], source["up_blocks.3.resnets.2.conv1.weight"]
+    )
     assert student.network.mid_block is None and student.config.source["copied"] == len(kept)
     inputs = inputs_for(teacher, batch=2)
     assert student(**inputs).shape == (2, 4, 8, 8)
