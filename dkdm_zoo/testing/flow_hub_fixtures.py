@@ -20,7 +20,7 @@ from typing import Any
 
 from dkdm_zoo.testing import flow_hub_configs as configs
 from dkdm_zoo.testing.flow_hub_configs import FLUX_DEV, FLUX_SCHNELL, SANA_1600M, SD35_MEDIUM, Size
-from dkdm_zoo.testing.hub_fixtures import CORPUS, write_clip_tokenizer, write_hub_cache
+from dkdm_zoo.testing.hub_fixtures import CORPUS, build_hub_cache, write_clip_tokenizer
 
 
 def _words() -> list[str]:
@@ -192,15 +192,8 @@ def build_flow_hub_cache(
     cache_dir: str | os.PathLike[str],
     *,
     size: Size = "narrow",
-    repos: tuple[str, ...] = tuple(FLOW_BUILDERS),
+    repos: tuple[str, ...] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
-    """Every repository of ``repos`` built once and laid out in ``cache_dir``; repo id -> snapshot."""
-    work = Path(work_dir) if work_dir is not None else Path(cache_dir) / ".build"
-    snapshots = {}
-    for repo_id in repos:
-        folder = work / repo_id.replace("/", "--")
-        if not (folder / "model_index.json").is_file():
-            build_flow_repo(repo_id, folder, size=size)
-        snapshots[repo_id] = write_hub_cache(cache_dir, repo_id, folder)
-    return snapshots
+    """Every repository of ``repos`` (default: all of ``FLOW_BUILDERS``) built once and laid out in ``cache_dir``."""
+    return build_hub_cache(cache_dir, size=size, repos=repos, work_dir=work_dir, builders=FLOW_BUILDERS)

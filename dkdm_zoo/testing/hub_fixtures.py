@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -191,16 +191,19 @@ def build_hub_cache(
     cache_dir: str | os.PathLike[str],
     *,
     size: Size = "narrow",
-    repos: tuple[str, ...] = tuple(BUILDERS),
+    repos: tuple[str, ...] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
+    builders: Mapping[str, Callable[..., Path]] | None = None,
 ) -> dict[str, Path]:
-    """Every repository of ``repos`` built once and laid out in ``cache_dir``; returns repo id -> snapshot."""
+    """Every repository of ``repos`` (default: all of ``builders``, default ``BUILDERS``) built once and
+    laid out in ``cache_dir``; returns repo id -> snapshot."""
+    builders = BUILDERS if builders is None else builders
     work = Path(work_dir) if work_dir is not None else Path(cache_dir) / ".build"
     snapshots = {}
-    for repo_id in repos:
+    for repo_id in tuple(builders) if repos is None else repos:
         folder = work / repo_id.replace("/", "--")
         if not (folder / "model_index.json").is_file():
-            build_repo(repo_id, folder, size=size)
+            builders[repo_id](folder, size=size)
         snapshots[repo_id] = write_hub_cache(cache_dir, repo_id, folder)
     return snapshots
 

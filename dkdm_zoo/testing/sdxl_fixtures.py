@@ -21,7 +21,7 @@ from typing import Any
 
 from dkdm_zoo.testing import sdxl_hub_configs as configs
 from dkdm_zoo.testing.hub_configs import SD_FEATURE_EXTRACTOR, Size
-from dkdm_zoo.testing.hub_fixtures import CORPUS, write_clip_tokenizer, write_hub_cache
+from dkdm_zoo.testing.hub_fixtures import CORPUS, build_hub_cache, write_clip_tokenizer
 
 SD2_1 = "stabilityai/stable-diffusion-2-1"
 SDXL_BASE = "stabilityai/stable-diffusion-xl-base-1.0"
@@ -243,15 +243,8 @@ def build_modern_hub_cache(
     cache_dir: str | os.PathLike[str],
     *,
     size: Size = "narrow",
-    repos: tuple[str, ...] = tuple(BUILDERS),
+    repos: tuple[str, ...] | None = None,
     work_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Path]:
-    """Every repository of ``repos`` built once and laid out in ``cache_dir``; returns repo id -> snapshot."""
-    work = Path(work_dir) if work_dir is not None else Path(cache_dir) / ".build"
-    snapshots = {}
-    for repo_id in repos:
-        folder = work / repo_id.replace("/", "--")
-        if not (folder / "model_index.json").is_file():
-            build_modern_repo(repo_id, folder, size=size)
-        snapshots[repo_id] = write_hub_cache(cache_dir, repo_id, folder)
-    return snapshots
+    """Every repository of ``repos`` (default: all of ``BUILDERS``) built once and laid out in ``cache_dir``."""
+    return build_hub_cache(cache_dir, size=size, repos=repos, work_dir=work_dir, builders=BUILDERS)
