@@ -64,3 +64,16 @@ class Components:
 
     def scheduler_config(self, folder: str | None) -> dict[str, Any]:
         return load_scheduler_config(self.source, folder)
+
+
+def family_pipeline(
+    pipeline_class: str, scheduler_class: str, components: dict[str, Any], scheduler_config: dict[str, Any]
+) -> Any:
+    """The family's own diffusers pipeline over its loaded components and its saved scheduler config
+    (both classes named by the family's code, never by a file)."""
+    import diffusers
+
+    scheduler = getattr(diffusers, scheduler_class).from_config(
+        {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    )
+    return getattr(diffusers, pipeline_class)(scheduler=scheduler, **components)

@@ -27,7 +27,12 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.teachers.condition import Condition
-from dkdm_zoo.teachers.flow_loading import Components, PromptedTeacherOptions, pipeline_source
+from dkdm_zoo.teachers.flow_loading import (
+    Components,
+    PromptedTeacherOptions,
+    family_pipeline,
+    pipeline_source,
+)
 from dkdm_zoo.teachers.flow_schedulers import GRID_KEY, LINSPACE_GRID
 from dkdm_zoo.teachers.loading import parse_dtype
 from dkdm_zoo.teachers.prompted import PromptedTeacher, text_spec, vae_factor
@@ -37,15 +42,6 @@ FAMILY = "flux"
 DEFAULT_MAX_SEQUENCE_LENGTH = 512  # FluxPipeline's default T5 length
 DEFAULT_RESOLUTION = 1024  # FluxPipeline's default_sample_size 128 x the VAE's 8
 DEFAULT_DEV_GUIDANCE = 3.5  # FluxPipeline's default guidance_scale (embedded)
-
-
-def build_pipe(components: dict[str, Any], scheduler_config: dict[str, Any]) -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
-
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-        {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
-    )
-    return FluxPipeline(scheduler=scheduler, **components)
 
 
 class FluxTeacher(PromptedTeacher):
@@ -175,7 +171,7 @@ def load(options: FluxOptions) -> FluxTeacher:
     }
     scheduler_config = load.scheduler_config(folder)
     teacher = FluxTeacher(
-        build_pipe(components, scheduler_config),
+        family_pipeline("FluxPipeline", "FlowMatchEulerDiscreteScheduler", components, scheduler_config),
         scheduler_config,
         prompts=options.prompts,
         guidance_scale=options.guidance_scale,

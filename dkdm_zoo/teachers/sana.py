@@ -26,7 +26,12 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.teachers.condition import Condition
-from dkdm_zoo.teachers.flow_loading import Components, PromptedTeacherOptions, pipeline_source
+from dkdm_zoo.teachers.flow_loading import (
+    Components,
+    PromptedTeacherOptions,
+    family_pipeline,
+    pipeline_source,
+)
 from dkdm_zoo.teachers.loading import parse_dtype
 from dkdm_zoo.teachers.prompted import PromptedTeacher, text_spec
 from dkdm_zoo.teachers.schedulers import read_schedule
@@ -41,15 +46,6 @@ def pipeline_instruction() -> list[str]:
 
     default = inspect.signature(SanaPipeline.__call__).parameters["complex_human_instruction"].default
     return list(default)
-
-
-def build_pipe(components: dict[str, Any], scheduler_config: dict[str, Any]) -> Any:
-    from diffusers import DPMSolverMultistepScheduler, SanaPipeline
-
-    scheduler = DPMSolverMultistepScheduler.from_config(
-        {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
-    )
-    return SanaPipeline(scheduler=scheduler, **components)
 
 
 class SanaTeacher(PromptedTeacher):
@@ -154,7 +150,7 @@ def load(options: SanaOptions) -> SanaTeacher:
     }
     scheduler_config = load.scheduler_config(folder)
     teacher = SanaTeacher(
-        build_pipe(components, scheduler_config),
+        family_pipeline("SanaPipeline", "DPMSolverMultistepScheduler", components, scheduler_config),
         scheduler_config,
         prompts=options.prompts,
         guidance_scale=options.guidance_scale,

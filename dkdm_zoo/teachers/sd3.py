@@ -22,22 +22,18 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
 from dkdm_zoo.teachers.condition import Condition
-from dkdm_zoo.teachers.flow_loading import Components, PromptedTeacherOptions, pipeline_source
+from dkdm_zoo.teachers.flow_loading import (
+    Components,
+    PromptedTeacherOptions,
+    family_pipeline,
+    pipeline_source,
+)
 from dkdm_zoo.teachers.loading import parse_dtype
 from dkdm_zoo.teachers.prompted import PromptedTeacher, text_spec, vae_factor
 from dkdm_zoo.teachers.schedulers import read_schedule
 
 FAMILY = "sd3"
 DEFAULT_MAX_SEQUENCE_LENGTH = 256  # StableDiffusion3Pipeline's default T5 length
-
-
-def build_pipe(components: dict[str, Any], scheduler_config: dict[str, Any]) -> Any:
-    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-
-    scheduler = FlowMatchEulerDiscreteScheduler.from_config(
-        {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
-    )
-    return StableDiffusion3Pipeline(scheduler=scheduler, **components)
 
 
 class SD3Teacher(PromptedTeacher):
@@ -152,7 +148,9 @@ def load(options: SD3Options) -> SD3Teacher:
     }
     scheduler_config = load.scheduler_config(folder)
     teacher = SD3Teacher(
-        build_pipe(components, scheduler_config),
+        family_pipeline(
+            "StableDiffusion3Pipeline", "FlowMatchEulerDiscreteScheduler", components, scheduler_config
+        ),
         scheduler_config,
         prompts=options.prompts,
         guidance_scale=options.guidance_scale,
