@@ -1,4 +1,5 @@
-"""A run as a diffusers pipeline: the folder (``folder``: which pipeline class, the scheduler), the
+"""A run as a diffusers pipeline: the folder (``folder``: which pipeline class, the scheduler; ``stock``:
+the sdxl / pixart / sd3 / flux / sana teachers' own classes for students of their networks), the
 Hub model card (``card``) and the export of a finished run (``run``). The package's own pipeline
 class, ``DKDMZooPipeline``, is ``dkdm_zoo.pipelines``: what a user imports to load an export."""
 

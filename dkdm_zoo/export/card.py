@@ -131,8 +131,17 @@ def _metrics_rows(run: Run) -> list[str]:
     return rows
 
 
-def _how_to_load(kind: str, location: str, run: Run, student_module: str) -> str:
+def _how_to_load(kind: str, location: str, run: Run, student_module: str, folder: Path, at: Any) -> str:
+    from dkdm_zoo.export.stock import STOCK_PIPELINES, call_arguments
+
     spec = run.manifest.teacher_spec
+    if kind in STOCK_PIPELINES:  # the teacher's own pipeline class, called as dkdm-zoo samples
+        args = call_arguments(kind, folder, spec, run.manifest.teacher_options, at)
+        call = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        return (
+            f'```python\nfrom diffusers import {kind}\n\npipe = {kind}.from_pretrained("{location}")\n'
+            f"image = pipe({call}).images[0]\n```"
+        )
     if kind == "DDPMPipeline":
         return (
             "```python\nfrom diffusers import DDPMPipeline\n\n"
@@ -212,7 +221,9 @@ def write_model_card(
     kind = json.loads((folder / "model_index.json").read_text()).get("_class_name", "DiffusionPipeline")
     base = base_model(run)
     tags = ["dkdm-zoo", manifest.method, "diffusion-distillation"]
-    calls, at = generator_steps(folder) if manifest.one_step else (None, None)
+    # a stock pipeline holds the generator's backbone only: its K and timesteps are the run's student's
+    holder = folder if (folder / "student").is_dir() else run.student_dir.parent
+    calls, at = generator_steps(holder) if manifest.one_step else (None, None)
     if manifest.one_step:
         tags.append("one-step" if calls == 1 else f"{calls}-step")
     data = ModelCardData(
@@ -274,14 +285,17 @@ def write_model_card(
         lines += ["## Samples", "", f"![samples of the student]({GRID_NAME})", ""]
     location = load_location(folder, location, repo_id)
     module = manifest.student_class.partition(":")[0]
-    lines += ["## Use", "", _how_to_load(kind, location, run, module), ""]
+    lines += ["## Use", "", _how_to_load(kind, location, run, module, folder, at), ""]
     if (folder / "lora").is_dir():  # a LoRA student: the pipeline above is merged; the adapters alone
         teacher = base_model(run) or "TEACHER"
+        scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
         lines += [
             "The student is a LoRA of its teacher: the weights above are merged; the adapters alone load on",
-            "the teacher's own pipeline:",
+            "the teacher's own pipeline (with the scheduler above, it samples the same images):",
             "",
-            f'```python\npipe = {kind}.from_pretrained("{teacher}")\npipe.load_lora_weights("{location}/lora")\n```',
+            f'```python\nfrom diffusers import {kind}, {scheduler}\n\npipe = {kind}.from_pretrained("{teacher}")\n'
+            f'pipe.load_lora_weights("{location}/lora")\n'
+            f'pipe.scheduler = {scheduler}.from_pretrained("{location}", subfolder="scheduler")\n```',
             "",
         ]
     lines += [

@@ -4,6 +4,9 @@
 - text-conditional latent UNet students (Stable Diffusion teachers): ``StableDiffusionPipeline``
   with the teacher's VAE, text encoder and tokenizer and a plain ``UNet2DConditionModel``;
 - class-conditional latent ``DiTTransformer2DModel`` students: ``DiTPipeline`` with the teacher's VAE;
+- students made from an sdxl / pixart / sd3 / flux / sana teacher's own network (copy, pruned, LoRA;
+  one-step generators where a stock scheduler makes their one call): the teacher's own pipeline
+  class (``export.stock``);
 - everything else (class-conditional or latent students, DiT / ConvNeXt / plugin architectures,
   BOOT one-step generators): ``dkdm_zoo.pipelines.DKDMZooPipeline``.
 
@@ -31,15 +34,22 @@ from diffusers import (
 )
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.export.stock import (
+    FLOW_SCHEDULER_CLASSES,  # noqa: F401 - its old home (export.stock owns it now)
+    LORA_FOLDER,  # noqa: F401 - its old home
+    SCHEDULE_KEYS,
+    STOCK_PIPELINES,
+    flow_scheduler,
+    save_lora,
+    stock_kind,
+    stock_pipeline,
+)
 from dkdm_zoo.pipelines import Denoiser, DKDMZooPipeline
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.base import plain_copy
 from dkdm_zoo.students.one_step import OneStepGenerator
 from dkdm_zoo.students.teacher_net import is_teacher_network, lora_network
 from dkdm_zoo.teachers.base import PipelineComponents
-
-SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
-FLOW_SCHEDULER_CLASSES = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler")
 
 
 def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **extra: Any) -> Any:
@@ -51,16 +61,7 @@ def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **
     sampler. A flow-matching teacher's student predicts the velocity on its path: the teacher's own
     flow scheduler class (FlowMatchEuler; SANA's DPM-Solver with flow sigmas)."""
     if spec.process == "flow":
-        import diffusers
-
-        name = str(spec.schedule.get("_class_name", "FlowMatchEulerDiscreteScheduler"))
-        if name not in FLOW_SCHEDULER_CLASSES:  # run.json is data: it names no other class
-            raise UserError(
-                f"the teacher's flow scheduler {name!r} is not one of {', '.join(FLOW_SCHEDULER_CLASSES)}"
-            )
-        return getattr(diffusers, name).from_config(
-            {k: v for k, v in spec.schedule.items() if not k.startswith("_")}
-        )
+        return flow_scheduler(spec)
     return DDIMScheduler(
         **extra,
         num_train_timesteps=spec.num_train_timesteps,
@@ -107,6 +108,9 @@ def _plain(model: ModelMixin, cls: type[ModelMixin]) -> ModelMixin:
 
 def pipeline_kind(student: ModelMixin, spec: TeacherSpec, components: PipelineComponents) -> str:
     """The diffusers pipeline class a student is exported as (a teacher-network student: its network's)."""
+    stock = stock_kind(student, spec, components)  # sdxl / pixart / sd3 / flux / sana: the teacher's own
+    if stock is not None:
+        return stock
     student = student.network if is_teacher_network(student) else student
     latent_ok = spec.space == "latent" and components.vae is not None
     if isinstance(student, OneStepGenerator) or spec.process == "flow":  # no stock pipeline samples these
@@ -139,6 +143,12 @@ def save_pipeline(
         student = _with_merged(student, lora)
     student = student.eval()
     prediction = "epsilon"
+    if kind in STOCK_PIPELINES:
+        pipe = stock_pipeline(kind, student, spec, components)
+        pipe.save_pretrained(folder, safe_serialization=True)
+        if lora is not None:
+            save_lora(type(pipe), lora, folder)
+        return kind
     if is_teacher_network(student) and kind != DKDMZooPipeline.__name__:
         # the teacher's own pipeline class holds the network itself, read as its own prediction type
         prediction, student = student.config.prediction_type, student.network
@@ -180,21 +190,9 @@ def save_pipeline(
             sampling_grid=spec.schedule.get("_sampling_sigmas") if spec.process == "flow" else None,
         )
     pipe.save_pretrained(folder, safe_serialization=True)
-    if (
-        lora is not None
-        and hasattr(type(pipe), "save_lora_weights")
-        and hasattr(lora.network, "load_lora_adapter")
-    ):
-        from peft.utils import get_peft_model_state_dict
-
-        # `load_lora_weights(FOLDER/lora)` on the teacher's own pipeline applies it to the teacher
-        type(pipe).save_lora_weights(
-            Path(folder) / LORA_FOLDER, unet_lora_layers=get_peft_model_state_dict(lora.network)
-        )
+    if lora is not None:  # `load_lora_weights(FOLDER/lora)` on the teacher's own pipeline applies it
+        save_lora(type(pipe), lora, folder)
     return kind
-
-
-LORA_FOLDER = "lora"
 
 
 def _with_merged(student: ModelMixin, lora: Any) -> ModelMixin:

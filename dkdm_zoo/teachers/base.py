@@ -63,6 +63,8 @@ class PipelineComponents:
     text_pipeline: str | None = None
     text_components: dict[str, Any] = field(default_factory=dict)
     text_kwargs: dict[str, Any] = field(default_factory=dict)
+    # the teacher's own diffusers pipeline class (its model_index.json's), for `export.stock`
+    pipeline_class: str | None = None
 
 
 class Teacher(ABC):

@@ -157,11 +157,25 @@ class LatentSDTeacher(Teacher):
     def modules(self) -> list[nn.Module]:
         return [self.unet, self.vae, self.text_encoder]
 
+    #: the VAE's ``force_upcast`` honoured as diffusers' pipelines do (SDXL, PixArt): a float16 teacher
+    #: keeps its VAE and decodes in float32
+    honours_force_upcast: bool = False
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> LatentSDTeacher:
         self._null = None  # re-encode "" on the new device / dtype
         self._cache = OrderedDict()
         super().to(device, dtype)
+        if self._upcast_vae:
+            self.vae.to(torch.float32)
         return self
+
+    @property
+    def _upcast_vae(self) -> bool:
+        return (
+            self.honours_force_upcast
+            and bool(getattr(self.vae.config, "force_upcast", False))
+            and self.dtype == torch.float16
+        )
 
     @torch.no_grad()
     def text_embeddings(self, prompts: list[str]) -> Tensor:
@@ -272,7 +286,7 @@ class LatentSDTeacher(Teacher):
     @torch.no_grad()
     def decode(self, samples: Tensor) -> Tensor:
         """Latents -> images in [-1, 1] with the VAE's scaling factor."""
-        return decode_latents(self.vae, samples, dtype=self.dtype)
+        return decode_latents(self.vae, samples, dtype=torch.float32 if self._upcast_vae else self.dtype)
 
     def pipeline_components(self) -> PipelineComponents:
         return PipelineComponents(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer)

@@ -22,7 +22,6 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
-from dkdm_zoo.sampling.latents import decode_latents
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.dit import vae_downsampling
@@ -83,6 +82,10 @@ def spec_from_pixart(
 class PixArtTeacher(LatentSDTeacher):
     """A PixArt transformer on VAE latents, conditioned on T5 states and their attention mask."""
 
+    # its transformer takes the timestep by keyword and micro-conditions in added_cond_kwargs
+    student_calling = "teacher"
+    honours_force_upcast = True
+
     def __init__(
         self,
         transformer: nn.Module,
@@ -94,6 +97,7 @@ class PixArtTeacher(LatentSDTeacher):
         max_sequence_length: int,
         prompts: str | os.PathLike[str] | Sequence[str] | None = None,
         guidance_scale: float | None = 4.5,
+        pipeline_class: str | None = None,
     ):
         spec = spec_from_pixart(transformer, vae, text_encoder, max_sequence_length, dict(scheduler_config))
         Teacher.__init__(self, spec, guidance_scale=guidance_scale)
@@ -104,6 +108,8 @@ class PixArtTeacher(LatentSDTeacher):
             tokenizer,
         )
         self.max_sequence_length = int(max_sequence_length)
+        known = isinstance(pipeline_class, str) and pipeline_class in MAX_LENGTH
+        self.pipeline_class = pipeline_class if known else None  # model_index.json's
         self.prompts = read_prompts(prompts)
         height, width = spec.image_shape[1:]
         self.micro = torch.tensor([[height, width, height / width]], dtype=torch.float32)
@@ -119,13 +125,7 @@ class PixArtTeacher(LatentSDTeacher):
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PixArtTeacher:
         super().to(device, dtype)
         self.micro = self.micro.to(self.device)
-        if self._upcast_vae:
-            self.vae.to(torch.float32)
         return self
-
-    @property
-    def _upcast_vae(self) -> bool:
-        return bool(getattr(self.vae.config, "force_upcast", False)) and self.dtype == torch.float16
 
     @torch.no_grad()
     def encode_parts(self, prompts: list[str]) -> dict[str, Tensor]:
@@ -171,10 +171,6 @@ class PixArtTeacher(LatentSDTeacher):
     def with_denoiser(self, module: nn.Module) -> PixArtTeacher:
         return self._view(transformer=module)
 
-    @torch.no_grad()
-    def decode(self, samples: Tensor) -> Tensor:
-        return decode_latents(self.vae, samples, dtype=torch.float32 if self._upcast_vae else self.dtype)
-
     def pipeline_components(self) -> PipelineComponents:
         return PipelineComponents(
             vae=self.vae,
@@ -182,6 +178,7 @@ class PixArtTeacher(LatentSDTeacher):
             tokenizer=self.tokenizer,
             text_encoding="t5",
             text_max_length=self.max_sequence_length,
+            pipeline_class=self.pipeline_class,
         )
 
 
@@ -233,5 +230,6 @@ def load(options: PixArtOptions) -> PixArtTeacher:
         max_sequence_length=length,
         prompts=o.prompts,
         guidance_scale=o.guidance_scale,
+        pipeline_class=pipeline,
     )
     return teacher.to("cpu", parse_dtype(o.dtype))

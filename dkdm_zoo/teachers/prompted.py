@@ -221,4 +221,5 @@ class PromptedTeacher(Teacher):
             text_pipeline=name,
             text_components={k: v for k, v in parts.items() if v is not None},
             text_kwargs=self.text_kwargs(),
+            pipeline_class=name,
         )

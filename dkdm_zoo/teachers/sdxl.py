@@ -23,7 +23,6 @@ from torch import Tensor, nn
 
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import takes_options
-from dkdm_zoo.sampling.latents import decode_latents
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.base import Condition, PipelineComponents, Teacher
 from dkdm_zoo.teachers.dit import vae_downsampling
@@ -88,6 +87,9 @@ def spec_from_sdxl(
 class SDXLTeacher(LatentSDTeacher):
     """SDXL's UNet on VAE latents, conditioned on two CLIP encoders, a pooled projection and time ids."""
 
+    student_calling = "teacher"  # its UNet takes the pooled projection and time ids as added_cond_kwargs
+    honours_force_upcast = True
+
     def __init__(
         self,
         unet: nn.Module,
@@ -129,13 +131,7 @@ class SDXLTeacher(LatentSDTeacher):
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> SDXLTeacher:
         super().to(device, dtype)
         self.add_time_ids = self.add_time_ids.to(self.device)
-        if self._upcast_vae:
-            self.vae.to(torch.float32)
         return self
-
-    @property
-    def _upcast_vae(self) -> bool:
-        return bool(getattr(self.vae.config, "force_upcast", False)) and self.dtype == torch.float16
 
     @torch.no_grad()
     def encode_parts(self, prompts: list[str]) -> dict[str, Tensor]:
@@ -186,10 +182,6 @@ class SDXLTeacher(LatentSDTeacher):
         embeds = cond.text_embeds.to(x_t.device, self.dtype)
         return self.unet(x_t, t.to(x_t.device), encoder_hidden_states=embeds, added_cond_kwargs=added).sample
 
-    @torch.no_grad()
-    def decode(self, samples: Tensor) -> Tensor:
-        return decode_latents(self.vae, samples, dtype=torch.float32 if self._upcast_vae else self.dtype)
-
     def pipeline_components(self) -> PipelineComponents:
         return PipelineComponents(
             vae=self.vae,
@@ -199,6 +191,7 @@ class SDXLTeacher(LatentSDTeacher):
             text_encoder_2=self.text_encoder_2,
             tokenizer_2=self.tokenizer_2,
             null_zeros=self.force_zeros_for_empty_prompt,
+            pipeline_class=BASE_PIPELINE,  # load() refuses the refiner
         )
 
 
