@@ -156,6 +156,7 @@ def distill(
         raise UserError("--json prints the --dry-run plan: pass --dry-run with it")
 
     from dkdm_zoo.engine import train
+    from dkdm_zoo.engine.sharding import network_copies
     from dkdm_zoo.runs import Run
 
     main = is_main_process()
@@ -163,7 +164,8 @@ def distill(
     try:
         # under torchrun only rank 0 opens (checks, locks, and on an early failure restores) the folder
         with open_run(out, resume=resume, overwrite=overwrite, lock=main) as writer:
-            built = builder.build(resolved, registry)
+            with network_copies(resolved, main):  # under FSDP, copies of the teacher's network only on rank 0
+                built = builder.build(resolved, registry)
             writer.clear()  # --overwrite: the old run goes only once the new one is built
             # the engine's one line on what it resumed from, with what this command changed
             note = f"; changed: {', '.join(changed)}" if changed else ""

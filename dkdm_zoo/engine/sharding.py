@@ -57,6 +57,37 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def builds_empty_copies(cfg: Any, explicit: bool, main: bool) -> bool:
+    """Whether this process builds the networks copied from the teacher empty (on the meta device):
+    under FSDP over several processes, every process but the main one (``main``: global rank 0,
+    ``cli.common.is_main_process``) receives its shards from the main one's full weights
+    (``prepare_sharded``)."""
+    return not main and choose_sharding(cfg, explicit) == FSDP and world_size_from_env() > 1
+
+
+def network_copies(recipe: Any, main: bool) -> Any:
+    """The context to build ``recipe``'s teacher, student and method in (``config.build``): copies of
+    the teacher's network (teacher-copy and pruned students, fake scores) are empty on a process that
+    will receive its shards of them (``students.materialise``); whole everywhere else."""
+    from dkdm_zoo.students.materialise import empty_copies
+
+    return empty_copies(builds_empty_copies(recipe.train, "sharding" in recipe.train_set, main))
+
+
+def place(module: nn.Module, device: torch.device, channels_last: bool) -> None:
+    """``module`` onto ``device`` (and channels-last); an empty copy (parameters on the meta device,
+    receiving its shards from the main process) keeps its parameters there and moves its buffers."""
+    if any(p.is_meta for p in module.parameters()):
+        for sub in module.modules():
+            for name, buffer in sub._buffers.items():
+                if buffer is not None and not buffer.is_meta:
+                    sub._buffers[name] = buffer.to(device)
+    else:
+        module.to(device)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+
+
 def make_accelerator(cfg: Any, project_dir: str, sharding: str, cpu: bool) -> Any:
     """The run's Accelerator: DDP, or FSDP2 with the plugin below when there are processes to shard over."""
     from accelerate import Accelerator
@@ -172,6 +203,26 @@ def enable_block_checkpointing(module: nn.Module, name: str, required: bool = Tr
     return bool(found)
 
 
+def clip_gradients(acc: Any, module: nn.Module, max_norm: float) -> None:
+    """Clip ``module``'s gradients to total norm ``max_norm``. Sharded: accelerate's FSDP2 clipping
+    (the same operations, one device mesh), called directly: ``Accelerator.clip_grad_norm_`` first
+    finds the prepared model by comparing parameter lists with ``==``, which raises for two networks
+    of the same size (SiD's teacher-copy generator and fake score)."""
+    if not is_sharded(acc):
+        acc.clip_grad_norm_(module.parameters(), max_norm)
+        return
+    from torch.distributed.tensor import DTensor
+    from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+
+    acc.unscale_gradients()
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return
+    norm = get_total_norm([p.grad for p in params], 2.0)
+    norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
+    clip_grads_with_norm_(params, max_norm, torch.linalg.vector_norm(torch.stack([norm]), 2.0))
+
+
 def teacher_network(teacher: Any, trained: dict[str, Any]) -> nn.Module | None:
     """The teacher's denoiser to shard, or None: a teacher without one, or one whose weights a
     trained network shares (it is sharded with that network)."""
@@ -185,6 +236,23 @@ def teacher_network(teacher: Any, trained: dict[str, Any]) -> nn.Module | None:
     if any(id(p) in trained_ids for p in network.parameters()):
         return None
     return network
+
+
+def refuse_shared_weights(teacher: Any, declared: dict[str, Any]) -> None:
+    """FSDP2 shards a network's parameters in place: a trained network that runs on the teacher's own
+    frozen tensors (LoRA adapters on them) would shard them under the teacher and any other network
+    that shares them (accelerate's loading also sends a state dict, and a LoRA network's holds only
+    its adapters). Refused in one line until the shared base is sharded once for all of them."""
+    try:
+        base = {id(p) for p in teacher.denoiser().parameters()}
+    except (IncompatibleError, UserError, NotImplementedError):
+        return
+    sharing = [name for name, net in declared.items() if any(id(p) in base for p in net.module.parameters())]
+    if sharing:
+        raise UserError(
+            f"train.sharding='fsdp': {', '.join(sharing)} trains LoRA adapters on the teacher's own frozen "
+            "network, which FSDP cannot shard for several networks at once yet; use train.sharding='ddp'"
+        )
 
 
 def meta_skeleton(module: nn.Module) -> nn.Module:

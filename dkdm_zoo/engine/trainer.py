@@ -36,6 +36,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import STUDENT, Method, SetupContext
 from dkdm_zoo.runs import Manifest, Run
 from dkdm_zoo.runs.student import save_student
+from dkdm_zoo.students.materialise import held_parameters
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
@@ -108,12 +109,14 @@ def train(
     checkpoints = run.checkpoints_dir
     device = acc.device
     torch.manual_seed(cfg.seed + rank)
+    if sharded:
+        shards.refuse_shared_weights(teacher, declared)  # LoRA students: before anything is written
 
     teacher.to(device, DTYPES[cfg.teacher_dtype])
     for network in declared.values():
-        network.module.to(device)
-        if cfg.channels_last:
-            network.module.to(memory_format=torch.channels_last)
+        shards.place(network.module, device, cfg.channels_last)
+    # what each process built whole (an empty copy holds none: it receives its shards from process 0)
+    held = {name: held_parameters(network.module) for name, network in declared.items()}
     teacher_net = shards.teacher_network(teacher, declared)
     if cfg.activation_checkpointing:
         for name, network in declared.items():
@@ -233,7 +236,7 @@ def train(
             config={k: v for k, v in asdict(cfg).items() if isinstance(v, int | float | str | bool)},
         )
 
-    processes = gather_object([{"rank": rank, "pid": os.getpid()}])
+    processes = gather_object([{"rank": rank, "pid": os.getpid(), "held_parameters": held}])
     if main:
         run.append_metrics(
             {
@@ -278,7 +281,7 @@ def train(
                             window.add(key, value)
                         acc.backward(loss)
                         if acc.sync_gradients and cfg.grad_clip > 0:
-                            acc.clip_grad_norm_(net.prepared.parameters(), cfg.grad_clip)
+                            shards.clip_gradients(acc, net.prepared, cfg.grad_clip)
                         net.optimizer.step()
                         net.optimizer.zero_grad(set_to_none=True)
             if toggle:

@@ -155,19 +155,23 @@ def _prune_depth(
     return student, teacher_key, {"kept_blocks": kept}
 
 
-def copy_weights(student: nn.Module, teacher: nn.Module, teacher_key: KeyMap) -> tuple[int, int, list[str]]:
+def copy_weights(
+    student: nn.Module, teacher: nn.Module, teacher_key: KeyMap, load: bool = True
+) -> tuple[int, int, list[str]]:
     """Copy every student tensor whose mapped teacher tensor exists with its shape; returns (copied,
-    total, the student keys left at their initialisation)."""
+    total, the student keys left at their initialisation). ``load=False``: only count (an empty
+    student, ``students.materialise``, whose weights come from the main process)."""
     source = teacher.state_dict()
     target = student.state_dict()
     copied, missed = {}, []
     for key, value in target.items():
         match = source.get(teacher_key(key))
         if match is not None and match.shape == value.shape:
-            copied[key] = match.to(value.dtype)
+            copied[key] = match.to(value.dtype) if load else match  # counting: no converted copy
         else:
             missed.append(key)
-    student.load_state_dict(copied, strict=False)
+    if load:
+        student.load_state_dict(copied, strict=False)
     return len(copied), len(target), missed
 
 

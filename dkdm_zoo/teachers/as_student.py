@@ -11,7 +11,6 @@ network), ``with_denoiser(module)`` and ``model_output(x_t, t, condition)``. The
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 from dkdm_zoo.errors import IncompatibleError, UserError
 from dkdm_zoo.registry.classes import class_reference, public_config
 from dkdm_zoo.spec import TeacherSpec
+from dkdm_zoo.students.materialise import copies_are_empty, copy_network, new_network
 from dkdm_zoo.students.pruning import TRANSFORMER_PRESETS, UNET_PRESETS, copy_weights, prune
 from dkdm_zoo.students.teacher_net import PREDICTIONS, NetworkCall, TeacherNetwork, lora_copy
 from dkdm_zoo.teachers.condition import Condition
@@ -108,13 +108,13 @@ def build(
         copied = total = len(source.state_dict())
         record: dict[str, Any] = {"preset": "full", "lora_parameters": trainable, "frozen_parameters": frozen}
     elif preset == "full" and keep_blocks is None:
-        network = copy.deepcopy(source).float().train().requires_grad_(True)
+        network = copy_network(source).float().train().requires_grad_(True)
         copied = total = len(network.state_dict())
         record = {"preset": "full"}
     else:
         config, teacher_key, removed = prune(source, preset, keep_blocks)
-        network = type(source).from_config(config).float()
-        copied, total, missed = copy_weights(network, source, teacher_key)
+        network = new_network(lambda: type(source).from_config(config)).float()
+        copied, total, missed = copy_weights(network, source, teacher_key, load=not copies_are_empty())
         record = {"preset": preset, **removed, "left_at_init": missed[:20]}
     record.update(copied=copied, total=total, teacher_class=class_reference(source))
     student = TeacherNetwork.around(

@@ -5,7 +5,9 @@
 - SiD under fsdp logs the same losses, step by step, as under ddp (same draws, same gradients);
 - a sharded run stopped at step 2 and resumed gives bit-equal final weights; another number of
   processes is refused in one line;
-- the final student is gathered whole, exported and loads.
+- the final student is gathered whole, exported and loads;
+- only process 0 builds the copies of the teacher's network whole (a teacher-copy student, SiD's fake
+  score): process 1 builds them empty (meta device) and receives its shards from process 0.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ name = "fsdp-{method}"
 name = "tiny"
 num_classes = 3
 [student]
-name = "tiny-unet"
+{student}
 [method]
 name = "{method}"
 {method_options}
@@ -50,11 +52,18 @@ ema_decay = 0.9
 sharding = "{sharding}"
 """
 OPTIONS = {"dkdm": 'rho = 0.1\npool_init = "ddim"\npool_init_steps = 2', "sid": ""}
+#: DKDM trains a copy of the teacher's own network (`--student teacher`; its output read as v, so it
+#: does not start at the teacher's answer), SiD the tiny UNet
+STUDENTS = {"dkdm": 'name = "teacher"\nprediction_type = "v_prediction"', "sid": 'name = "tiny-unet"'}
 
 
 def recipe_file(folder: Path, method: str, sharding: str = "fsdp") -> Path:
     path = folder / f"{method}-{sharding}.toml"
-    path.write_text(RECIPE.format(method=method, method_options=OPTIONS[method], sharding=sharding))
+    path.write_text(
+        RECIPE.format(
+            method=method, method_options=OPTIONS[method], sharding=sharding, student=STUDENTS[method]
+        )
+    )
     return path
 
 
@@ -87,6 +96,12 @@ def one_process_first_losses(recipe: Path, seed: int, out: Path) -> dict:
     return step_records(out)[1]
 
 
+def held_before_sharding(run: Path) -> dict[int, dict[str, int]]:
+    """Per process: how many parameter values of each trained network it built (the start event)."""
+    start = Run(run).read_metrics()[0]
+    return {p["rank"]: p["held_parameters"] for p in start["processes"]}
+
+
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(next(folder.glob("*.safetensors"))))
 
@@ -98,6 +113,11 @@ def test_dkdm_under_fsdp_matches_one_process_and_exports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = Run(tmp_path / "fsdp").read_metrics()
     assert records[0]["sharding"] == "fsdp" and records[0]["world_size"] == 2
+    # the teacher-copy student: whole on process 0 only, empty (meta) on process 1 before sharding
+    teacher_size = sum(
+        p.numel() for p in tiny_registry().create("teachers", "tiny", num_classes=3).denoiser().parameters()
+    )
+    assert held_before_sharding(tmp_path / "fsdp") == {0: {"student": teacher_size}, 1: {"student": 0}}
     first = step_records(tmp_path / "fsdp")[1]
     single = [one_process_first_losses(recipe, s, tmp_path / f"one{s}") for s in (0, 1)]
     assert first["loss"] == pytest.approx((single[0]["loss"] + single[1]["loss"]) / 2, rel=1e-5)
@@ -134,6 +154,11 @@ def test_sid_under_fsdp_equals_ddp_resumes_bit_equal_and_exports(tmp_path):
     resumed = torchrun("--recipe", str(fsdp), "--out", str(tmp_path / "half"), "--resume", port=29545)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
+    # the fake score (a copy of the teacher's network) is built whole by process 0 only; under ddp by
+    # both; the tiny UNet generator (a network of its own) by both
+    held, whole = held_before_sharding(tmp_path / "fsdp"), held_before_sharding(tmp_path / "ddp")
+    assert held[1]["fake_score"] == 0 and held[0] == whole[0] == whole[1]
+    assert held[0]["fake_score"] > 0 and held[1]["student"] == held[0]["student"] > 0
     sharded, replicated = step_records(tmp_path / "fsdp"), step_records(tmp_path / "ddp")
     # the same draws and gradients: the same losses, sharded or not. The first fake-score loss comes
     # before any update; after one, Adam turns float-level differences in the summed gradients
@@ -166,6 +191,20 @@ def test_sid_under_fsdp_equals_ddp_resumes_bit_equal_and_exports(tmp_path):
     assert "written by 2 processes, this run has 1" in one.stderr and "Traceback" not in one.stderr
 
 
+@pytest.mark.slow
+def test_a_lora_student_under_fsdp_is_refused_in_one_line(tmp_path):
+    """LoRA adapters train on the teacher's own frozen tensors, which FSDP would shard under the
+    teacher and the student at once: refused before anything is written."""
+    recipe = recipe_file(tmp_path, "dkdm")
+    proc = torchrun("--recipe", str(recipe), "--out", str(tmp_path / "lora"), "--set", "student.lora_rank=2",
+                    port=29547)  # fmt: skip
+    # each process stops with the one line and exit code 2 (the traceback after it is torchrun's own)
+    assert proc.returncode != 0 and "exitcode: 2" in proc.stderr and "[rank0]" not in proc.stderr
+    line = "error: train.sharding='fsdp': student trains LoRA adapters on the teacher's own frozen network"
+    assert proc.stderr.count(line) == 2, proc.stderr[-3000:]
+    assert "use train.sharding='ddp'" in proc.stderr and not (tmp_path / "lora/checkpoints").exists()
+
+
 SD_RECIPE = """
 [recipe]
 name = "fsdp-sd"
@@ -174,7 +213,7 @@ name = "latent-sd"
 path = "{path}"
 prompts = ["a photo of a cat", "a red bicycle", "a lighthouse at dawn"]
 [student]
-name = "unet"
+name = "teacher"
 [method]
 name = "sid"
 [train]
@@ -189,7 +228,8 @@ sharding = "fsdp"
 
 @pytest.mark.slow
 def test_sid_on_a_narrow_stable_diffusion_copy_under_fsdp(tmp_path):
-    """Text conditions, cross-attention blocks as units, a latent student exported with the VAE."""
+    """Text conditions, cross-attention blocks as units, a latent student exported with the VAE. The
+    generator and the fake score are both copies of the teacher's UNet (two networks of one size)."""
     pytest.importorskip("transformers")
     from diffusers import DiffusionPipeline
 
@@ -204,5 +244,8 @@ def test_sid_on_a_narrow_stable_diffusion_copy_under_fsdp(tmp_path):
     single = [one_process_first_losses(recipe, s, tmp_path / f"one{s}") for s in (0, 1)]
     mean = (single[0]["fake_score_loss"] + single[1]["fake_score_loss"]) / 2
     assert first["fake_score_loss"] == pytest.approx(mean, rel=1e-5)
+    held = held_before_sharding(tmp_path / "run")
+    assert held[0]["fake_score"] == held[0]["student"] > 0  # the UNet copies: on process 0 only
+    assert held[1] == {"student": 0, "fake_score": 0}
     pipeline = DiffusionPipeline.from_pretrained(tmp_path / "run/pipeline")
     assert {"vae", "text_encoder", "tokenizer", "student"} <= set(pipeline.components)
