@@ -53,7 +53,7 @@ def print_memory(console: Any, memory: MemoryPlans) -> None:
         if a.buckets:
             rows.append((f"{a.name} DDP gradient buckets", a.buckets, b.buckets))
         if a.activations:
-            rows.append((f"{a.name} activations (x batch)", a.activations, b.activations))
+            rows.append((f"{a.name} activations (at the batch)", a.activations, b.activations))
     for name, size in ddp.state.items():
         rows.append((f"method state: {name}", size, fsdp.state.get(name, 0)))
     if fsdp.gathered:

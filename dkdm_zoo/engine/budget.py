@@ -2,8 +2,10 @@
 
 - memory: teacher weights; student weights, gradients, AdamW state and EMA; every other trainable
   network the method declares; method state (the DKDM pool, samples plus their timestep index
-  and condition reference); activations, measured with one real forward/backward of each
-  differentiated network at batch 1 and scaled to the batch;
+  and condition reference); activations, the bytes autograd saves in a forward of each
+  differentiated network at batch 1 and at batch 2: their difference is what one more sample
+  costs, the rest (weights saved for the backward) is counted once, and only where it is a copy
+  (mixed precision's casts); with ``train.activation_checkpointing`` measured checkpointed;
 - compute: FLOPs of each network's forward and backward at batch 1 (``FlopCounterMode``), times
   the passes per sample the method's ``Plan`` declares, times the batch: FLOPs per training step;
 - teacher forwards for initialisation and training, and from them and the FLOPs an estimated
@@ -62,11 +64,16 @@ def cpu_flops(size: int = 512, repeats: int = 8) -> float:
 
 @dataclass(frozen=True)
 class NetworkCost:
-    """One network at batch 1: FLOPs of a forward and a backward, bytes saved for the backward."""
+    """One network: FLOPs of a forward and a backward at batch 1; bytes saved for the backward per
+    sample, and once per forward whatever the batch (mixed precision's weight casts)."""
 
     forward_flops: float
     backward_flops: float
     activation_bytes: float
+    activation_fixed_bytes: float = 0.0
+
+    def activations(self, batch: int) -> float:
+        return batch * self.activation_bytes + self.activation_fixed_bytes
 
 
 @dataclass
@@ -141,30 +148,41 @@ def _measuring(module_params: list[nn.Parameter]):
 def _measure(
     run_forward: Any, params: list[nn.Parameter], backward: bool, autocast: str = "no"
 ) -> NetworkCost:
-    """FLOPs of ``run_forward()`` (and of its backward) and the bytes autograd saves for it, under the
-    run's mixed precision (``autocast``: "no", "bf16" or "fp16")."""
-    saved: dict[int, int] = {}
+    """FLOPs of ``run_forward(1)`` (and of its backward) and the bytes autograd saves for it at batch
+    1 and 2, under the run's mixed precision (``autocast``: "no", "bf16" or "fp16")."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
+    device = params[0].device.type if params else "cpu"
+    saved_at: list[float] = []
+    flops: tuple[float, float] = (0.0, 0.0)
+    for batch in (1, 2) if backward else (1,):
+        saved: dict[int, int] = {}
 
-    def pack(t: Tensor) -> Tensor:
-        saved[id(t)] = t.numel() * t.element_size()
-        return t
+        def pack(t: Tensor, saved: dict[int, int] = saved) -> Tensor:
+            saved[id(t)] = t.numel() * t.element_size()
+            return t
 
-    with _measuring(params) as counter:
-        hooks = (
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-            if backward
-            else contextlib.nullcontext()
-        )
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(autocast)
-        device = params[0].device.type if params else "cpu"
-        amp = torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        with hooks, torch.set_grad_enabled(backward), amp:
-            out = run_forward()
-        forward = counter.get_total_flops()
-        if backward:
-            out.float().sum().backward()
-    total = counter.get_total_flops()
-    return NetworkCost(float(forward), float(total - forward), float(sum(saved.values())))
+        with _measuring(params) as counter:
+            hooks = (
+                torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+                if backward
+                else contextlib.nullcontext()
+            )
+            amp = torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+            with hooks, torch.set_grad_enabled(backward), amp:
+                out = run_forward(batch)
+            forward = counter.get_total_flops()
+            if backward and batch == 1:
+                out.float().sum().backward()
+            if batch == 1:
+                flops = (float(forward), float(counter.get_total_flops() - forward))
+        saved_at.append(float(sum(saved.values())))
+    if not backward:
+        return NetworkCost(*flops, 0.0)
+    per_sample = max(saved_at[1] - saved_at[0], 0.0)
+    # what does not grow with the batch is mostly the weights saved for the backward: the parameters
+    # themselves in fp32 (already counted as weights), copies under autocast's casts
+    fixed = max(saved_at[0] - per_sample, 0.0) if dtype is not None else 0.0
+    return NetworkCost(*flops, per_sample, fixed)
 
 
 def measure_teacher(
@@ -172,24 +190,37 @@ def measure_teacher(
 ) -> NetworkCost:
     """One unguided evaluation of the teacher's network (or of ``module`` in its place) on one sample."""
     spec = teacher.spec
-    cond = teacher.null_condition(1)  # computed for real: a text teacher encodes "" once
+    conds = {n: teacher.null_condition(n) for n in (1, 2)}  # real: a text teacher encodes "" once
     view = teacher if module is None else teacher.with_denoiser(module)
     params = [p for m in view.modules() for p in m.parameters()]
 
-    def forward() -> Tensor:
-        x = torch.randn(1, *spec.sample_shape, device=teacher.device, requires_grad=backward)
-        t = torch.full((1,), spec.num_train_timesteps // 2, device=teacher.device)
-        return view.denoise(x, t, cond, guidance_scale=1.0).x0
+    def forward(batch: int) -> Tensor:
+        x = torch.randn(batch, *spec.sample_shape, device=teacher.device, requires_grad=backward)
+        t = torch.full((batch,), spec.num_train_timesteps // 2, device=teacher.device)
+        return view.denoise(x, t, conds[batch], guidance_scale=1.0).x0
 
     return _measure(forward, params, backward, autocast)
 
 
-def measure_student(student: nn.Module, spec: Any, autocast: str = "no") -> NetworkCost:
-    from dkdm_zoo.students.base import example_inputs
+def measure_student(student: nn.Module, spec: Any, autocast: str = "no", teacher: Any = None) -> NetworkCost:
+    """One student forward and backward; a student that takes the teacher family's condition extras
+    (the teacher's own network: SDXL's time ids, SD3's pooled projections) gets ``teacher``'s."""
+    from dkdm_zoo.students.base import example_inputs, takes_condition_extras
 
     device = next(student.parameters()).device
-    inputs = lambda: example_inputs(spec, 1, device)  # noqa: E731 - created inside the fake mode
-    return _measure(lambda: student(**inputs()), list(student.parameters()), True, autocast)
+    conds = (
+        {n: teacher.null_condition(n) for n in (1, 2)}  # real: a text teacher encodes "" once
+        if teacher is not None and takes_condition_extras(student)
+        else None
+    )
+
+    def forward(batch: int) -> Tensor:  # inputs are created inside the fake mode
+        inputs = example_inputs(spec, batch, device)
+        if conds is not None and conds[batch] is not None:  # an unconditional teacher has none
+            inputs = {**inputs, **conds[batch].model_kwargs(extras=True)}
+        return student(**inputs)
+
+    return _measure(forward, list(student.parameters()), True, autocast)
 
 
 def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
@@ -264,14 +295,41 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     return budget
 
 
+@contextlib.contextmanager
+def _block_checkpointing(modules: list[nn.Module], enabled: bool):
+    """diffusers' per-block checkpointing on every model in ``modules`` that has it, as training would
+    run them (``train.activation_checkpointing``), restored afterwards."""
+    models = [
+        m
+        for root in modules
+        for m in root.modules()
+        if enabled
+        and getattr(m, "_supports_gradient_checkpointing", False)
+        and hasattr(m, "enable_gradient_checkpointing")
+    ]
+    before = [m.is_gradient_checkpointing for m in models]
+    for m in models:
+        m.enable_gradient_checkpointing()
+    try:
+        yield
+    finally:
+        for m, was in zip(models, before, strict=True):
+            if not was:
+                m.disable_gradient_checkpointing()
+
+
 def _add_measurements(budget: Budget, built: Any, passes: dict, others: dict[str, nn.Module]) -> None:
     cfg = built.recipe.train
     teacher_backward = passes.get("teacher", (0, 0))[1] > 0
     amp = cfg.mixed_precision
-    costs = {"teacher": measure_teacher(built.teacher, backward=teacher_backward, autocast=amp)}
-    costs["student"] = measure_student(built.student, built.teacher.spec, autocast=amp)
-    for name, module in others.items():  # trainable copies of the teacher's network (SiD's fake score)
-        costs[name] = measure_teacher(built.teacher, backward=True, module=module, autocast=amp)
+    networks = [*built.teacher.modules(), built.student, *others.values()]
+    with _block_checkpointing(networks, cfg.activation_checkpointing):
+        costs = {"teacher": measure_teacher(built.teacher, backward=teacher_backward, autocast=amp)}
+        costs["student"] = measure_student(
+            built.student, built.teacher.spec, autocast=amp, teacher=built.teacher
+        )
+        for name, module in others.items():  # trainable copies of the teacher's network (SiD's fake score)
+            costs[name] = measure_teacher(built.teacher, backward=True, module=module, autocast=amp)
     budget.teacher_forward_flops = costs["teacher"].forward_flops
     flops = 0.0
     for name, (forward, backward) in passes.items():
@@ -281,5 +339,5 @@ def _add_measurements(budget: Budget, built: Any, passes: dict, others: dict[str
     budget.flops_per_step = flops * cfg.batch_size * cfg.grad_accum
     differentiated = [n for n, (_, backward) in passes.items() if backward > 0]
     # upper bound: activations of every differentiated network held at once, for one micro-batch
-    budget.network_activations = {n: cfg.batch_size * costs[n].activation_bytes for n in differentiated}
+    budget.network_activations = {n: costs[n].activations(cfg.batch_size) for n in differentiated}
     budget.activation_bytes = sum(budget.network_activations.values())

@@ -68,8 +68,8 @@ def test_the_plan_per_process_falls_with_processes_under_fsdp_and_not_under_ddp(
 
 
 def test_the_verdict_names_the_sharding_that_fits():
-    """At batch 4096 the activations alone outgrow an L4: no sharding helps, and the line says what does."""
-    plan = plan_json("--processes", "8", "--gpu", "L4", "--batch-size", "4096")
+    """At batch 65536 the activations alone outgrow an L4: no sharding helps, and the line says what does."""
+    plan = plan_json("--processes", "8", "--gpu", "L4", "--batch-size", "65536")
     assert plan["verdict"].startswith("does not fit 8 x 24 GB (L4) with ddp or fsdp: fsdp needs")
     assert plan["accelerator_memory_bytes"] == 24e9
 
