@@ -10,6 +10,7 @@ steps, equal teacher forwards and equal wall time.
 
     python tools/one_step_curves.py run sid-ddpm --seeds 0 1 --steps 1200 --eval-every 200
     python tools/one_step_curves.py table            # JSON -> docs/results/one-step-curves.md
+    python tools/one_step_curves.py table sid-ddpm@k2 sid-ddpm@k4 --out few-step.md   # only these settings
     python tools/one_step_curves.py figure boot-ddpm sid-ddpm di-ddpm --teacher digits-ddpm   # same-noise PNG
 
 Runs: runs/one-step/<setting>-s<seed>/; curves: runs/one-step/<setting>-s<seed>.json.
@@ -48,6 +49,9 @@ SETTINGS: dict[str, list[str]] = {
                  "--set", "train.lr=1e-3", "--set", "train.warmup_steps=50", *EMA],
     "sid-dit": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "sid",
                 "--set", "train.lr=1e-4", *EMA],
+    # the generator and fake score start as the teacher's own DiT (--student teacher)
+    "sid-dit-teacher": ["--teacher", "digits-dit", "--student", "teacher", "--method", "sid",
+                        "--set", "train.lr=1e-4", *EMA],
     "di-dit": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "diff-instruct",
                "--set", "train.lr=1e-4", *EMA],
 }  # fmt: skip
@@ -191,8 +195,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table() -> str:
+def table(names: list[str]) -> str:
+    """Every finished run's curve (only the settings in ``names`` when given)."""
     rows = [json.loads(p.read_text()) for p in sorted(OUT.glob("*-s*.json"))]
+    rows = [r for r in rows if not names or r["setting"] in names]
     head = "## Over seeds\n\n" + summary(rows) + "\n## Every run\n\n"
     lines = [
         "| setting | seed | steps | FD vs data along the curve | FD vs teacher DDIM-50 (end) | precision | recall | accuracy | teacher forwards | train s |",
@@ -226,6 +232,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--eval-every", type=int, default=200)
+    parser.add_argument("--out", default="one-step-curves.md", help="table: file name under docs/results/")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra --set for distill")
     args = parser.parse_args()
     if args.what == "figure":
@@ -233,8 +240,8 @@ def main() -> None:
         return
     if args.what == "table":
         RESULTS.mkdir(parents=True, exist_ok=True)
-        text = table()
-        (RESULTS / "one-step-curves.md").write_text(text)
+        text = table(args.names)
+        (RESULTS / args.out).write_text(text)
         print(text)
         return
     unknown = sorted({variant(n) for n in args.names} - set(SETTINGS))

@@ -293,7 +293,19 @@ def main() -> None:
     )
     parser.add_argument(
         "what",
-        choices=["ddpm", "dit", "boot", "boot-dit", "init", "flow", "collect", "arch", "table", "figure", "score"],
+        choices=[
+            "ddpm",
+            "dit",
+            "boot",
+            "boot-dit",
+            "init",
+            "flow",
+            "collect",
+            "arch",
+            "table",
+            "figure",
+            "score",
+        ],
     )
     parser.add_argument("run", nargs="?", help="score: the run folder to evaluate (its table from its path)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])

@@ -21,14 +21,15 @@ D = x_s - s v, at timestep s T (SiD's flow-teacher setting).
 All squared terms and dot products are means over pixels, then over the batch.
 
 Few steps (``generator_steps = K``): the generator is called at K timesteps (``generator_timesteps``,
-default the teacher's own K-step grid), each later call on the previous output re-noised with fresh
+default: from the one-step generator's level down, or a flow teacher's own K-step grid), each later
+call on the previous output re-noised with fresh
 noise; x_g above is the output of a random step of the K (one per batch), its earlier steps simulated
 without gradient (backward simulation, as DMD2 and few-step SiD train), in both updates.
 """
 
 from __future__ import annotations
 
-import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -37,7 +38,6 @@ import torch
 from annotated_types import Interval
 from torch import Tensor, nn
 
-from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import (
     STUDENT,
@@ -51,6 +51,7 @@ from dkdm_zoo.methods.base import (
 from dkdm_zoo.methods.one_step import OneStepMethod
 from dkdm_zoo.registry.options import NonNegativeFloat, PositiveFloat, PositiveInt, UnitInterval
 from dkdm_zoo.students.base import takes_condition_extras
+from dkdm_zoo.students.materialise import copy_network
 from dkdm_zoo.students.one_step import (
     InitFromTeacher,
     OneStepGenerator,
@@ -88,7 +89,8 @@ class ScoreDistillOptions(MethodOptions):
     # K network calls per sample, trained by backward simulation (DMD2, few-step SiD)
     generator_steps: Annotated[int, Interval(ge=1, le=64)] = 1
     # the K step timesteps, noisiest first, as the teacher's network reads them (a VP chain's
-    # integers, a flow teacher's s T); None: K = 1 at init_sigma, else the teacher's own K-step grid
+    # integers, a flow teacher's s T); None: a VP chain's level at init_sigma and K - 1 evenly spaced
+    # below it, a flow teacher's own K-step Euler grid
     generator_timesteps: tuple[NonNegativeFloat, ...] | None = None
 
 
@@ -149,7 +151,7 @@ class ScoreDistillation(OneStepMethod):
         self.fake_net = (
             lora_copy(teacher.denoiser(), lora.config.lora)
             if lora is not None
-            else copy.deepcopy(teacher.denoiser()).float().train().requires_grad_(True)
+            else copy_network(teacher.denoiser()).float().train().requires_grad_(True)
         )
         self.betas = (o.adam_beta1, o.adam_beta2)
 
@@ -312,8 +314,8 @@ class DiffInstruct(ScoreDistillation):
 
 def generator_times(teacher: Teacher, options: ScoreDistillOptions) -> list[int | float]:
     """The K generator timesteps, noisiest first: the option's, else for K = 1 the timestep at
-    ``init_sigma`` (the papers' one-step generator), else the teacher's own K-step sampling grid
-    (a VP chain's "trailing" DDIM timesteps, DMD2's 999/749/499/249; a flow teacher's Euler grid)."""
+    ``init_sigma`` (the papers' one-step generator); for K > 1 on a VP chain that level and K - 1
+    evenly spaced below it, on a flow teacher its own K-step Euler grid (from pure noise)."""
     spec, schedule, K = teacher.spec, teacher.schedule, options.generator_steps
     T = spec.num_train_timesteps
     flow = spec.process == "flow"
@@ -333,9 +335,20 @@ def generator_times(teacher: Teacher, options: ScoreDistillOptions) -> list[int 
         return [float(v) if flow else int(v) for v in given]
     if K > T:
         raise UserError(f"method.generator_steps = {K} exceeds the teacher's {T} timesteps")
-    if K == 1:  # the generator's input level: a VP chain's nearest timestep, or a flow teacher's s T
-        t_init = schedule.timesteps_for_sigmas(torch.tensor([options.init_sigma]))
+    # the generator's input level: a VP chain's nearest timestep, or a flow teacher's s T
+    t_init = schedule.timesteps_for_sigmas(torch.tensor([options.init_sigma]))
+    if K == 1:
         return [float(t_init[0])] if flow else [int(t_init[0])]
     if flow:
         return [float(s) * T for s in schedule.sampling_sigmas(K)[:-1].tolist()]
-    return inference_timesteps(T, K)
+    # a VP chain: the one-step generator's level, then K - 1 evenly spaced levels below it. Not the
+    # teacher's own grid from T - 1 (DMD2's 999/749/499/249): an epsilon network read at alpha_{T-1}
+    # (0.006 on a linear-beta chain) multiplies its error by 1/alpha into x0, and SiD diverged there
+    # (digits-ddpm, K = 2 at 999/499: FD 115 after 800 steps where K = 1 reaches 3.4).
+    start = int(t_init[0])
+    if K > start:
+        raise UserError(
+            f"method.generator_steps = {K}: only {start} timesteps lie below method.init_sigma = "
+            f"{options.init_sigma}; raise init_sigma or give method.generator_timesteps"
+        )
+    return [math.floor(start * (K - k) / K + 0.5) for k in range(K)]

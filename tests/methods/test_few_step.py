@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 import dkdm_zoo.pipelines  # noqa: F401 - registers DKDMZooPipeline with diffusers
 from dkdm_zoo.cli.app import create_app
-from dkdm_zoo.diffusion.schedule import inference_timesteps
 from dkdm_zoo.errors import UserError
 from dkdm_zoo.methods.base import SetupContext
 from dkdm_zoo.methods.score_distill import FAKE_SCORE, DiffInstruct, SiD
@@ -44,11 +43,15 @@ def count_calls(module: torch.nn.Module) -> list[bool]:
     return calls
 
 
-def test_the_default_timesteps_are_the_teachers_own_k_step_grid():
+def test_the_default_vp_timesteps_start_at_the_one_step_level_and_space_evenly_below_it():
     teacher = tiny_teacher()
+    start = make(SiD, teacher).student.config.timestep  # the one-step generator's level (init_sigma)
+    assert 8 <= start < T - 1
     for K in (2, 4, 8):
         cfg = make(SiD, teacher, generator_steps=K).student.config
-        assert cfg.step_timesteps == inference_timesteps(T, K) and cfg.step_timesteps[0] == T - 1
+        assert cfg.step_timesteps[0] == start and len(cfg.step_timesteps) == K
+        gaps = [a - b for a, b in zip(cfg.step_timesteps, [*cfg.step_timesteps[1:], 0], strict=True)]
+        assert max(gaps) - min(gaps) <= 1 and min(gaps) >= 1  # even to the nearest integer
         t = torch.tensor(cfg.step_timesteps)
         probe = torch.zeros(K, dtype=torch.float64)
         assert cfg.step_alphas == pytest.approx(teacher.schedule.alpha(t, probe).tolist())
@@ -220,9 +223,11 @@ def test_sample_and_the_exported_pipeline_take_exactly_k_calls_and_agree(tmp_pat
     np.testing.assert_allclose(pixels.reshape(reference.shape), reference, atol=1 / 255 + 1e-6)
     card = ModelCard.load(run / "pipeline/README.md")
     assert "2-step" in card.data.tags and "2-step generator" in card.text
-    assert "| network calls per image | 2 (timesteps [19, 9]) |" in card.text
+    steps = source.generator.config.step_timesteps
+    assert len(steps) == 2 and steps[0] > steps[1] > 0
+    assert f"| network calls per image | 2 (timesteps {steps}) |" in card.text
     config = json.loads((run / "pipeline/student/config.json").read_text())
-    assert config["step_timesteps"] == [19, 9]
+    assert config["step_timesteps"] == steps
     # an evaluation report records K network calls per image
     from dkdm_zoo.evaluation.report import timed_generate
 
