@@ -49,6 +49,10 @@ SETTINGS: dict[str, list[str]] = {
                  "--set", "train.lr=1e-3", "--set", "train.warmup_steps=50", *EMA],
     "sid-dit": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "sid",
                 "--set", "train.lr=1e-4", *EMA],
+    # the generator and fake score start as the teacher's own UNet (--student teacher; a LoRA of it with
+    # `sid-ddpm-teacher@loraR --set student.lora_rank=R`)
+    "sid-ddpm-teacher": ["--teacher", "digits-ddpm", "--student", "teacher", "--method", "sid",
+                         "--set", "train.lr=1e-4", *EMA],
     # the generator and fake score start as the teacher's own DiT (--student teacher)
     "sid-dit-teacher": ["--teacher", "digits-dit", "--student", "teacher", "--method", "sid",
                         "--set", "train.lr=1e-4", *EMA],
@@ -117,12 +121,13 @@ def evaluate_curve(name: str, seed: int) -> dict[str, Any]:
     for step in sorted(per_step):
         clock += (step - last) * 64 / per_step[step]["samples_per_s"]
         wall[step], last = clock, step
-    names = [n for n, _ in source.generator.named_parameters()]
+    parameters = [n for n, _ in source.generator.named_parameters()]
     curve = []
     for step, folder in ckpt.list_checkpoints(out / "checkpoints"):
         state = load_file(str(folder / "student.safetensors"))
         shadow = load_file(str(folder / "ema.safetensors"))
-        state.update({n: shadow[n] for n in names})
+        # the EMA of every saved parameter (a LoRA generator saves and averages its adapters only)
+        state.update({n: shadow[n] for n in parameters if n in state})
         source.generator.load_state_dict(state)
         images, used, info = timed_generate(
             source, EVAL_N, SamplingSettings(seed=seed), labels=labels, progress=False

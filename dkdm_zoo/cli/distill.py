@@ -216,19 +216,23 @@ def _interrupted(ctx: typer.Context, run, resume: bool) -> None:
 
 
 def _export(run, registry, built, student=None) -> list[str]:
-    """RUN/pipeline and its model card, written once, after the evaluation the card shows. A pipeline
+    """RUN/pipeline and its model card, written once, after the evaluation the card shows (a LoRA
+    student: its adapters for the teacher's pipeline; `dkdm-zoo export --merge` merges). A pipeline
     that cannot be built (a plugin teacher without its VAE, say) is a warning, not a lost run.
     ``student``: the engine's whole final student (gathered from its shards under FSDP)."""
     import warnings
 
+    from dkdm_zoo.cli.common import announce
     from dkdm_zoo.export.run import export_run
 
     student = student if student is not None else built.student
     try:
-        export_run(run, registry, student=student.eval(), teacher=built.teacher)
+        exported = export_run(run, registry, student=student.eval(), teacher=built.teacher)
     except UserError as exc:
         warnings.warn(f"{run.path}: no diffusers pipeline exported: {exc}", stacklevel=2)
         return []
+    if exported.note:  # a LoRA merged: its teacher's pipeline class loads none
+        announce(exported.note)
     return ["pipeline"]
 
 

@@ -1,7 +1,8 @@
 """`dkdm-zoo export RUN [DIR]`: (re)write a run's diffusers pipeline and model card, optionally push it.
 
-For runs made before pipelines and cards existed, or to write the pipeline elsewhere. Torch-free at
-import: the body imports the export code.
+For runs made before pipelines and cards existed, or to write the pipeline elsewhere. A LoRA student is
+written as a diffusers LoRA for its teacher's pipeline, ``--merge`` adds the merged full pipeline.
+Torch-free at import: the body imports the export code.
 """
 
 from __future__ import annotations
@@ -28,9 +29,17 @@ def export(
         ),
     ] = None,
     private: Annotated[bool, typer.Option(help="with --push-to-hub: create the repository private")] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge",
+            help="a LoRA student: also write the full pipeline with the adapters merged (default: the "
+            "adapters, their scheduler and the card only, for the teacher's own pipeline)",
+        ),
+    ] = False,
 ) -> None:
     """Write the run's student as a diffusers pipeline with a Hub model card (README.md)."""
-    from dkdm_zoo.cli.common import console, registry_of
+    from dkdm_zoo.cli.common import announce, console, registry_of
     from dkdm_zoo.export.card import is_hub_id, write_model_card
     from dkdm_zoo.export.run import export_run
     from dkdm_zoo.runs import Run
@@ -48,20 +57,22 @@ def export(
     registry = registry_of(ctx)
     # writing RUN/pipeline: the run's one writer while it does (a distill --resume may be finishing it)
     with RunLock(run.path) if out is None else contextlib.nullcontext():
-        folder = export_run(run, registry, folder=out)
-    kind = _pipeline_class(folder)
-    console.print(f"wrote {folder}: a diffusers {kind} with its model card (README.md)")
+        exported = export_run(run, registry, folder=out, merge=merge)
+    folder = exported.path
+    if exported.note:
+        announce(exported.note)
+    if exported.adapters_only:
+        console.print(
+            f"wrote {folder}: a diffusers LoRA for the teacher's {exported.kind} with its model card "
+            "(README.md); --merge also writes the merged pipeline"
+        )
+    else:
+        console.print(f"wrote {folder}: a diffusers {exported.kind} with its model card (README.md)")
     if push_to_hub is not None:
         # the card as the Hub shows it: loads by repo id
         write_model_card(run, folder, registry, repo_id=push_to_hub)
         url = _upload(folder, push_to_hub, private)
         console.print(f"pushed {folder} to {url}")
-
-
-def _pipeline_class(folder: Path) -> str:
-    import json
-
-    return json.loads((folder / "model_index.json").read_text()).get("_class_name", "pipeline")
 
 
 def _upload(folder: Path, repo_id: str, private: bool) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dkdm_zoo.errors import UnknownNameError
+from dkdm_zoo.export.lora_card import is_lora_run, lora_card_lines, read_info
 from dkdm_zoo.runs import Run
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -131,16 +132,27 @@ def _metrics_rows(run: Run) -> list[str]:
     return rows
 
 
-def _how_to_load(kind: str, location: str, run: Run, student_module: str, folder: Path, at: Any) -> str:
+def _call(kind: str, folder: Path, run: Run, at: Any) -> str | None:
+    """The arguments with which the card calls a pipeline of ``kind`` (one that loads LoRAs: the stock
+    classes and StableDiffusionPipeline) to sample as dkdm-zoo samples; None for the others."""
     from dkdm_zoo.export.stock import STOCK_PIPELINES, call_arguments
 
-    spec = run.manifest.teacher_spec
     if kind in STOCK_PIPELINES:  # the teacher's own pipeline class, called as dkdm-zoo samples
-        args = call_arguments(kind, folder, spec, run.manifest.teacher_options, at)
-        call = ", ".join(f"{k}={v!r}" for k, v in args.items())
+        args = call_arguments(kind, folder, run.manifest.teacher_spec, run.manifest.teacher_options, at)
+        return ", ".join(f"{k}={v!r}" for k, v in args.items())
+    if kind == "StableDiffusionPipeline":  # the student learned the teacher's guided prediction
+        return '"a photo of a cat", num_inference_steps=50, guidance_scale=1.0'
+    return None
+
+
+def _how_to_load(kind: str, location: str, run: Run, student_module: str, folder: Path, at: Any) -> str:
+    from dkdm_zoo.export.stock import STOCK_PIPELINES
+
+    spec = run.manifest.teacher_spec
+    if kind in STOCK_PIPELINES:
         return (
             f'```python\nfrom diffusers import {kind}\n\npipe = {kind}.from_pretrained("{location}")\n'
-            f"image = pipe({call}).images[0]\n```"
+            f"image = pipe({_call(kind, folder, run, at)}).images[0]\n```"
         )
     if kind == "DDPMPipeline":
         return (
@@ -218,9 +230,11 @@ def write_model_card(
     manifest = run.manifest
     spec = manifest.teacher_spec
     folder = Path(folder)
-    kind = json.loads((folder / "model_index.json").read_text()).get("_class_name", "DiffusionPipeline")
+    adapters = read_info(folder)  # an adapters-only LoRA export: no pipeline of its own
+    index = adapters or json.loads((folder / "model_index.json").read_text())
+    kind = index.get("_class_name", "DiffusionPipeline")
     base = base_model(run)
-    tags = ["dkdm-zoo", manifest.method, "diffusion-distillation"]
+    tags = ["dkdm-zoo", manifest.method, "diffusion-distillation", *(["lora"] if adapters else [])]
     # a stock pipeline holds the generator's backbone only: its K and timesteps are the run's student's
     holder = folder if (folder / "student").is_dir() else run.student_dir.parent
     calls, at = generator_steps(holder) if manifest.one_step else (None, None)
@@ -263,7 +277,7 @@ def write_model_card(
         f"| training | {_training_line(train, facts)} |",
         f"| teacher forwards | {_count(facts.get('teacher_forwards'))} |",
         f"| wall time (set-up, pool initialisation and training) | {_duration(facts.get('wall_s'))} |",
-        f"| pipeline | `{kind}` |",
+        f"| pipeline | {_pipeline_cell(kind, adapters is not None)} |",
     ]
     if calls is not None:
         lines.append(f"| network calls per image | {calls} (timesteps {at}) |")
@@ -285,19 +299,12 @@ def write_model_card(
         lines += ["## Samples", "", f"![samples of the student]({GRID_NAME})", ""]
     location = load_location(folder, location, repo_id)
     module = manifest.student_class.partition(":")[0]
-    lines += ["## Use", "", _how_to_load(kind, location, run, module, folder, at), ""]
-    if (folder / "lora").is_dir():  # a LoRA student: the pipeline above is merged; the adapters alone
-        teacher = base_model(run) or "TEACHER"
-        scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
-        lines += [
-            "The student is a LoRA of its teacher: the weights above are merged; the adapters alone load on",
-            "the teacher's own pipeline (with the scheduler above, it samples the same images):",
-            "",
-            f'```python\nfrom diffusers import {kind}, {scheduler}\n\npipe = {kind}.from_pretrained("{teacher}")\n'
-            f'pipe.load_lora_weights("{location}/lora")\n'
-            f'pipe.scheduler = {scheduler}.from_pretrained("{location}", subfolder="scheduler")\n```',
-            "",
-        ]
+    lines += ["## Use", ""]
+    if adapters is None:
+        lines += [_how_to_load(kind, location, run, module, folder, at), ""]
+    lines += lora_card_lines(
+        folder, kind, base_model(run), location, _call(kind, folder, run, at), is_lora_run(run)
+    )
     lines += [
         "With dkdm-zoo: `dkdm-zoo sample RUN`, `dkdm-zoo eval RUN --against teacher`; the run folder can also be "
         "the teacher of another distillation (`--teacher run@RUN`).",
@@ -314,6 +321,14 @@ def generator_steps(folder: Path) -> tuple[int, list[Any]]:
     config = json.loads((folder / "student" / "config.json").read_text())
     times = config.get("step_timesteps") or [config.get("timestep")]
     return len(times), times
+
+
+def _pipeline_cell(kind: str, adapters_only: bool) -> str:
+    if not adapters_only:
+        return f"`{kind}`"
+    return (
+        f"the teacher's `{kind}` with these LoRA adapters (`dkdm-zoo export RUN OUT --merge`: merged weights)"
+    )
 
 
 def _what(calls: int | None) -> str:

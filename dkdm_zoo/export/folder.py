@@ -43,6 +43,7 @@ from dkdm_zoo.export.stock import (
     save_lora,
     stock_kind,
     stock_pipeline,
+    stock_scheduler,
 )
 from dkdm_zoo.pipelines import Denoiser, DKDMZooPipeline
 from dkdm_zoo.spec import TeacherSpec
@@ -72,6 +73,20 @@ def student_scheduler(spec: TeacherSpec, *, prediction_type: str = "epsilon", **
         timestep_spacing="trailing",
         set_alpha_to_one=True,
     )
+
+
+def pipeline_scheduler(kind: str, student: ModelMixin, spec: TeacherSpec) -> Any:
+    """The scheduler a pipeline of ``kind`` holding ``student`` carries, for the classes that load a
+    LoRA (the stock ones, StableDiffusionPipeline); None for the others."""
+    if kind in STOCK_PIPELINES:
+        generator = student if isinstance(student, OneStepGenerator) else None
+        network = generator.backbone if generator is not None else student
+        return stock_scheduler(spec, network.config.prediction_type, generator)
+    if kind == "StableDiffusionPipeline":
+        prediction = student.config.prediction_type if is_teacher_network(student) else "epsilon"
+        # steps_offset only moves "leading" timesteps; StableDiffusionPipeline insists on 1
+        return student_scheduler(spec, prediction_type=prediction, steps_offset=1)
+    return None
 
 
 def _ddpm_pipeline_scheduler(spec: TeacherSpec, prediction: str) -> Any:
@@ -139,7 +154,7 @@ def save_pipeline(
         raise UserError("a text-conditional student needs its teacher's text encoder and tokenizer")
     kind = pipeline_kind(student, spec, components)
     lora = lora_network(student)
-    if lora is not None:  # the pipeline holds merged weights; the adapters go beside it (diffusers LoRA)
+    if lora is not None:  # merged weights; the adapters beside them (export.adapters writes them alone)
         student = _with_merged(student, lora)
     student = student.eval()
     prediction = "epsilon"
@@ -149,6 +164,7 @@ def save_pipeline(
         if lora is not None:
             save_lora(type(pipe), lora, folder)
         return kind
+    held = student  # the student as built (its prediction type), before a teacher network is unwrapped
     if is_teacher_network(student) and kind != DKDMZooPipeline.__name__:
         # the teacher's own pipeline class holds the network itself, read as its own prediction type
         prediction, student = student.config.prediction_type, student.network
@@ -164,8 +180,7 @@ def save_pipeline(
             text_encoder=components.text_encoder,
             tokenizer=components.tokenizer,
             unet=_plain(student, UNet2DConditionModel),
-            # steps_offset only moves "leading" timesteps; StableDiffusionPipeline insists on 1
-            scheduler=student_scheduler(spec, prediction_type=prediction, steps_offset=1),
+            scheduler=pipeline_scheduler(kind, held, spec),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,

@@ -26,6 +26,8 @@ import diffusers
 from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler, ModelMixin
 
 from dkdm_zoo.errors import UserError
+from dkdm_zoo.export.lora_card import INFO as LORA_INFO
+from dkdm_zoo.export.lora_card import LORA_FOLDER
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.students.one_step import OneStepGenerator
 from dkdm_zoo.students.teacher_net import TeacherNetwork, is_teacher_network
@@ -34,7 +36,6 @@ from dkdm_zoo.teachers.schedulers import SAMPLER_KEYS
 
 SCHEDULE_KEYS = ("beta_schedule", "beta_start", "beta_end", "trained_betas")
 FLOW_SCHEDULER_CLASSES = ("FlowMatchEulerDiscreteScheduler", "DPMSolverMultistepScheduler")
-LORA_FOLDER = "lora"
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,12 @@ def stock_pipeline(
     return cls(**kwargs)
 
 
-def save_lora(pipeline_class: type, lora: TeacherNetwork, folder: str | Path) -> bool:
-    """The LoRA student's adapters in ``folder/lora`` by the pipeline class's own ``save_lora_weights``,
-    so that ``TeacherPipeline.from_pretrained(teacher).load_lora_weights(folder/lora)`` applies them.
+def save_lora(
+    pipeline_class: type, lora: TeacherNetwork, folder: str | Path, subfolder: str | None = LORA_FOLDER
+) -> bool:
+    """The LoRA student's adapters in ``folder/subfolder`` (beside a merged pipeline: ``lora/``; alone:
+    the root) by the pipeline class's own ``save_lora_weights``, so that
+    ``TeacherPipeline.from_pretrained(teacher).load_lora_weights(folder, subfolder=...)`` applies them.
     False where the class loads no LoRA (DDPMPipeline, DiTPipeline, the PixArt pipelines)."""
     save = getattr(pipeline_class, "save_lora_weights", None)
     if save is None or not hasattr(lora.network, "load_lora_adapter"):
@@ -191,8 +195,17 @@ def save_lora(pipeline_class: type, lora: TeacherNetwork, folder: str | Path) ->
             "lora_alpha": float(settings["alpha"]),
             "target_modules": list(settings["targets"]),
         }
-    save(Path(folder) / LORA_FOLDER, **kwargs)
+    save(Path(folder) / subfolder if subfolder else Path(folder), **kwargs)
     return True
+
+
+def network_config(folder: Path) -> dict[str, Any]:
+    """The exported network's config: the merged pipeline's ``transformer/``, else the one an
+    adapters-only export records in ``LORA_INFO`` (``export.adapters``)."""
+    path = Path(folder) / "transformer" / "config.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return json.loads((Path(folder) / LORA_INFO).read_text())["network_config"]
 
 
 def call_arguments(
@@ -210,7 +223,7 @@ def call_arguments(
     else:
         args["timesteps"] = [int(t) for t in one_step_times]
     if kind == "FluxPipeline":
-        config = json.loads((Path(folder) / "transformer" / "config.json").read_text())
+        config = network_config(folder)
         if config.get("guidance_embeds"):  # dev: the guidance the student's network was called with
             from dkdm_zoo.teachers.flux import DEFAULT_DEV_GUIDANCE
 
