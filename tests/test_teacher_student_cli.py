@@ -181,10 +181,17 @@ def test_sd_lora_keeps_only_adapters_resumes_and_loads_with_load_lora_weights(tm
     assert solo.keys() == resumed.keys() and all(torch.equal(solo[k], resumed[k]) for k in solo)
     assert any(v.abs().sum() > 0 for k, v in solo.items() if "lora_B" in k)  # the adapters trained
 
+    # the end-of-run export is the adapters alone (tests/export/test_lora_export.py: the whole pipeline)
+    assert not (tmp_path / "solo/pipeline/model_index.json").exists()
     assert 'pipe.load_lora_weights("' in (tmp_path / "solo/pipeline/README.md").read_text()
-    merged = StableDiffusionPipeline.from_pretrained(tmp_path / "solo/pipeline")
+    result = CliRunner().invoke(
+        create_app(build_registry(entry_points=False)),
+        ["export", str(tmp_path / "solo"), str(tmp_path / "merged"), "--merge"],
+    )
+    assert result.exit_code == 0, result.output
+    merged = StableDiffusionPipeline.from_pretrained(tmp_path / "merged")
     adapted = StableDiffusionPipeline.from_pretrained(folders["sd"])  # the teacher's own pipeline
-    adapted.load_lora_weights(tmp_path / "solo/pipeline/lora")
+    adapted.load_lora_weights(tmp_path / "solo/pipeline")
     x, t, text = torch.randn(2, 4, 8, 8), torch.tensor([3, 15]), torch.randn(2, 8, 16)
     with torch.no_grad():
         torch.testing.assert_close(
@@ -233,6 +240,12 @@ def test_an_older_lora_run_exports_again_from_its_folder(tmp_path):
         ["export", str(tmp_path / "run"), str(tmp_path / "again")],
     )
     assert result.exit_code == 0, result.output
+    # DDPMPipeline loads no LoRA: merged weights, said in one line and in the card
+    assert (
+        "DDPMPipeline loads no LoRA, so the LoRA student is exported with its adapters merged"
+        in result.output
+    )
+    assert "`DDPMPipeline` loads no LoRA" in (tmp_path / "again/README.md").read_text()
     first = DDPMPipeline.from_pretrained(tmp_path / "run/pipeline").unet.state_dict()
     again = DDPMPipeline.from_pretrained(tmp_path / "again").unet.state_dict()
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)

@@ -71,7 +71,7 @@ def export_run(
         or (any(out.iterdir()) and not any((out / n).is_file() for n in ("model_index.json", LORA_INFO)))
     ):
         raise UserError(
-            f"{out} exists and is not an export (no model_index.json or {LORA_INFO}): pass a new or empty folder"
+            f"{out} exists and is not a pipeline folder or LoRA export (no model_index.json or {LORA_INFO}): pass a new or empty folder"
         )
     if student is None:  # a LoRA student's base (or a custom-call family's network) is its teacher's
         from dkdm_zoo.runs.student import original_teacher

@@ -126,12 +126,17 @@ def from_run(
     student = load_student(run, registry, dtype=parse_dtype(dtype))
     original = run.manifest.teacher_spec  # the student predicts eps, or a flow teacher's velocity
     spec = dataclasses.replace(original, prediction_type=original.student_prediction, family="run")
-    teacher = RunTeacher(
-        student, spec, lambda: original_teacher(run, registry), guidance_scale=guidance_scale
-    )
-    bind_run_student(
-        student, lambda: teacher.original
-    )  # a `--student teacher` network of a custom-call family
+    built: list[Teacher] = []
+
+    def build_original() -> Teacher:  # one original teacher, shared by the binding and the RunTeacher
+        if not built:
+            built.append(original_teacher(run, registry))
+        return built[0]
+
+    # bound BEFORE the RunTeacher moves the student: a LoRA student's base is its original teacher's
+    # network (nothing until attached), a custom-call family's network calls its teacher's code
+    bind_run_student(student, build_original)
+    teacher = RunTeacher(student, spec, build_original, guidance_scale=guidance_scale)
     return teacher.to("cpu", parse_dtype(dtype))
 
 

@@ -208,3 +208,30 @@ def test_eval_user_errors(teacher_dir, tmp_path):
     rgb = save_teacher(tmp_path / "rgb", channels=3)
     code, output = invoke("eval", f"ddpm-unet@{rgb}", "--n", "8", "--steps", "1")
     assert code == 2 and "digits benchmark" in output and "fid_inception" in output
+
+
+@pytest.mark.parametrize("method", ["dkdm", "sid"])
+def test_sample_and_eval_a_lora_run(tmp_path, method):
+    """A LoRA run saves its adapters only: sampling attaches its teacher's network as the base before the
+    student is moved (a multi-step run is read as a RunTeacher, a one-step generator as itself)."""
+    run = tmp_path / "run"
+    fast = ["--steps", "2", "--batch-size", "2", "--quiet", "--set", "train.preview_every=0",
+            "--set", "train.final_eval_samples=0", "--set", "train.lr=0.01"]  # fmt: skip
+    tiny = [
+        "--set",
+        "method.rho=0.001",
+        "--set",
+        "method.pool_init=ddim",
+        "--set",
+        "method.pool_init_steps=1",
+    ]
+    code, out = invoke("distill", "--teacher", "digits-ddpm", "--method", method, "--lora", "2", "--out", str(run),
+                       *fast, *(tiny if method == "dkdm" else []))  # fmt: skip
+    assert code == 0, out
+    code, out = invoke("sample", str(run), "--n", "4", "--steps", "2", "--out", str(tmp_path / "s.png"))
+    assert code == 0, out
+    assert Image.open(tmp_path / "s.png").size == grid_size(4)
+    code, out = invoke("eval", str(run), "--against", "teacher", "--n", "16", "--steps", "2", "--teacher-steps", "2",
+                       "--json-out", str(tmp_path / "e.json"))  # fmt: skip
+    assert code == 0, out
+    assert math.isfinite(json.loads((tmp_path / "e.json").read_text())["metrics"]["fd"])

@@ -1,7 +1,8 @@
 """Students made from an sdxl / pixart / sd3 / flux / sana teacher's own network go into the TEACHER's
 own diffusers pipeline class: 2-step runs on narrow copies written by the real pipelines export, the
 stock class loads them and, called as the card says, samples the latents `dkdm-zoo sample` samples;
-a LoRA student's adapters load on the teacher's own pipeline and give the merged pipeline's images."""
+a LoRA student is exported as its adapters alone, which load on the teacher's own pipeline and give
+the images of the merged pipeline `dkdm-zoo export --merge` writes."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def card_arguments(run: Path) -> dict:
     """What the card's snippet passes (checked to be in the card), in the run's terms."""
     run_ = Run(run)
     folder = run_.pipeline_dir
-    kind = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    index = folder / ("model_index.json" if (folder / "model_index.json").is_file() else "lora_pipeline.json")
+    kind = json.loads(index.read_text())["_class_name"]
     times = None
     if run_.manifest.one_step:
         config = json.loads((run_.student_dir / "config.json").read_text())
@@ -155,25 +157,40 @@ def test_a_teacher_student_is_the_teachers_pipeline_and_samples_as_dkdm_zoo(
 
 
 @pytest.mark.parametrize("family", ["sdxl", "flux"])
-def test_lora_adapters_load_on_the_teachers_pipeline_and_equal_the_merged_export(folders, tmp_path, family):
+def test_a_lora_is_exported_as_adapters_that_load_on_the_teachers_pipeline_as_the_merged_export(
+    folders, tmp_path, family
+):
     run = tmp_path / "run"
     # alpha 4 on rank 2 (scale 2): the adapters carry their alpha, not diffusers' default alpha = rank
     distill(folders[family], family, run, "--lora", "2", "--set", "student.lora_alpha=4", *DKDM)
     kind = KIND[family]
     cls = getattr(diffusers, kind)
-    args = card_arguments(run)
-    card = (run / "pipeline/README.md").read_text()
-    assert 'pipe.load_lora_weights("' in card and '.from_pretrained("' in card
-    exported = cls.from_pretrained(run / "pipeline")
-    merged = stock_latents(exported, args, 2)
-    adapted = cls.from_pretrained(folders[family])  # the teacher's own pipeline
-    adapted.scheduler = type(exported.scheduler).from_pretrained(run / "pipeline", subfolder="scheduler")
-    teacher = stock_latents(adapted, args, 2)
-    adapted.load_lora_weights(run / "pipeline/lora")
-    torch.testing.assert_close(stock_latents(adapted, args, 2), merged, atol=1e-4, rtol=1e-4)
-    lora = load_file(str(run / "pipeline/lora/pytorch_lora_weights.safetensors"))
+    adapters = run / "pipeline"  # the end-of-run export: the adapters, their scheduler and the card
+    assert not (adapters / "model_index.json").exists()
+    assert [p.name for p in adapters.rglob("*.safetensors")] == ["pytorch_lora_weights.safetensors"]
+    lora = load_file(str(adapters / "pytorch_lora_weights.safetensors"))
+    assert lora and all("lora_" in k for k in lora)  # no full network weights
     assert any(v.abs().max() > 0 for k, v in lora.items() if "lora_B" in k)  # trained: lora_B starts at 0
+    args = card_arguments(run)
+    card = (adapters / "README.md").read_text()
+    assert 'pipe.load_lora_weights("' in card and 'subfolder="scheduler"' in card
+
+    merged_folder = tmp_path / "merged"
+    result = CliRunner().invoke(
+        create_app(build_registry(entry_points=False)), ["export", str(run), str(merged_folder), "--merge"]
+    )
+    assert result.exit_code == 0, strip_ansi(result.output)
+    merged_pipe = cls.from_pretrained(merged_folder)
+    merged = stock_latents(merged_pipe, args, 2)
+    adapted = cls.from_pretrained(folders[family])  # the teacher's own pipeline, as the card loads it
+    adapted.scheduler = type(merged_pipe.scheduler).from_pretrained(adapters, subfolder="scheduler")
+    teacher = stock_latents(adapted, args, 2)
+    adapted.load_lora_weights(adapters)
+    torch.testing.assert_close(stock_latents(adapted, args, 2), merged, atol=1e-4, rtol=1e-4)
     assert (teacher - merged).abs().max() > 1e-6  # and they change the samples
+    # --merge also keeps the adapters beside the merged weights, the same tensors
+    beside = load_file(str(merged_folder / "lora/pytorch_lora_weights.safetensors"))
+    assert beside.keys() == lora.keys() and all(torch.equal(beside[k], lora[k]) for k in lora)
 
 
 SID = ["--method", "sid", "--set", "method.fake_score_steps=1"]
