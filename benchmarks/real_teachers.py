@@ -87,7 +87,8 @@ def parameters(snapshot: Path) -> dict[str, int]:
                 for dim in shape:
                     n *= dim
                 total += n
-        counts[str(file.parent.relative_to(snapshot)) if file.parent != snapshot else "."] = total
+        folder = str(file.parent.relative_to(snapshot)) if file.parent != snapshot else "."
+        counts[folder] = counts.get(folder, 0) + total  # a sharded model: every shard's tensors
     return counts
 
 

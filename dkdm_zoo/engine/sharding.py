@@ -223,14 +223,22 @@ def clip_gradients(acc: Any, module: nn.Module, max_norm: float) -> None:
     clip_grads_with_norm_(params, max_norm, torch.linalg.vector_norm(torch.stack([norm]), 2.0))
 
 
-def teacher_network(teacher: Any, trained: dict[str, Any]) -> nn.Module | None:
-    """The teacher's denoiser to shard, or None: a teacher without one, or one whose weights a
-    trained network shares (it is sharded with that network)."""
+def teacher_denoiser(teacher: Any) -> nn.Module | None:
+    """The teacher's denoiser network, or None for a teacher without one (or without parameters)."""
     try:
         network = teacher.denoiser()
     except (IncompatibleError, UserError, NotImplementedError):
         return None
     if not isinstance(network, nn.Module) or not any(True for _ in network.parameters()):
+        return None
+    return network
+
+
+def teacher_network(teacher: Any, trained: dict[str, Any]) -> nn.Module | None:
+    """The teacher's denoiser to shard, or None: a teacher without one, or one whose weights a
+    trained network shares (it is sharded with that network)."""
+    network = teacher_denoiser(teacher)
+    if network is None:
         return None
     trained_ids = {id(p) for net in trained.values() for p in net.module.parameters()}
     if any(id(p) in trained_ids for p in network.parameters()):

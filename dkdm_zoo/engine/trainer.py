@@ -121,8 +121,11 @@ def train(
     if cfg.activation_checkpointing:
         for name, network in declared.items():
             shards.enable_block_checkpointing(network.module, name)
-        if teacher_net is not None:  # SiD back-propagates through the frozen teacher
-            shards.enable_block_checkpointing(teacher_net, "teacher", required=False)
+        # SiD back-propagates through the frozen teacher: its blocks too, also when LoRA networks share
+        # its tensors (the denoiser the teacher calls is its own module, not the adapters' copies)
+        denoiser = shards.teacher_denoiser(teacher)
+        if denoiser is not None:
+            shards.enable_block_checkpointing(denoiser, "teacher", required=False)
     generator = torch.Generator(device=device).manual_seed(cfg.seed + rank)
 
     if main:

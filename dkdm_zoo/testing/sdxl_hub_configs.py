@@ -69,7 +69,7 @@ def sd2_unet(size: Size) -> dict[str, Any]:
         "flip_sin_to_cos": True,
         "freq_shift": 0,
         "in_channels": 4,
-        "layers_per_block": 1 if narrow else 2,
+        "layers_per_block": 2,  # the real block count: BK presets remove one
         "mid_block_scale_factor": 1,
         "norm_eps": 1e-05,
         "norm_num_groups": 8 if narrow else 32,
@@ -195,7 +195,7 @@ def sdxl_unet(size: Size) -> dict[str, Any]:
         "flip_sin_to_cos": True,
         "freq_shift": 0,
         "in_channels": 4,
-        "layers_per_block": 1 if narrow else 2,
+        "layers_per_block": 2,  # the real block count: BK presets remove one
         "mid_block_only_cross_attention": None,
         "mid_block_scale_factor": 1,
         "mid_block_type": "UNetMidBlock2DCrossAttn",

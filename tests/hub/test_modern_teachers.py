@@ -322,12 +322,48 @@ def test_two_steps_train_resume_sample_and_export(modern, tmp_path, repo, method
 
 
 @pytest.mark.parametrize(
-    ("recipe", "family"), [("sdxl-to-one-step-sid", "sdxl"), ("pixart-sigma-to-student", "pixart")]
+    ("recipe", "family"),
+    [("sdxl-to-one-step-sid", "sdxl"), ("sdxl-to-bk-dkdm", "sdxl"), ("pixart-sigma-to-student", "pixart")],
 )
 def test_the_recipes_dry_run_from_the_cache(modern, modern_cache, recipe, family):
     code, out, err = invoke("distill", "--recipe", recipe, "--dry-run")
     assert code == 0, err
     assert re.search(rf"^teacher  {family}  [\d,]+ parameters", out, re.M), out
+
+
+def test_the_sdxl_bk_recipe_trains_a_pruned_unet_that_loads_in_the_sdxl_pipeline(
+    modern, modern_cache, tmp_path
+):
+    """The recipe's bk-small student on SDXL's real block counts (2 resnet+attention pairs per down stage):
+    one pair fewer per stage, no mid-block, every kept tensor the teacher's; 2 DKDM steps with BK-SDM's
+    feature loss; the export is SDXL's own pipeline with the pruned UNet."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "bk"
+    code, _, err = invoke(
+        "distill", "--recipe", "sdxl-to-bk-dkdm", "--out", str(out), "--steps", "2", "--batch-size", "1",
+        "--quiet", *TRAIN[TRAIN.index("--set"):], *DKDM, "--set", "train.mixed_precision=no",
+        "--set", "train.teacher_dtype=float32", "--set", "teacher.dtype=float32",
+    )  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((out / "run.json").read_text())
+    record = manifest["student_init"] if "student_init" in manifest else manifest["student"]
+    text = json.dumps(record)
+    assert '"bk-small"' in text and '"mid_block": true' in text, text
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    feature = [m["feature_mse"] for m in metrics if "feature_mse" in m]
+    assert feature and all(v > 0 for v in feature), "BK-SDM's feature loss was not in the objective"
+    pipe = StableDiffusionXLPipeline.from_pretrained(out / "pipeline")
+    teacher_unet = json.loads((modern.folder[SDXL_BASE] / "unet" / "config.json").read_text())
+    assert teacher_unet["layers_per_block"] == 2 and teacher_unet["mid_block_type"] is not None
+    assert pipe.unet.config.layers_per_block == 1 and pipe.unet.mid_block is None
+    teacher_weights = load_file(modern.folder[SDXL_BASE] / "unet" / "diffusion_pytorch_model.safetensors")
+    student_params = sum(p.numel() for p in pipe.unet.parameters())
+    assert student_params < sum(v.numel() for v in teacher_weights.values())
+    image = pipe(
+        prompt="a cat", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images
+    assert image.shape[0] == 1 and bool((image >= 0).all() and (image <= 1).all())
 
 
 @pytest.mark.parametrize("repo", [SDXL_BASE, PIXART_SIGMA])
