@@ -143,3 +143,19 @@ def test_an_sdxl_lora_sid_plan_counts_the_bf16_unet_once(tmp_path):
     trained = 20 * counts["student"][0] + 16 * counts["fake_score"][0]
     assert memory.networks[0].weights == 2 * teacher_params  # the teacher at teacher_dtype, bf16
     assert memory.total == 2 * teacher_params + trained + sum(memory.state.values())
+
+
+def test_activations_are_measured_in_the_dtype_training_casts_the_teacher_to():
+    """A teacher loaded in fp32 with train.teacher_dtype=bfloat16 trains in bf16: the plan measures it so
+    (the teacher and the LoRA networks on its tensors save bf16 activations, half the fp32 bytes)."""
+    pytest.importorskip("peft")
+    from dkdm_zoo.engine.budget import plan
+
+    fp32 = built_run("student.lora_rank=4")
+    half = built_run("student.lora_rank=4", "train.teacher_dtype=bfloat16")
+    assert all(p.dtype == torch.float32 for m in half.teacher.modules() for p in m.parameters())
+    fp32_plan, half_plan = plan(fp32), plan(half)
+    assert all(p.dtype == torch.bfloat16 for m in half.teacher.modules() for p in m.parameters())
+    for name in ("teacher", "fake_score"):
+        ratio = half_plan.network_activations[name] / fp32_plan.network_activations[name]
+        assert 0.45 < ratio < 0.55
