@@ -215,7 +215,9 @@ def unused_levers(cfg: Any, plans: dict[str, ProcessMemory], processes: int) -> 
     activations = any(n.activations for plan in plans.values() for n in plan.networks)
     if activations and not cfg.activation_checkpointing:
         levers.append("train.activation_checkpointing=true")
-    if not any(plan.refused for plan in plans.values()):  # ddp's memory per process does not fall with N
+    # fsdp over several processes refuses networks on the teacher's tensors (at one process too: the
+    # lever is more of them); ddp's memory per process does not fall with N
+    if not any(n.shared for plan in plans.values() for n in plan.networks):
         levers.append("more processes" + ("" if processes > 1 and cfg.sharding == "fsdp" else " with fsdp"))
         if not cfg.cpu_offload:
             levers.append("train.cpu_offload=true (fsdp)")

@@ -92,8 +92,8 @@ def test_the_verdict_suggests_only_what_the_run_does_not_do_yet():
     from dkdm_zoo.config.recipes import TrainConfig
     from dkdm_zoo.engine.memory import NetworkMemory, ProcessMemory, unused_levers, verdict
 
-    def plans(refused: str = "") -> dict[str, ProcessMemory]:
-        big = NetworkMemory("student", 1, 100e9, activations=50e9)
+    def plans(refused: str = "") -> dict[str, ProcessMemory]:  # refused: a LoRA on the teacher's tensors
+        big = NetworkMemory("student", 1, 100e9, activations=50e9, shared=1 if refused else 0)
         return {
             "ddp": ProcessMemory("ddp", 2, [big], {}),
             "fsdp": ProcessMemory("fsdp", 2, [big], {}, refused=refused),
@@ -113,6 +113,9 @@ def test_the_verdict_suggests_only_what_the_run_does_not_do_yet():
     sharded = TrainConfig(batch_size=8, sharding="fsdp", cpu_offload=True, activation_checkpointing=True)
     assert "more processes" in unused_levers(sharded, plans(), 2)
     assert "train.cpu_offload=true (fsdp)" not in unused_levers(sharded, plans(), 2)
+    lora_one = plans()  # one process: fsdp is not refused yet, but would be over more processes
+    lora_one["ddp"].networks[0].shared = 1
+    assert not any("fsdp" in lever for lever in unused_levers(plain, lora_one, 1))
     # a bf16, checkpointed LoRA run at batch 1 (fsdp refused): no lever left
     lora = TrainConfig(
         batch_size=1, mixed_precision="bf16", teacher_dtype="bfloat16", activation_checkpointing=True
