@@ -65,23 +65,38 @@ def worker(record: Path, argv: list[str]) -> None:
     marks: dict[str, int] = {}
     bar = trainer.TrainingProgress
 
+    def mark(name: str) -> None:  # the peak since the last mark, what is resident now; then reset
+        marks[f"{name}_peak_rss_bytes"] = peak_rss_bytes()
+        marks[f"{name}_end_rss_bytes"] = rss_bytes()
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on: the next phase's peak
+
     class MarkedProgress(bar):  # type: ignore[misc, valid-type]
         def __init__(self, **kwargs: Any) -> None:
             if not marks:
-                marks["setup_peak_rss_bytes"] = peak_rss_bytes()
-                Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on: training's peak
+                mark("setup")
             super().__init__(**kwargs)
+
+        def close(self) -> None:
+            if "training_peak_rss_bytes" not in marks:
+                mark("training")  # the loop, before the final student is saved
+            super().close()
 
     trainer.TrainingProgress = MarkedProgress
 
     def write() -> None:
-        record.write_text(json.dumps({**marks, "training_peak_rss_bytes": peak_rss_bytes()}))
+        mark("after_training")  # saving the final student (the LoRA merged for export), exit
+        record.write_text(json.dumps(marks))
 
     atexit.register(write)
     from dkdm_zoo.cli.app import main
 
     sys.argv = ["dkdm-zoo", *argv]
     main()
+
+
+def rss_bytes() -> int:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS"))
+    return int(line.split()[1]) * 1024
 
 
 def uptime() -> str:
@@ -132,7 +147,7 @@ def main() -> None:
     marks = json.loads(record.read_text())
     base = baseline_rss()
     planned, training = plan["memory_per_process_bytes"], marks["training_peak_rss_bytes"]
-    peak = max(training, marks["setup_peak_rss_bytes"])
+    peak = max(marks[f"{phase}_peak_rss_bytes"] for phase in ("setup", "training", "after_training"))
     report: dict[str, Any] = {
         "command": command_line(),
         "machine": machine(),
@@ -145,8 +160,7 @@ def main() -> None:
         "plan_s": round(plan_s, 1),
         "run_s": round(run_s, 1),
         "peak_rss_bytes": peak,
-        "setup_peak_rss_bytes": marks["setup_peak_rss_bytes"],
-        "training_peak_rss_bytes": training,
+        **marks,
         "baseline_rss_bytes": base,
         "plan_memory_per_process_bytes": planned,
         "plan": plan["memory_per_process"][plan["sharding"]],
@@ -163,7 +177,8 @@ def main() -> None:
     gib = 2**30
     print(
         f"peak RSS {peak / gib:.2f} GiB (set-up {marks['setup_peak_rss_bytes'] / gib:.2f}, training "
-        f"{training / gib:.2f}); plan {planned / gib:.2f} GiB; plan / peak {planned / peak:.3f}, / training "
+        f"{training / gib:.2f} from {marks['setup_end_rss_bytes'] / gib:.2f} resident at its start, after "
+        f"{marks['after_training_peak_rss_bytes'] / gib:.2f}); plan {planned / gib:.2f} GiB; plan / peak {planned / peak:.3f}, / training "
         f"peak {planned / training:.3f}; + idle process ({base / gib:.2f} GiB): {(planned + base) / peak:.3f}, "
         f"{(planned + base) / training:.3f}\nbefore: {before}\nafter: {after}"
     )
