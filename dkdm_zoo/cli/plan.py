@@ -23,7 +23,13 @@ class MemoryPlans:
 
 
 def memory_plans(built: Any, budget: Any, recipe: Any, processes: int | None, gpu: str) -> MemoryPlans:
-    from dkdm_zoo.engine.memory import ACCELERATOR_MEMORY, accelerator_memory, per_process, verdict
+    from dkdm_zoo.engine.memory import (
+        ACCELERATOR_MEMORY,
+        accelerator_memory,
+        per_process,
+        unused_levers,
+        verdict,
+    )
     from dkdm_zoo.engine.sharding import choose_sharding
 
     n = processes if processes is not None else int(os.environ.get("WORLD_SIZE", "1"))
@@ -32,7 +38,8 @@ def memory_plans(built: Any, budget: Any, recipe: Any, processes: int | None, gp
         raise UserError(f"--gpu {gpu!r}: its memory is unknown; known: {', '.join(ACCELERATOR_MEMORY)}")
     sharding = choose_sharding(recipe.train, explicit="sharding" in recipe.train_set)
     plans = {name: per_process(built, budget, name, n) for name in ("ddp", "fsdp")}
-    return MemoryPlans(sharding, n, plans, gpu, memory, verdict(plans, n, gpu, memory))
+    levers = unused_levers(recipe.train, plans, n)
+    return MemoryPlans(sharding, n, plans, gpu, memory, verdict(plans, n, gpu, memory, levers))
 
 
 def print_memory(console: Any, memory: MemoryPlans) -> None:
@@ -44,7 +51,9 @@ def print_memory(console: Any, memory: MemoryPlans) -> None:
     )
     rows: list[tuple[str, float, float]] = []
     for a, b in zip(ddp.networks, fsdp.networks, strict=True):
-        rows.append((f"{a.name} weights ({_count(a.params)} params)", a.weights, b.weights))
+        # a LoRA network's frozen base is the teacher's own tensors: in the teacher's row, not again
+        shared = f" + {_count(a.shared)} teacher's" if a.shared else ""
+        rows.append((f"{a.name} weights ({_count(a.params)}{shared} params)", a.weights, b.weights))
         if a.gradients or b.gradients:
             rows.append((f"{a.name} gradients", a.gradients, b.gradients))
             rows.append((f"{a.name} AdamW moments", a.optimizer, b.optimizer))
@@ -61,9 +70,12 @@ def print_memory(console: Any, memory: MemoryPlans) -> None:
     if fsdp.offloaded:
         rows.append(("fsdp shards in host memory", 0.0, fsdp.offloaded))
     rows.append(("total", ddp.total, fsdp.total))
-    console.print(f"  {'':<40} {'ddp':>10} {'fsdp':>10}")
+    width = max(40, *(len(label) for label, _, _ in rows))
+    console.print(f"  {'':<{width}} {'ddp':>10} {'fsdp':>10}")
     for label, a_bytes, b_bytes in rows:
-        console.print(f"  {label:<40} {a_bytes / scale:>10,.2f} {b_bytes / scale:>10,.2f}")
+        console.print(f"  {label:<{width}} {a_bytes / scale:>10,.2f} {b_bytes / scale:>10,.2f}")
+    if fsdp.refused:
+        console.print(f"  note: fsdp refused for this run: {fsdp.refused}")
     for note in ddp.notes + fsdp.notes:
         console.print(f"  note: {note}")
 

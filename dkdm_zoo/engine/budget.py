@@ -224,7 +224,8 @@ def measure_student(student: nn.Module, spec: Any, autocast: str = "no", teacher
 
 
 def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
-    """The budget of ``built`` (teacher, student, method, recipe), per process."""
+    """The budget of ``built`` (teacher, student, method, recipe), per process; measuring casts the
+    teacher to ``train.teacher_dtype``, as training will."""
     cfg = built.recipe.train
     method_plan = built.method.plan(cfg.batch_size, cfg.steps, cfg.grad_accum)
     networks = built.method.networks()
@@ -291,6 +292,15 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
         details={**details, "world_size": world_size, **extra},
     )
     if measure and built.teacher.modules():
+        # as training does first (engine.trainer): the activations a bf16 teacher (and LoRA networks on
+        # its tensors) save are bf16, whatever dtype the teacher was loaded in
+        dtype = getattr(torch, cfg.teacher_dtype)
+        if any(
+            p.is_floating_point() and p.dtype != dtype
+            for m in built.teacher.modules()
+            for p in m.parameters()
+        ):
+            built.teacher.to(built.teacher.device, dtype)
         _add_measurements(budget, built, passes, others)
     return budget
 

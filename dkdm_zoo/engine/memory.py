@@ -77,13 +77,14 @@ def units_of(module: nn.Module) -> Units:
 @dataclass
 class NetworkMemory:
     name: str
-    params: int
+    params: int  # the network's own parameters, counted in ``weights``
     weights: float
     gradients: float = 0.0
     optimizer: float = 0.0
     ema: float = 0.0
     buckets: float = 0.0  # DDP's gradient buckets
     activations: float = 0.0
+    shared: int = 0  # frozen parameters that are the teacher's own tensors (counted in its row)
 
     @property
     def total(self) -> float:
@@ -92,6 +93,7 @@ class NetworkMemory:
     def as_json(self) -> dict[str, float | int]:
         return {
             "params": self.params,
+            "shared_with_teacher_params": self.shared,
             "weights": self.weights,
             "gradients": self.gradients,
             "optimizer": self.optimizer,
@@ -110,6 +112,7 @@ class ProcessMemory:
     state: dict[str, int]  # the method's state (pool, condition store)
     gathered: float = 0.0  # FSDP: units gathered whole while they compute, and their gradients
     offloaded: float = 0.0  # FSDP cpu_offload: shards kept in host memory instead
+    refused: str = ""  # why training refuses this sharding for this run (the verdict leaves it out)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -151,11 +154,16 @@ def per_process(built: Any, budget: Any, sharding: str, processes: int) -> Proce
     teacher.activations = activations.get("teacher", 0.0)
     networks.append(teacher)
 
+    teacher_ids = {id(p) for m in built.teacher.modules() for p in m.parameters()}
     for name, network in built.method.networks().items():
         module = network.module
         params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-        frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
-        memory = NetworkMemory(name, params + frozen, (params + frozen) * 4 / n)
+        # frozen tensors that are the teacher's own (a LoRA network's base) are counted once, in the
+        # teacher's row at its dtype; a network's own frozen tensors at theirs
+        own = [p for p in module.parameters() if not p.requires_grad and id(p) not in teacher_ids]
+        frozen = sum(p.numel() for p in own)
+        memory = NetworkMemory(name, params + frozen, (params * 4 + sum(_bytes(p) for p in own)) / n)
+        memory.shared = sum(p.numel() for p in module.parameters() if id(p) in teacher_ids)
         memory.gradients = params * 4 / n
         memory.optimizer = params * ADAMW / n
         memory.ema = params * 4 / n if name == "student" and cfg.ema_decay > 0 else 0.0
@@ -177,9 +185,15 @@ def per_process(built: Any, budget: Any, sharding: str, processes: int) -> Proce
                     continue
                 result.offloaded += memory.weights + memory.gradients + memory.optimizer + memory.ema
                 memory.weights = memory.gradients = memory.optimizer = memory.ema = 0.0
+        if any(memory.shared for memory in networks):  # engine.sharding.refuse_shared_weights
+            result.refused = "LoRA on the teacher's own tensors"
     elif sharding == "fsdp":
         result.notes.append("one process: nothing to shard, fsdp runs as a single process")
     return result
+
+
+def _bytes(p: nn.Parameter) -> int:
+    return p.numel() * p.element_size()
 
 
 def _teacher_denoiser(built: Any) -> nn.Module | None:
@@ -190,19 +204,59 @@ def _teacher_denoiser(built: Any) -> nn.Module | None:
     return network if isinstance(network, nn.Module) else None
 
 
-def verdict(plans: dict[str, ProcessMemory], processes: int, accelerator: str, memory: float) -> str:
-    """One line: on ``processes`` x ``accelerator``, which sharding fits (with 10% kept free)."""
+def unused_levers(cfg: Any, plans: dict[str, ProcessMemory], processes: int) -> list[str]:
+    """What would lower the memory per process that this run does not do yet, cheapest first: a
+    suggestion the run already follows (bf16 on a bf16 run) is no suggestion."""
+    levers: list[str] = []
+    if cfg.mixed_precision == "no":
+        levers.append("train.mixed_precision='bf16'")
+    if cfg.teacher_dtype == "float32":
+        levers.append("train.teacher_dtype='bfloat16'")
+    activations = any(n.activations for plan in plans.values() for n in plan.networks)
+    if activations and not cfg.activation_checkpointing:
+        levers.append("train.activation_checkpointing=true")
+    # fsdp over several processes refuses networks on the teacher's tensors (at one process too: the
+    # lever is more of them); ddp's memory per process does not fall with N
+    if not any(n.shared for plan in plans.values() for n in plan.networks):
+        levers.append("more processes" + ("" if processes > 1 and cfg.sharding == "fsdp" else " with fsdp"))
+        if not cfg.cpu_offload:
+            levers.append("train.cpu_offload=true (fsdp)")
+    if cfg.batch_size > 1:
+        levers.append("a smaller train.batch_size (train.grad_accum keeps the batch per step)")
+    return levers
+
+
+def verdict(
+    plans: dict[str, ProcessMemory],
+    processes: int,
+    accelerator: str,
+    memory: float,
+    levers: list[str] | None = None,
+) -> str:
+    """One line: on ``processes`` x ``accelerator``, which sharding fits (with 10% kept free); when
+    none does, the ``levers`` (``unused_levers``) the run has left."""
     usable = HEADROOM * memory
+    refused = [f"{name} refused: {plan.refused}" for name, plan in plans.items() if plan.refused]
+    plans = {name: plan for name, plan in plans.items() if not plan.refused}
+    why = f" ({'; '.join(refused)})" if refused else ""
     fits = [name for name, plan in plans.items() if plan.total <= usable]
     misses = [name for name in plans if name not in fits]
     where = f"{processes} x {memory / 1e9:g} GB ({accelerator})"
     if fits and misses:
-        return f"fits {where} with {', '.join(fits)}, not with {', '.join(misses)}"
+        return f"fits {where} with {', '.join(fits)}, not with {', '.join(misses)}{why}"
     if fits:
-        return f"fits {where} with {' and '.join(fits)}"
+        return f"fits {where} with {' and '.join(fits)}{why}"
     best = min(plans.values(), key=lambda p: p.total)
+    needs = (
+        f"does not fit {where} with {' or '.join(plans)}{why}: {best.sharding} needs "
+        f"{best.total / 1e9:,.1f} GB per process (of {usable / 1e9:,.1f} GB usable)"
+    )
+    if levers is None:
+        return needs
+    if not levers:
+        return f"{needs}; the run already uses every lever the plan knows: a larger accelerator (--gpu)"
     return (
-        f"does not fit {where} with {' or '.join(plans)}: {best.sharding} needs {best.total / 1e9:,.1f} GB "
-        f"per process (of {usable / 1e9:,.1f} GB usable); use more processes, train.cpu_offload, "
-        "train.mixed_precision='bf16' or a smaller batch"
+        f"{needs}; use {', '.join(levers[:-1])} or {levers[-1]}"
+        if len(levers) > 1
+        else f"{needs}; use {levers[0]}"
     )

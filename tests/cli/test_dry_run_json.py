@@ -86,3 +86,54 @@ def test_the_verdict_line():
     assert verdict(plans, 8, "H100", 80e9) == "fits 8 x 80 GB (H100) with fsdp, not with ddp"
     plans["ddp"] = process("ddp", 71.9)
     assert verdict(plans, 8, "H100", 80e9) == "fits 8 x 80 GB (H100) with ddp and fsdp"
+
+
+def test_the_verdict_suggests_only_what_the_run_does_not_do_yet():
+    from dkdm_zoo.config.recipes import TrainConfig
+    from dkdm_zoo.engine.memory import NetworkMemory, ProcessMemory, unused_levers, verdict
+
+    def plans(refused: str = "") -> dict[str, ProcessMemory]:  # refused: a LoRA on the teacher's tensors
+        big = NetworkMemory("student", 1, 100e9, activations=50e9, shared=1 if refused else 0)
+        return {
+            "ddp": ProcessMemory("ddp", 2, [big], {}),
+            "fsdp": ProcessMemory("fsdp", 2, [big], {}, refused=refused),
+        }
+
+    plain = TrainConfig(batch_size=8)  # fp32, no checkpointing, ddp
+    assert unused_levers(plain, plans(), 2) == [
+        "train.mixed_precision='bf16'",
+        "train.teacher_dtype='bfloat16'",
+        "train.activation_checkpointing=true",
+        "more processes with fsdp",
+        "train.cpu_offload=true (fsdp)",
+        "a smaller train.batch_size (train.grad_accum keeps the batch per step)",
+    ]
+    half = TrainConfig(batch_size=8, mixed_precision="bf16", teacher_dtype="bfloat16")
+    assert unused_levers(half, plans(), 2)[0] == "train.activation_checkpointing=true"
+    sharded = TrainConfig(batch_size=8, sharding="fsdp", cpu_offload=True, activation_checkpointing=True)
+    assert "more processes" in unused_levers(sharded, plans(), 2)
+    assert "train.cpu_offload=true (fsdp)" not in unused_levers(sharded, plans(), 2)
+    lora_one = plans()  # one process: fsdp is not refused yet, but would be over more processes
+    lora_one["ddp"].networks[0].shared = 1
+    assert not any("fsdp" in lever for lever in unused_levers(plain, lora_one, 1))
+    # a bf16, checkpointed LoRA run at batch 1 (fsdp refused): no lever left
+    lora = TrainConfig(
+        batch_size=1, mixed_precision="bf16", teacher_dtype="bfloat16", activation_checkpointing=True
+    )
+    levers = unused_levers(lora, plans("LoRA on the teacher's own tensors"), 2)
+    assert levers == []
+    line = verdict(plans("LoRA on the teacher's own tensors"), 2, "H100", 80e9, levers)
+    assert line.startswith("does not fit 2 x 80 GB (H100) with ddp (fsdp refused: LoRA on the teacher's own")
+    assert line.endswith("the run already uses every lever the plan knows: a larger accelerator (--gpu)")
+    assert "bf16" not in line and "fsdp'" not in line
+
+
+def test_a_bf16_run_is_not_told_to_use_bf16():
+    args = ("--processes", "8", "--gpu", "L4", "--batch-size", "65536")
+    half = ("--set", "train.mixed_precision=bf16", "--set", "train.teacher_dtype=bfloat16")
+    fp32 = plan_json(*args)["verdict"]
+    assert "train.mixed_precision='bf16'" in fp32 and "train.activation_checkpointing=true" in fp32
+    line = plan_json(*args, *half, "--set", "train.activation_checkpointing=true")["verdict"]
+    assert line.startswith("does not fit 8 x 24 GB (L4) with ddp or fsdp")
+    assert "bf16" not in line and "bfloat16" not in line and "activation_checkpointing" not in line
+    assert "more processes with fsdp" in line and "a smaller train.batch_size" in line
