@@ -56,6 +56,9 @@ SETTINGS: dict[str, list[str]] = {
     # the generator and fake score start as the teacher's own DiT (--student teacher)
     "sid-dit-teacher": ["--teacher", "digits-dit", "--student", "teacher", "--method", "sid",
                         "--set", "train.lr=1e-4", *EMA],
+    # the rectified-flow teacher: generator and fake score from its own UNet (the digits-flow-sid recipe)
+    "sid-flow-teacher": ["--teacher", "digits-flow", "--student", "teacher", "--method", "sid",
+                         "--set", "train.lr=1e-4", *EMA],
     "di-dit": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "diff-instruct",
                "--set", "train.lr=1e-4", *EMA],
 }  # fmt: skip
