@@ -11,7 +11,8 @@ beside the loop that ``engine.memory`` counts; the plan's headline is the larges
   not the activations nor the gradients, which every step frees) plus the full copies the export
   builds: a LoRA student whose pipeline class loads no LoRA is merged (``TeacherNetwork.merged``: the
   base's tensors cloned at their dtype and a fresh fp32 network loaded from them, both held at once),
-  and a stock pipeline's network (DDPMPipeline, StableDiffusionPipeline, DiTPipeline) is a plain copy.
+  a stock pipeline's network (DDPMPipeline, StableDiffusionPipeline, DiTPipeline) is a plain copy, and
+  under FSDP the final student is gathered whole on process 0 (the largest process is the one counted).
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ def phases_of(built: Any, budget: Any, memory: Any) -> Phases:
     """The three phases of one process under ``memory`` (an ``engine.memory.ProcessMemory``)."""
     start = budget.teacher_start_up_bytes + networks_as_built(built)
     copies, what = export_copies(built)
+    if memory.sharding == "fsdp" and memory.processes > 1:  # trainer: shards.gather_full on process 0
+        teacher_ids = {id(p) for m in built.teacher.modules() for p in m.parameters()}
+        copies += sum(_bytes(p) for p in built.student.parameters() if id(p) not in teacher_ids)
+        what = ", ".join(x for x in ("the student gathered whole", what) if x)
     return Phases(start, float(memory.total), training_resident(memory) + copies, what)
 
 

@@ -115,3 +115,14 @@ def test_the_verdict_judges_the_largest_phase():
     assert verdict(plans, 8, "H100", 80e9).startswith(
         "does not fit 8 x 80 GB (H100) with ddp or fsdp: fsdp needs 73.0 GB per process"
     )
+
+
+def test_under_fsdp_the_export_holds_the_student_gathered_whole_beside_the_shards():
+    built = built_run()
+    whole = sum(p.numel() * p.element_size() for p in built.student.parameters())
+    plan = dry_run("--student", "teacher", "--processes", "4", "--set", "train.sharding=fsdp")
+    fsdp, ddp = plan["memory_per_process"]["fsdp"], plan["memory_per_process"]["ddp"]
+    assert fsdp["phases"]["export"] == resident(fsdp) + whole
+    assert ddp["phases"]["export"] == resident(ddp)  # every process holds it already
+    # the start is not sharded: every process loads the teacher, process 0 builds the networks whole
+    assert fsdp["phases"]["start_up"] == ddp["phases"]["start_up"]
