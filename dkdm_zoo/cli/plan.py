@@ -37,7 +37,11 @@ def memory_plans(built: Any, budget: Any, recipe: Any, processes: int | None, gp
     if memory is None:
         raise UserError(f"--gpu {gpu!r}: its memory is unknown; known: {', '.join(ACCELERATOR_MEMORY)}")
     sharding = choose_sharding(recipe.train, explicit="sharding" in recipe.train_set)
+    from dkdm_zoo.engine.phases import phases_of
+
     plans = {name: per_process(built, budget, name, n) for name in ("ddp", "fsdp")}
+    for plan in plans.values():  # the start and the export beside the training loop
+        plan.phases = phases_of(built, budget, plan)
     levers = unused_levers(recipe.train, plans, n)
     return MemoryPlans(sharding, n, plans, gpu, memory, verdict(plans, n, gpu, memory, levers))
 
@@ -45,7 +49,7 @@ def memory_plans(built: Any, budget: Any, recipe: Any, processes: int | None, gp
 def print_memory(console: Any, memory: MemoryPlans) -> None:
     """A table: one row per network and part, one column per sharding."""
     ddp, fsdp = memory.plans["ddp"], memory.plans["fsdp"]
-    unit, scale = ("GiB", 2**30) if ddp.total >= 2**30 else ("MiB", 2**20)
+    unit, scale = ("GiB", 2**30) if ddp.peak >= 2**30 else ("MiB", 2**20)
     console.print(
         f"memory per process ({unit}) at {memory.processes} process(es); this recipe: {memory.sharding}"
     )
@@ -69,7 +73,18 @@ def print_memory(console: Any, memory: MemoryPlans) -> None:
         rows.append(("fsdp units gathered + their grads", 0.0, fsdp.gathered))
     if fsdp.offloaded:
         rows.append(("fsdp shards in host memory", 0.0, fsdp.offloaded))
-    rows.append(("total", ddp.total, fsdp.total))
+    rows.append(("total: the training loop", ddp.total, fsdp.total))
+    if ddp.phases is not None and fsdp.phases is not None:
+        rows.append(
+            (
+                "start-up (teacher as loaded and cast)",
+                ddp.phases.start_up,
+                fsdp.phases.start_up,
+            )
+        )
+        what = f" (+ {ddp.phases.export_copy})" if ddp.phases.export_copy else ""
+        rows.append((f"export{what}", ddp.phases.export, fsdp.phases.export))
+        rows.append(("largest phase (the verdict's)", ddp.peak, fsdp.peak))
     width = max(40, *(len(label) for label, _, _ in rows))
     console.print(f"  {'':<{width}} {'ddp':>10} {'fsdp':>10}")
     for label, a_bytes, b_bytes in rows:
@@ -107,7 +122,11 @@ def plan_json(budget, recipe, out: Path, *, gpu: str, peak: float, utilisation: 
             "student": budget.student_params,
             "other_trainable": budget.other_params,
         },
-        "memory_per_process_bytes": chosen.total,
+        # the largest phase; the training loop's parts are in memory_bytes
+        "memory_per_process_bytes": chosen.peak,
+        "memory_phases_bytes": chosen.phases.as_json() if chosen.phases is not None else None,
+        "memory_per_process_is": "the largest of memory_phases_bytes: "
+        + (chosen.phases.largest_name if chosen.phases is not None else "training"),
         "memory_bytes": {
             "weights_gradients_adamw_ema": sum(n.total - n.activations for n in chosen.networks),
             **{f"state_{name}": size for name, size in chosen.state.items()},

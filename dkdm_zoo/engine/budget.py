@@ -92,6 +92,8 @@ class Budget:
     details: dict[str, Any] = field(default_factory=dict)
     #: per differentiated network ("teacher", "student", ...): activations saved at the planned batch
     network_activations: dict[str, float] = field(default_factory=dict)
+    #: the teacher as loaded plus the cast copy of its largest network (``engine.phases``)
+    teacher_start_up_bytes: float = 0.0
 
     @property
     def memory_bytes(self) -> float:
@@ -226,6 +228,8 @@ def measure_student(student: nn.Module, spec: Any, autocast: str = "no", teacher
 def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     """The budget of ``built`` (teacher, student, method, recipe), per process; measuring casts the
     teacher to ``train.teacher_dtype``, as training will."""
+    from dkdm_zoo.engine.phases import teacher_start_up
+
     cfg = built.recipe.train
     method_plan = built.method.plan(cfg.batch_size, cfg.steps, cfg.grad_accum)
     networks = built.method.networks()
@@ -290,6 +294,7 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
         train_forwards=method_plan.train_forwards,
         passes=passes,
         details={**details, "world_size": world_size, **extra},
+        teacher_start_up_bytes=teacher_start_up(built.teacher, cfg.teacher_dtype),  # before the cast
     )
     if measure and built.teacher.modules():
         # as training does first (engine.trainer): the activations a bf16 teacher (and LoRA networks on

@@ -11,10 +11,11 @@ denoiser is sharded like a network without gradients; its other parts (VAE, text
 whole. Activations (measured, at the batch per process) and the method's state (the DKDM pool,
 condition references) do not shard.
 
-What the plan leaves out: the framework itself (CUDA context and kernels, some hundreds of MB; a
-Python process with torch and diffusers imported on CPU), allocator fragmentation, and the start:
-every process builds the networks whole before they are sharded. The verdict keeps 10% of the
-accelerator's memory for them.
+The start (every process builds the networks whole before they are sharded) and the export are
+phases of their own (``engine.phases``); the verdict judges the largest. What the plan leaves out:
+the framework itself (CUDA context and kernels, some hundreds of MB; a Python process with torch and
+diffusers imported on CPU) and allocator fragmentation. The verdict keeps 10% of the accelerator's
+memory for them.
 """
 
 from __future__ import annotations
@@ -114,10 +115,18 @@ class ProcessMemory:
     offloaded: float = 0.0  # FSDP cpu_offload: shards kept in host memory instead
     refused: str = ""  # why training refuses this sharding for this run (the verdict leaves it out)
     notes: list[str] = field(default_factory=list)
+    #: start-up / training / export (``engine.phases.Phases``); None: the training loop alone
+    phases: Any = None
 
     @property
     def total(self) -> float:
+        """The training loop's memory."""
         return sum(n.total for n in self.networks) + sum(self.state.values()) + self.gathered
+
+    @property
+    def peak(self) -> float:
+        """The largest phase: what the verdict judges."""
+        return self.total if self.phases is None else max(self.total, self.phases.largest)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -128,6 +137,7 @@ class ProcessMemory:
             "fsdp_gathered": self.gathered,
             "host_offloaded": self.offloaded,
             "total": self.total,
+            **({} if self.phases is None else {"phases": self.phases.as_json(), "peak": self.peak}),
         }
 
 
@@ -239,17 +249,17 @@ def verdict(
     refused = [f"{name} refused: {plan.refused}" for name, plan in plans.items() if plan.refused]
     plans = {name: plan for name, plan in plans.items() if not plan.refused}
     why = f" ({'; '.join(refused)})" if refused else ""
-    fits = [name for name, plan in plans.items() if plan.total <= usable]
+    fits = [name for name, plan in plans.items() if plan.peak <= usable]
     misses = [name for name in plans if name not in fits]
     where = f"{processes} x {memory / 1e9:g} GB ({accelerator})"
     if fits and misses:
         return f"fits {where} with {', '.join(fits)}, not with {', '.join(misses)}{why}"
     if fits:
         return f"fits {where} with {' and '.join(fits)}{why}"
-    best = min(plans.values(), key=lambda p: p.total)
+    best = min(plans.values(), key=lambda p: p.peak)
     needs = (
         f"does not fit {where} with {' or '.join(plans)}{why}: {best.sharding} needs "
-        f"{best.total / 1e9:,.1f} GB per process (of {usable / 1e9:,.1f} GB usable)"
+        f"{best.peak / 1e9:,.1f} GB per process (of {usable / 1e9:,.1f} GB usable)"
     )
     if levers is None:
         return needs
