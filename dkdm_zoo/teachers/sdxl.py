@@ -46,11 +46,18 @@ REFINER_PIPELINE = "StableDiffusionXLImg2ImgPipeline"
 
 
 def spec_from_sdxl(
-    unet: nn.Module, vae: nn.Module, encoders: tuple[nn.Module, nn.Module], seq_len: int, scheduler: dict
+    unet: nn.Module,
+    vae: nn.Module,
+    encoders: tuple[nn.Module, nn.Module],
+    seq_len: int,
+    scheduler: dict,
+    resolution: int | None = None,
 ) -> TeacherSpec:
     cfg = unet.config
     channels = cfg.in_channels
     size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+    if resolution is not None:
+        size = latent_size(resolution, vae_downsampling(vae), len(cfg.down_block_types))
     widths = [int(e.config.hidden_size) for e in encoders]
     if cfg.cross_attention_dim != sum(widths):
         raise UserError(
@@ -84,6 +91,23 @@ def spec_from_sdxl(
     )
 
 
+def latent_size(resolution: int, factor: int, stages: int) -> int:
+    """The latent side for a ``resolution``-pixel square: the VAE's factor, then the UNet's downsamplers
+    (``stages`` - 1 halvings), must divide it, as StableDiffusionXLPipeline's ``height`` / ``width``."""
+    multiple = factor * 2 ** (stages - 1)
+    if (
+        isinstance(resolution, bool)
+        or not isinstance(resolution, int)
+        or resolution <= 0
+        or resolution % multiple
+    ):
+        raise UserError(
+            f"sdxl: resolution = {resolution!r} is not a positive multiple of {multiple} pixels (the VAE's "
+            f"x{factor} and the UNet's {stages - 1} downsamplers): e.g. 512 or 1024"
+        )
+    return resolution // factor
+
+
 class SDXLTeacher(LatentSDTeacher):
     """SDXL's UNet on VAE latents, conditioned on two CLIP encoders, a pooled projection and time ids."""
 
@@ -106,9 +130,15 @@ class SDXLTeacher(LatentSDTeacher):
         original_size: Sequence[int] | None = None,
         crops_coords_top_left: Sequence[int] = (0, 0),
         target_size: Sequence[int] | None = None,
+        resolution: int | None = None,
     ):
         spec = spec_from_sdxl(
-            unet, vae, (text_encoder, text_encoder_2), tokenizer.model_max_length, dict(scheduler_config)
+            unet,
+            vae,
+            (text_encoder, text_encoder_2),
+            tokenizer.model_max_length,
+            dict(scheduler_config),
+            resolution,
         )
         Teacher.__init__(self, spec, guidance_scale=guidance_scale)
         self.unet, self.vae = unet, vae
@@ -116,7 +146,8 @@ class SDXLTeacher(LatentSDTeacher):
         self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
         self.prompts = read_prompts(prompts)
         self.force_zeros_for_empty_prompt = force_zeros_for_empty_prompt
-        height, width = spec.image_shape[1:]  # the pipeline's defaults: the UNet's native size
+        # the pipeline's defaults: its height and width (the UNet's native size unless resolution is set)
+        height, width = spec.image_shape[1:]
         ids = [*_pair(original_size or (height, width), "original_size")]
         ids += [*_pair(crops_coords_top_left, "crops_coords_top_left")]
         ids += [*_pair(target_size or (height, width), "target_size")]
@@ -209,6 +240,9 @@ class SDXLOptions(HubTeacherOptions):
     original_size: list[int] | None = None  # (height, width); None: the UNet's native image size
     crops_coords_top_left: list[int] | None = None  # (top, left); None: (0, 0)
     target_size: list[int] | None = None  # (height, width); None: the UNet's native image size
+    # the square image side the teacher generates and students learn, in pixels (SDXL-Turbo: 512);
+    # None: the UNet's native size (1024 for SDXL base). original/target_size default to it.
+    resolution: int | None = None
 
 
 @takes_options(SDXLOptions)
@@ -259,5 +293,6 @@ def load(options: SDXLOptions) -> SDXLTeacher:
         original_size=o.original_size,
         crops_coords_top_left=o.crops_coords_top_left or (0, 0),
         target_size=o.target_size,
+        resolution=o.resolution,
     )
     return teacher.to("cpu", parse_dtype(o.dtype))

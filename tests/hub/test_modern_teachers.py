@@ -143,6 +143,27 @@ def test_the_teacher_samples_what_its_diffusers_pipeline_samples(modern, repo):
     assert t.decode(ours).shape == (2, *t.spec.image_shape)
 
 
+def test_an_sdxl_teacher_at_another_resolution_samples_what_the_pipeline_samples_at_that_size(modern):
+    """``resolution`` (SDXL-Turbo trains at 512 px): the latents, the time ids' original and target sizes
+    and the samples are StableDiffusionXLPipeline's at height = width = resolution."""
+    folder = modern.folder[SDXL_BASE]
+    native = teacher(folder, "sdxl")
+    t = teacher(folder, "sdxl", resolution=32)
+    assert native.spec.image_shape[1] == 64 and t.spec.image_shape == (3, 32, 32)
+    assert t.spec.sample_shape == (4, 4, 4)
+    assert t.add_time_ids.tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]]
+    noise = torch.randn(2, *t.spec.sample_shape, generator=torch.Generator().manual_seed(1))
+    ours = t.sample(2, steps=2, cond=t.make_condition(prompts=PROMPTS), noise=noise, guidance_scale=3.0)
+    pipe, _ = reference_pipeline(SDXL_BASE, t, folder)
+    ref = pipe(
+        PROMPTS, num_inference_steps=2, guidance_scale=3.0, latents=noise.clone(), output_type="latent",
+        height=32, width=32,
+    ).images  # fmt: skip
+    assert ref.shape == ours.shape and ((ours - ref).abs().max() / ref.abs().max()) < 1e-4
+    with pytest.raises(UserError, match=r"sdxl: resolution = 48 is not a positive multiple of 32 pixels"):
+        teacher(folder, "sdxl", resolution=48)
+
+
 def test_sd21_is_v_prediction_with_openclip_h_states(modern):
     t = teacher(modern.folder[SD2_1], "latent-sd")
     assert t.spec.prediction_type == "v_prediction" and t.spec.family == "latent-sd"
