@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -75,3 +76,14 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def parse_or_work(parser: argparse.ArgumentParser, worker: Callable[[Path, list[str]], None]) -> Any:
+    """The benchmark's arguments, or None after running ``worker``: the measured child process is this
+    script again, started with ``--worker RECORD -- ARGV`` (its own peak memory, away from the parent's)."""
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.worker is None:
+        return args
+    worker(args.worker, [a for a in rest if a != "--"])
+    return None

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, command_line, machine
+from benchmarks.common import RESULTS_DIR, command_line, machine, parse_or_work
 
 ROOT = Path(__file__).resolve().parents[1]
 SD15_CHANNELS = (320, 640, 1280, 1280)
@@ -162,10 +162,8 @@ def main() -> None:
         help="SiD's generator: its own UNet or a teacher copy",
     )
     parser.add_argument("--out", default="fsdp_memory.json", help="file name under benchmarks/results")
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.worker is not None:
-        worker(args.worker, [a for a in rest if a != "--"])
+    args = parse_or_work(parser, worker)
+    if args is None:
         return
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

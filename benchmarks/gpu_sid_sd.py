@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, command_line, machine
+from benchmarks.common import RESULTS_DIR, command_line, machine, parse_or_work
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES: dict[str, dict[str, Any]] = {
@@ -148,10 +148,8 @@ def main() -> None:
     parser.add_argument(
         "--work", type=Path, help="folder for the teacher and runs (default: a temporary one)"
     )
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.worker is not None:
-        worker(args.worker, [a for a in rest if a != "--"])
+    args = parse_or_work(parser, worker)
+    if args is None:
         return
     from dkdm_zoo.testing.hub_fixtures import build_sd15
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, command_line, machine
+from benchmarks.common import RESULTS_DIR, command_line, machine, parse_or_work
 from benchmarks.fsdp_memory import ROOT, baseline_rss, peak_rss_bytes
 
 PROMPTS = '["a photo of a cat", "a red bicycle"]'
@@ -112,10 +112,8 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=64)
     parser.add_argument("--set", dest="extra", action="append", default=[], help="more --set KEY=VALUE")
     parser.add_argument("--out", default="plan_vs_peak_sd15.json", help="file name under benchmarks/results")
-    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.worker is not None:
-        worker(args.worker, [a for a in rest if a != "--"])
+    args = parse_or_work(parser, worker)
+    if args is None:
         return
     extra = [a for kv in args.extra for a in ("--set", kv)]
     folder = args.work / f"sd15-{args.size}"
