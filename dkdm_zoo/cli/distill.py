@@ -140,7 +140,12 @@ def distill(
 
         if processes is not None and processes < 1:
             raise UserError(f"--processes must be at least 1, got {processes}")
-        built = builder.build(resolved, registry)
+        from dkdm_zoo.students.materialise import empty_copies
+        from dkdm_zoo.teachers.unread import weights_unread
+
+        # shapes are all a plan needs: the teacher's weights stay unread, copies of its network empty
+        with weights_unread(), empty_copies():
+            built = builder.build(resolved, registry)
         budget = plan(built)
         memory = memory_plans(built, budget, resolved, processes, gpu)
         if as_json:

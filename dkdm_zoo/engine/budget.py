@@ -135,12 +135,15 @@ def teacher_components(teacher: Any) -> dict[str, int]:
 @contextlib.contextmanager
 def _measuring(module_params: list[nn.Parameter]):
     """Fake tensors (shapes only) and a FLOP counter; real parameters' grads are left as they were."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
     grads = [p.grad for p in module_params]
+    # networks built with their weights unread hold fake tensors already: measure in their mode
+    fake = next((p for p in module_params if isinstance(p, FakeTensor)), None)
+    mode = fake.fake_mode if fake is not None else FakeTensorMode(allow_non_fake_inputs=True)
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True), FlopCounterMode(display=False) as counter:
+        with mode, FlopCounterMode(display=False) as counter:
             yield counter
     finally:
         for p, g in zip(module_params, grads, strict=True):
@@ -306,8 +309,19 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
             for p in m.parameters()
         ):
             built.teacher.to(built.teacher.device, dtype)
+        _unread_as_fake(built, others)
         _add_measurements(budget, built, passes, others)
     return budget
+
+
+def _unread_as_fake(built: Any, others: dict[str, nn.Module]) -> None:
+    """A plan built with its weights unread (``teachers.unread``): the empty copies of the teacher's
+    network (meta tensors) become fakes on the teacher's device too, so all measure on one device."""
+    from dkdm_zoo.teachers.unread import as_fake, is_unread
+
+    networks = [*built.teacher.modules(), built.student, *others.values()]
+    if any(is_unread(m) for m in networks):
+        as_fake(networks, built.teacher.device)  # one mode for all; tensors shared stay shared
 
 
 @contextlib.contextmanager

@@ -50,10 +50,16 @@ def copy_network(source: Module) -> Module:
 
 def meta_copy(source: Module) -> Module:
     """``source`` copied with its parameters on the meta device and its buffers copied."""
+    from dkdm_zoo.teachers.unread import is_unread
+
+    def empty(t: torch.Tensor) -> torch.Tensor:  # from the shape alone: a fake source stays out of it
+        return torch.empty(t.shape, dtype=t.dtype, device="meta")
+
     memo: dict[int, Any] = {
-        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-        for p in source.parameters()
+        id(p): nn.Parameter(empty(p), requires_grad=p.requires_grad) for p in source.parameters()
     }
+    if is_unread(source):  # a teacher built with its weights unread (a plan): no buffer has values either
+        memo.update({id(b): empty(b) for b in source.buffers()})
     return copy.deepcopy(source, memo)
 
 

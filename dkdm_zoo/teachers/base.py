@@ -24,6 +24,7 @@ from dkdm_zoo.sampling.chain import sample_denoiser, sample_flow
 from dkdm_zoo.sampling.guidance import applies, guided
 from dkdm_zoo.spec import TeacherSpec
 from dkdm_zoo.teachers.condition import Condition
+from dkdm_zoo.teachers.unread import as_fake, is_unread
 
 
 def host_to_device(array: np.ndarray, device: torch.device) -> Tensor:
@@ -205,6 +206,10 @@ class Teacher(ABC):
         if dtype is not None:
             self.dtype = dtype
         for module in self.modules():
+            if is_unread(module):  # built with its weights unread (teachers.unread): fakes, made anew
+                as_fake([module], self.device, self.dtype)
+                module.eval().requires_grad_(False)
+                continue
             module.to(self.device).eval().requires_grad_(False)
             # Cast only when needed: diffusers' ModelMixin.to warns on every dtype argument.
             if any(p.is_floating_point() and p.dtype != self.dtype for p in module.parameters()):

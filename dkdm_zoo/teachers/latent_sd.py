@@ -35,6 +35,7 @@ from dkdm_zoo.teachers.loading import (
     resolve_source,
     schedule_spec_fields,
 )
+from dkdm_zoo.teachers.unread import cast
 
 ENCODE_BATCH = 64  # prompts per text-encoder call
 ENCODE_CACHE = 1024  # prompt embeddings kept on the device (about 120 MB for SD at 77 x 768 in bf16)
@@ -166,7 +167,7 @@ class LatentSDTeacher(Teacher):
         self._cache = OrderedDict()
         super().to(device, dtype)
         if self._upcast_vae:
-            self.vae.to(torch.float32)
+            cast(self.vae, torch.float32)
         return self
 
     @property

@@ -25,6 +25,7 @@ from dkdm_zoo.errors import UserError
 from dkdm_zoo.registry.options import OptionSet
 from dkdm_zoo.teachers.schedulers import SOURCE_KEY, read_schedule
 from dkdm_zoo.teachers.sources import Source, read_json, resolve_source
+from dkdm_zoo.teachers.unread import buildable_empty, empty_model, weights_are_unread
 
 __all__ = [
     "DType",
@@ -205,6 +206,8 @@ def load_pretrained(
     """``cls.from_pretrained`` with safetensors only (unless ``allow_pickle``) and readable errors."""
     if weights:
         check_weights(source, subfolder, allow_pickle)
+        if weights_are_unread() and buildable_empty(cls):  # --dry-run: shapes from the config only
+            return _unread(cls, source, subfolder, parse_dtype(dtype))
         # allow_pickle: prefer safetensors where present, fall back to pickle
         kwargs["use_safetensors"] = True if not allow_pickle else None
         kwargs[dtype_kwarg] = parse_dtype(dtype)
@@ -220,6 +223,18 @@ def load_pretrained(
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
         raise UserError(f"cannot load {cls.__name__} from {source.where(subfolder)}: {first}") from exc
+
+
+def _unread(cls: Any, source: Source, subfolder: str | None, dtype: torch.dtype) -> Any:
+    kwargs: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
+    if not source.is_hub:
+        kwargs["local_files_only"] = True
+    try:
+        return empty_model(cls, source.location, dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise UserError(f"cannot read {cls.__name__}'s config in {source.where(subfolder)}: {first}") from exc
 
 
 def schedule_spec_fields(

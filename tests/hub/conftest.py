@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from dkdm_zoo.testing.hub_fixtures import BUILDERS, DDPM_CIFAR10, DIT_XL_2_256, SD_V1_5, build_hub_cache
+from dkdm_zoo.testing.sdxl_fixtures import BUILDERS as MODERN_BUILDERS
+from dkdm_zoo.testing.sdxl_fixtures import build_modern_hub_cache
 
 torch.set_num_threads(1)  # narrow models on a shared CPU
 
@@ -38,3 +40,26 @@ def offline_cache(hub, monkeypatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub.cache))
     return hub.cache
+
+
+class Modern:
+    """The SD 2.1, SDXL and PixArt-α/Σ layouts: ``folder[repo]`` and ``cache`` (HF_HUB_CACHE)."""
+
+    def __init__(self, root):
+        self.work, self.cache = root / "folders", root / "hub"
+        self.snapshot = build_modern_hub_cache(self.cache, work_dir=self.work)
+        self.folder = {repo: self.work / repo.replace("/", "--") for repo in MODERN_BUILDERS}
+
+
+@pytest.fixture(scope="session")
+def modern(tmp_path_factory) -> Modern:
+    return Modern(tmp_path_factory.mktemp("modern-layouts"))
+
+
+@pytest.fixture
+def modern_cache(modern, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(modern.cache))
+    return modern.cache

@@ -29,7 +29,6 @@ from dkdm_zoo.testing.sdxl_fixtures import (  # noqa: E402
     PIXART_SIGMA,
     SD2_1,
     SDXL_BASE,
-    build_modern_hub_cache,
 )
 
 from .test_commands import invoke  # noqa: E402
@@ -37,27 +36,6 @@ from .test_commands import invoke  # noqa: E402
 FAMILIES = {SD2_1: "latent-sd", SDXL_BASE: "sdxl", PIXART_ALPHA: "pixart", PIXART_SIGMA: "pixart"}
 PROMPTS = ["A cat sitting on a chair", "a red fox in the snow"]
 PROMPT_SET = '--set=teacher.prompts=["a cat sitting on a chair", "a red fox in the snow"]'
-
-
-class Modern:
-    def __init__(self, root):
-        self.work, self.cache = root / "folders", root / "hub"
-        self.snapshot = build_modern_hub_cache(self.cache, work_dir=self.work)
-        self.folder = {repo: self.work / repo.replace("/", "--") for repo in BUILDERS}
-
-
-@pytest.fixture(scope="session")
-def modern(tmp_path_factory) -> Modern:
-    return Modern(tmp_path_factory.mktemp("modern-layouts"))
-
-
-@pytest.fixture
-def modern_cache(modern, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(modern.cache))
-    return modern.cache
 
 
 def teacher(folder, family: str, **options):
