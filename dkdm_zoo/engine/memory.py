@@ -261,6 +261,13 @@ def verdict(
         f"does not fit {where} with {' or '.join(plans)}{why}: {best.sharding} needs "
         f"{best.peak / 1e9:,.1f} GB per process (of {usable / 1e9:,.1f} GB usable)"
     )
+    phase = best.phases.largest_name if best.phases is not None and best.peak > best.total else "training"
+    if phase != "training":
+        # the batch and checkpointing shrink the training loop only, not the start or the export
+        held = f" ({best.phases.export_copy})" if phase == "export" and best.phases.export_copy else ""
+        needs += f", at the {phase.replace('_', '-')}{held}"
+        if levers is not None:
+            levers = [lever for lever in levers if "batch_size" not in lever and "checkpointing" not in lever]
     if levers is None:
         return needs
     if not levers:

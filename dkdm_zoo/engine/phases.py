@@ -95,14 +95,14 @@ def export_copies(built: Any) -> tuple[float, str]:
         teacher_ids = {id(p) for m in built.teacher.modules() for p in m.parameters()}
         teacher_bytes = DTYPE_BYTES[built.recipe.train.teacher_dtype]
         base = [p for name, p in lora.network.named_parameters() if LORA_KEY not in name]
-        fp32 = 4 * sum(p.numel() for p in base)
-        clones = sum(
+        # the merged network is the base's clones with the adapters added (students.teacher_net:
+        # TeacherNetwork.merged); a stock class then copies it once more
+        merged = sum(
             p.numel() * teacher_bytes if id(p) in teacher_ids and p.is_floating_point() else _bytes(p)
             for p in base
         )
-        # merging holds the clones and the fp32 network; a stock class then copies the fp32 network
-        merged = max(fp32 + clones, 2 * fp32) if kind in PLAIN_COPIES else fp32 + clones
-        return float(merged), f"LoRA merged for {kind}"
+        copies = 2 * merged if kind in PLAIN_COPIES else merged
+        return float(copies), f"LoRA merged for {kind}"
     if kind in PLAIN_COPIES:
         network = student.network if is_teacher_network(student) else student
         return float(sum(_bytes(p) for p in network.parameters())), f"plain copy for {kind}"

@@ -223,7 +223,10 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
 
     def merged(self) -> TeacherNetwork:
         """A full (non-LoRA) copy with the adapters merged into the base weights: what a pipeline
-        without a LoRA loader (DDPMPipeline, DiTPipeline) holds. The shared base is left untouched."""
+        without a LoRA loader (DDPMPipeline, DiTPipeline) holds. The shared base is left untouched.
+        The copy keeps the base's dtype (a bf16 teacher's base gives a bf16 network, as peft's
+        ``merge_and_unload`` does; each sum is taken in float32) and is the only copy made: the
+        network is built empty and adopts the merged tensors (a 12B FLUX base: 24 GB, not 72)."""
         if not self.is_lora:
             return self
         state = {}
@@ -232,19 +235,22 @@ class TeacherNetwork(ModelMixin, ConfigMixin):
             if base is not None and hasattr(module, "get_delta_weight"):
                 for key, tensor in base.state_dict().items():
                     state[f"{name}.{key}"] = tensor.detach().clone()
-                state[f"{name}.weight"] = state[f"{name}.weight"] + module.get_delta_weight("default").to(
-                    state[f"{name}.weight"].dtype
-                )
+                weight = state[f"{name}.weight"]
+                delta = module.get_delta_weight("default").float()
+                state[f"{name}.weight"] = (weight.float() + delta).to(weight.dtype)
         plain_names = {}
         for key, tensor in [*self.network.named_parameters(), *self.network.named_buffers()]:
             if LORA_KEY not in key and ".base_layer." not in key:
                 plain_names[key] = tensor.detach().clone()
         state.update(plain_names)
         config = {k: v for k, v in self.config.items() if not k.startswith("_")}
-        plain = model_from_reference(
-            config["network_class"], config["network_config"], where="a merged LoRA student"
-        )
-        plain.load_state_dict(state, strict=True)
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():  # the merged tensors are the network's: nothing allocated twice
+            plain = model_from_reference(
+                config["network_class"], config["network_config"], where="a merged LoRA student"
+            )
+        plain.load_state_dict(state, strict=True, assign=True)
         plain = plain.to(device=next(self.network.parameters()).device)
         return TeacherNetwork.around(
             plain,

@@ -56,12 +56,12 @@ def test_a_digits_lora_sid_export_is_merged_and_counts_the_merged_copy_beside_tr
     merged = lora_network(built.student).merged()  # what the export builds
     n = sum(p.numel() for p in merged.parameters())
     assert n == sum(p.numel() for p in built.teacher.denoiser().parameters())
-    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    assert all(p.dtype == torch.float32 for p in merged.parameters())  # the base's dtype: fp32 here
     for teacher_dtype, clone in (("float32", 4), ("bfloat16", 2)):
         plan = dry_run(*LORA, "--set", f"train.teacher_dtype={teacher_dtype}")
         phases, memory = plan["memory_phases_bytes"], plan["memory_per_process"]["ddp"]
-        # the fp32 merged network and, while it loads, the base's clones at the teacher's dtype
-        assert phases["export"] == resident(memory) + n * 4 + n * clone
+        # one merged copy of the base, at the dtype training holds it in
+        assert phases["export"] == resident(memory) + n * clone
         assert phases["training"] == memory["total"] == memory["phases"]["training"]
         assert plan["memory_per_process_bytes"] == max(phases.values())
     # at batch 1, checkpointed, the merge outgrows the loop: the headline is the export
@@ -114,6 +114,17 @@ def test_the_verdict_judges_the_largest_phase():
     plans["fsdp"] = process("fsdp", 73)
     assert verdict(plans, 8, "H100", 80e9).startswith(
         "does not fit 8 x 80 GB (H100) with ddp or fsdp: fsdp needs 73.0 GB per process"
+    )
+    # the export is the largest phase: the verdict says so, and the batch is no lever for it
+    levers = [
+        "train.activation_checkpointing=true",
+        "a smaller train.batch_size",
+        "train.cpu_offload=true (fsdp)",
+    ]
+    plans["fsdp"].phases = Phases(10e9, plans["fsdp"].total, 73e9, "LoRA merged for FluxPipeline")
+    assert verdict(plans, 8, "H100", 80e9, levers) == (
+        "does not fit 8 x 80 GB (H100) with ddp or fsdp: fsdp needs 73.0 GB per process (of 72.0 GB "
+        "usable), at the export (LoRA merged for FluxPipeline); use train.cpu_offload=true (fsdp)"
     )
 
 
