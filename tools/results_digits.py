@@ -10,6 +10,7 @@ several seeds; the table reports the mean and the spread (min..max) over seeds.
     python tools/results_digits.py boot-dit --seeds 0 1        # the same on the class-conditional teacher
     python tools/results_digits.py init --seeds 0 1            # DKDM pool initialisations, equal budget
     python tools/results_digits.py flow --seeds 0 1            # digits-flow: DKDM, SiD, BOOT vs Euler steps
+    python tools/results_digits.py pruned --seeds 0 1          # digits-dit pruned to half: copied vs scratch
     python tools/results_digits.py arch                        # finished ddpm/dit runs -> digits-arch-*.json
     python tools/results_digits.py table                       # JSON -> docs/results/digits.md
     python tools/results_digits.py figure                      # BOOT vs teacher DDIM, same noise -> PNG
@@ -300,6 +301,7 @@ def main() -> None:
             "boot-dit",
             "init",
             "flow",
+            "pruned",
             "collect",
             "arch",
             "table",
@@ -327,13 +329,13 @@ def main() -> None:
         return
     if args.what == "table":
         parts = []
-        for table in ("ddpm", "dit", "boot", "boot-dit", "init", "flow"):
+        for table in ("ddpm", "dit", "boot", "boot-dit", "init", "flow", "pruned"):
             path = RESULTS / f"digits-{table}.json"
             if path.exists():
                 data = json.loads(path.read_text())
                 parts.append(f"### {data['title']}\n\n{data['note']}\n\n{markdown(table, data)}\n")
     elif args.what == "collect":  # tabulate the runs that finished, without training anything
-        for table in ("ddpm", "dit", "boot", "boot-dit", "init", "flow"):
+        for table in ("ddpm", "dit", "boot", "boot-dit", "init", "flow", "pruned"):
             rows = collect(table, args.seeds)
             if rows:
                 path = RESULTS / f"digits-{table}.json"

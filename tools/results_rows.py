@@ -96,9 +96,22 @@ BOOT_ROWS = {
                                "--set", "train.ema_decay=0.995"],
     },
 }  # fmt: skip
-TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm", "flow": "flow"}
+# Students pruned from the teacher vs the same architecture from scratch (DKDM at its defaults):
+# digits-dit's 4 DiT blocks, every second one kept (`--preset half`), with and without BK-SDM's
+# feature loss; the built-in `dit` small student is the dit table's row.
+PRUNED_ROWS = {
+    "DKDM teacher half (copied)": ["--teacher", "digits-dit", "--student", "teacher", "--preset", "half",
+                                   "--method", "dkdm"],
+    "DKDM teacher half (scratch)": ["--teacher", "digits-dit", "--student", "teacher", "--preset", "half",
+                                    "--set", "student.from_scratch=true", "--method", "dkdm"],
+    "DKDM teacher half + features (copied)": ["--teacher", "digits-dit", "--student", "teacher", "--preset",
+                                              "half", "--method", "dkdm", "--set", "method.feature_weight=1"],
+}  # fmt: skip
+BOOT_ROWS["pruned"] = PRUNED_ROWS
+TEACHER = {"ddpm": "ddpm", "dit": "dit", "boot": "ddpm", "boot-dit": "dit", "init": "ddpm", "flow": "flow",
+           "pruned": "dit"}  # fmt: skip
 AGAINST = {"ddpm": ("data", "teacher"), "dit": ("data", "teacher"), "boot": ("data", "teacher"), "boot-dit": ("data", "teacher"),
-           "init": ("data", "teacher"), "flow": ("data", "teacher")}  # fmt: skip
+           "init": ("data", "teacher"), "flow": ("data", "teacher"), "pruned": ("data", "teacher")}  # fmt: skip
 
 
 TITLES = {
@@ -108,4 +121,5 @@ TITLES = {
     "boot-dit": "BOOT on digits-dit (guidance 3): one step vs the teacher's DDIM",
     "init": "DKDM pool initialisations on digits-ddpm (UNet student, rho 0.05)",
     "flow": "digits-flow (rectified flow): DKDM, SiD and BOOT vs the teacher's Euler steps",
+    "pruned": "digits-dit: DKDM into the teacher's DiT pruned to half its blocks, copied vs from scratch",
 }

@@ -66,6 +66,7 @@ def build(
     lora_rank: int | None = None,
     lora_alpha: float | None = None,
     lora_targets: tuple[str, ...] = LORA_TARGETS,
+    from_scratch: bool = False,
 ) -> TeacherNetwork:
     """The teacher's network as a student: ``full`` (a copy), ``bk-base``/``bk-small``/``bk-tiny``
     (UNets, BK-SDM) or ``half``/``keep_blocks`` (transformers, depth); kept tensors copied.
@@ -73,7 +74,9 @@ def build(
     ``prediction_type``: what the network's output is read as (default: the teacher's own); the
     student's output is converted to the student contract (eps, or the flow velocity) from it.
     ``lora_rank``: peft LoRA adapters (``lora_alpha``, default the rank; on ``lora_targets``) on the
-    teacher's own network, shared and frozen: only the adapters train, are checkpointed and saved."""
+    teacher's own network, shared and frozen: only the adapters train, are checkpointed and saved.
+    ``from_scratch``: the same (pruned) architecture with its class's own initialisation, nothing
+    copied: the control a pruned or copied student is measured against."""
     if teacher is None:
         raise IncompatibleError(
             "student 'teacher' is built from the teacher's own network: it needs the teacher itself, not only its spec"
@@ -95,6 +98,10 @@ def build(
     calling = getattr(teacher, "student_calling", "teacher")
     lora = None
     if lora_rank is not None:
+        if from_scratch:
+            raise UserError(
+                "student.from_scratch trains new weights: a LoRA (student.lora_rank) adapts the teacher's"
+            )
         if preset != "full" or keep_blocks is not None:
             raise UserError(
                 f"student.lora_rank adapts the whole teacher network: it does not combine with preset {preset!r}"
@@ -107,6 +114,15 @@ def build(
         frozen = sum(p.numel() for p in source.parameters())
         copied = total = len(source.state_dict())
         record: dict[str, Any] = {"preset": "full", "lora_parameters": trainable, "frozen_parameters": frozen}
+    elif from_scratch:  # the same (pruned) architecture, initialised as its class does: the ablation
+        config = (
+            prune(source, preset, keep_blocks)[0]
+            if preset != "full" or keep_blocks is not None
+            else source.config
+        )
+        network = new_network(lambda: type(source).from_config(config)).float()
+        copied, total = 0, len(network.state_dict())
+        record = {"preset": preset, "from_scratch": True}
     elif preset == "full" and keep_blocks is None:
         network = copy_network(source).float().train().requires_grad_(True)
         copied = total = len(network.state_dict())
@@ -131,6 +147,7 @@ def build(
         f"{record['lora_parameters']:,} trainable, {record['frozen_parameters']:,} frozen parameters"
         if lora
         else f"copied {copied} of {total} tensors from the teacher's {type(source).__name__}"
+        + (" (student.from_scratch: its architecture, new weights)" if from_scratch else "")
     )
     print(f"student 'teacher' ({preset}): {what}{note}", file=sys.stderr)
     return student

@@ -175,3 +175,48 @@ def test_depth_pruning_keeps_the_listed_blocks():
     assert torch.equal(a, teacher.transformer.transformer_blocks[4].ff.net[2].weight)
     with pytest.raises(UserError, match="0..4"):
         build(teacher.spec, teacher=teacher, keep_blocks=(7,))
+
+
+def test_a_lora_on_a_bf16_base_merges_into_one_bf16_copy_summed_in_float32():
+    pytest.importorskip("peft")
+    teacher = tiny.ddpm_unet_teacher()
+    teacher.to("cpu", torch.bfloat16)
+    lora = build(teacher.spec, teacher=teacher, lora_rank=4)
+    with torch.no_grad():  # adapters that change the output (peft starts B at zero)
+        for name, p in lora.network.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    merged = lora.merged()
+    base = dict(teacher.denoiser().named_parameters())
+    assert {p.dtype for p in merged.network.parameters()} == {torch.bfloat16}
+    layer = next(m for n, m in lora.network.named_modules() if hasattr(m, "get_delta_weight"))
+    name = next(n for n, m in lora.network.named_modules() if m is layer)
+    want = (base[f"{name}.weight"].float() + layer.get_delta_weight("default").float()).bfloat16()
+    assert torch.equal(dict(merged.network.named_parameters())[f"{name}.weight"], want)
+    assert not torch.equal(want, base[f"{name}.weight"])  # the adapters are in it
+    # the merged tensors are new ones: the teacher's shared base is untouched
+    assert not any(p.data_ptr() == q.data_ptr() for p in merged.network.parameters() for q in base.values())
+
+
+def test_from_scratch_builds_the_pruned_architecture_without_the_teachers_weights(capsys):
+    teacher = tiny.dit_teacher()
+    copied = build(teacher.spec, "half", teacher=teacher)
+    scratch = build(teacher.spec, "half", teacher=teacher, from_scratch=True)
+    assert "copied 0 of" in capsys.readouterr().err
+    assert scratch.config == {
+        **copied.config,
+        "source": {**copied.config["source"], **scratch.config["source"]},
+    } or (sum(p.numel() for p in scratch.parameters()) == sum(p.numel() for p in copied.parameters()))
+    same_shapes = {k: v.shape for k, v in scratch.state_dict().items()} == {
+        k: v.shape for k, v in copied.state_dict().items()
+    }
+    assert same_shapes
+    differs = [
+        k
+        for k, v in scratch.state_dict().items()
+        if v.is_floating_point() and not torch.equal(v, copied.state_dict()[k])
+    ]
+    assert differs  # new weights, not the teacher's
+    assert scratch.config["source"]["from_scratch"] is True
+    with pytest.raises(UserError, match="from_scratch"):
+        build(teacher.spec, teacher=teacher, from_scratch=True, lora_rank=4)
