@@ -59,6 +59,11 @@ SETTINGS: dict[str, list[str]] = {
     # the rectified-flow teacher: generator and fake score from its own UNet (the digits-flow-sid recipe)
     "sid-flow-teacher": ["--teacher", "digits-flow", "--student", "teacher", "--method", "sid",
                          "--set", "train.lr=1e-4", *EMA],
+    # the digits-ddpm-diff-instruct / digits-ddpm-boot recipes: generator (and fake score) from the teacher's UNet
+    "di-ddpm-teacher": ["--teacher", "digits-ddpm", "--student", "teacher", "--method", "diff-instruct",
+                        "--set", "train.lr=3e-5", *EMA],
+    "boot-ddpm-teacher": ["--teacher", "digits-ddpm", "--student", "teacher", "--method", "boot",
+                          "--set", "train.lr=2e-3", *EMA],
     "di-dit": ["--teacher", "digits-dit", "--student", "dit", "--preset", "small", "--method", "diff-instruct",
                "--set", "train.lr=1e-4", *EMA],
 }  # fmt: skip
