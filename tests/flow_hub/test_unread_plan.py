@@ -25,3 +25,21 @@ def test_the_plan_with_weights_unread_is_the_plan_with_them_read(flow_hub, case,
     unread, read = plans_unread_and_read(command, monkeypatch)
     assert unread["parameters"]["teacher"] > 0 and unread["memory_per_process_bytes"] > 0
     assert unread == read
+
+
+@pytest.mark.parametrize(
+    ("recipe", "repo"),
+    [("flux-dev-to-one-step-sid", FLUX_DEV), ("sd35-large-to-one-step-sid", SD35_MEDIUM)],
+)
+def test_the_large_flow_recipes_plan_on_narrow_layouts(flow_hub, offline_flow_cache, recipe, repo):
+    """The shipped FLUX.1-dev and SD3.5-large SiD LoRA recipes, on the narrow FLUX.1-dev (by its hub
+    id, from the cache) and SD3.5-medium (the same pipeline class) layouts."""
+    from ..unread_plans import dry_run_json
+
+    where = [] if repo == FLUX_DEV else ["--set", f"teacher.path={flow_hub.folder[repo]}"]
+    plan = dry_run_json(
+        ["distill", "--recipe", recipe, *where, *TEACHER_SETTINGS[1:], *REPO_SETTINGS.get(repo, [])]
+    )
+    assert plan["method"] == "sid" and plan["sharding"] == "ddp"
+    assert plan["details"]["trainable_parameters"] < plan["details"]["frozen_parameters"]  # a LoRA
+    assert plan["verdict"].startswith("fits 1 x 80 GB (H100)")
