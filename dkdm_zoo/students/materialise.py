@@ -50,7 +50,7 @@ def copy_network(source: Module) -> Module:
 
 def meta_copy(source: Module) -> Module:
     """``source`` copied with its parameters on the meta device and its buffers copied."""
-    from dkdm_zoo.teachers.unread import is_unread
+    from torch._subclasses.fake_tensor import FakeTensor
 
     def empty(t: torch.Tensor) -> torch.Tensor:  # from the shape alone: a fake source stays out of it
         return torch.empty(t.shape, dtype=t.dtype, device="meta")
@@ -58,8 +58,8 @@ def meta_copy(source: Module) -> Module:
     memo: dict[int, Any] = {
         id(p): nn.Parameter(empty(p), requires_grad=p.requires_grad) for p in source.parameters()
     }
-    if is_unread(source):  # a teacher built with its weights unread (a plan): no buffer has values either
-        memo.update({id(b): empty(b) for b in source.buffers()})
+    # a teacher built with its weights unread (teachers.unread, a plan): its buffers are fake too
+    memo.update({id(b): empty(b) for b in source.buffers() if isinstance(b, FakeTensor)})
     return copy.deepcopy(source, memo)
 
 
