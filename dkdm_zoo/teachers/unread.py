@@ -1,17 +1,18 @@
 """Teachers built from their configs alone, their weights left unread: what `distill --dry-run` plans
-with. Every network's parameters and buffers are on the meta device (shapes and dtypes, no memory), so
-the plan of an SDXL, SD3.5-large or FLUX run takes seconds and almost no host memory, where loading
-the weights took minutes and more memory than the plan itself (a 12B FLUX transformer is 24 GB in
-bf16). The plan counts and measures shapes only (``engine.budget``), so nothing in it changes: before
-it measures, ``as_fake`` puts fake tensors on the device the weights would be on in place of the meta
-ones (torch's FakeTensorMode: shapes, dtype and device, no memory), so every op takes the kernel it
-would take there (on meta, attention falls back to the math path and saves its whole score matrix).
+with. Every network's parameters and buffers are fake tensors (torch's FakeTensorMode: shapes, dtype
+and device, no memory), so the plan of an SDXL, SD3.5-large or FLUX run takes a minute or two and a
+few GiB of host memory, where loading the weights took many minutes and more memory than the machine
+had (a 12B FLUX transformer is 24 GB in bf16). The plan counts and measures shapes only
+(``engine.budget``), so nothing in it changes. Fake rather than meta: on a fake CPU tensor every op
+takes the kernel it would take for real (on meta, attention falls back to the math path and saves its
+whole score matrix), and library code that looks at values knows it is tracing (transformers' mask
+checks fail on meta).
 
 Inside ``weights_unread()``, ``teachers.loading.load_pretrained`` checks that the weights are there
-(as always) and builds the model from its config on the meta device, in the dtype the weights would
-load in: ``from_pretrained``'s ``torch_dtype`` with the class's ``_keep_in_fp32_modules`` kept in
-float32 (T5's ``wo``), as diffusers and transformers do. Classes that are neither a diffusers model
-nor a transformers model (tokenizers, processors, a plugin's own class) load as usual.
+(as always) and builds the model from its config, in the dtype the weights would load in:
+``from_pretrained``'s ``torch_dtype`` with the class's ``_keep_in_fp32_modules`` kept in float32
+(T5's ``wo``), as diffusers and transformers do. Classes that are neither a diffusers model nor a
+transformers model (tokenizers, processors, a plugin's own class) load as usual.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _STATE: dict[str, Any] = {"unread": False, "mode": None}
 
 @contextmanager
 def weights_unread(enabled: bool = True) -> Iterator[None]:
-    """Inside: teachers' networks are built from their configs on the meta device (see the module)."""
+    """Inside: teachers' networks are built from their configs as fake tensors (see the module)."""
     previous = dict(_STATE)
     _STATE.update(unread=enabled, mode=None)
     try:
@@ -52,7 +53,7 @@ def buildable_empty(cls: Any) -> bool:
 
 def empty_model(cls: Any, location: str, dtype: torch.dtype, **config_kwargs: Any) -> nn.Module:
     """``cls`` built from the config at ``location`` (``subfolder``, ``local_files_only`` as for
-    ``from_pretrained``) with every tensor on the meta device, cast as ``from_pretrained`` would."""
+    ``from_pretrained``) on the meta device, cast as ``from_pretrained`` would, then made fake."""
     from diffusers import ModelMixin
 
     with torch.device("meta"):  # parameters and buffers: nothing computed at build time is real
@@ -111,23 +112,23 @@ def as_fake(
         with mode:
             return torch.empty_strided(t.shape, t.stride(), dtype=wanted, device=device)
 
+    def fake(t: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, FakeTensor):
+            t.data = empty_like(t)  # in place: whoever holds this tensor sees the change
+            return t
+        if not t.is_meta:
+            return t  # real: left as it is
+        originals.append(t)
+        new = empty_like(t)
+        return nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) else new
+
     for module in modules:
         for sub in module.modules():
             for table in (sub._parameters, sub._buffers):
                 for name, t in table.items():
-                    if t is None or id(t) in made:
-                        if t is not None:
-                            table[name] = made[id(t)]
-                        continue
-                    if isinstance(t, FakeTensor):
-                        t.data = empty_like(t)  # in place: whoever holds this tensor sees the change
-                        made[id(t)] = t
-                    elif t.is_meta:
-                        originals.append(t)
-                        fake = empty_like(t)
-                        made[id(t)] = (
-                            nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
-                        )
+                    if t is not None:
+                        if id(t) not in made:  # a tensor two modules share is made once
+                            made[id(t)] = fake(t)
                         table[name] = made[id(t)]
 
 
