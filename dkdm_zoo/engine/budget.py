@@ -231,6 +231,7 @@ def measure_student(student: nn.Module, spec: Any, autocast: str = "no", teacher
 def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     """The budget of ``built`` (teacher, student, method, recipe), per process; measuring casts the
     teacher to ``train.teacher_dtype``, as training will."""
+    from dkdm_zoo.engine.memory import DTYPE_BYTES
     from dkdm_zoo.engine.phases import teacher_start_up
 
     cfg = built.recipe.train
@@ -240,7 +241,7 @@ def plan(built: Any, world_size: int = 1, *, measure: bool = True) -> Budget:
     student_params = count_parameters([built.student])
     others = {name: n.module for name, n in networks.items() if name != "student"}
     other_params = count_parameters(others.values())
-    teacher_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.teacher_dtype]
+    teacher_bytes = DTYPE_BYTES[cfg.teacher_dtype]
     ema = 4 if cfg.ema_decay > 0 else 0
     # frozen tensors a trained network shares with the teacher (LoRA: the whole base) cost nothing more;
     # only what trains carries gradients, AdamW moments and the EMA

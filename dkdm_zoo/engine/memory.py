@@ -25,7 +25,7 @@ from typing import Any
 
 from torch import nn
 
-from dkdm_zoo.engine.sharding import block_classes
+from dkdm_zoo.engine.sharding import block_classes, teacher_denoiser
 
 #: memory per accelerator (bytes, decimal GB as the vendors state them)
 ACCELERATOR_MEMORY: dict[str, float] = {
@@ -40,6 +40,7 @@ ACCELERATOR_MEMORY: dict[str, float] = {
 }
 HEADROOM = 0.9  # of an accelerator's memory the verdict counts on
 ADAMW = 8  # two fp32 moments per parameter
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}  # train.teacher_dtype's bytes per parameter
 
 
 def accelerator_memory(name: str) -> float | None:
@@ -147,13 +148,13 @@ def per_process(built: Any, budget: Any, sharding: str, processes: int) -> Proce
     fsdp = sharding == "fsdp" and processes > 1
     n = processes if fsdp else 1
     compute = 2 if cfg.mixed_precision in ("bf16", "fp16") else 4
-    teacher_bytes = {"float32": 4, "float16": 2, "bfloat16": 2}[cfg.teacher_dtype]
+    teacher_bytes = DTYPE_BYTES[cfg.teacher_dtype]
     activations = budget.network_activations
     networks: list[NetworkMemory] = []
     units: list[tuple[Units, int, bool]] = []  # (units, bytes per gathered parameter, trained)
 
     teacher_params = budget.teacher_params
-    denoiser = _teacher_denoiser(built)
+    denoiser = teacher_denoiser(built.teacher)
     shard_params = sum(p.numel() for p in denoiser.parameters()) if denoiser is not None else 0
     if fsdp and denoiser is not None:
         units.append((units_of(denoiser), min(compute, teacher_bytes), False))
@@ -172,7 +173,7 @@ def per_process(built: Any, budget: Any, sharding: str, processes: int) -> Proce
         # teacher's row at its dtype; a network's own frozen tensors at theirs
         own = [p for p in module.parameters() if not p.requires_grad and id(p) not in teacher_ids]
         frozen = sum(p.numel() for p in own)
-        memory = NetworkMemory(name, params + frozen, (params * 4 + sum(_bytes(p) for p in own)) / n)
+        memory = NetworkMemory(name, params + frozen, (params * 4 + sum(tensor_bytes(p) for p in own)) / n)
         memory.shared = sum(p.numel() for p in module.parameters() if id(p) in teacher_ids)
         memory.gradients = params * 4 / n
         memory.optimizer = params * ADAMW / n
@@ -202,16 +203,8 @@ def per_process(built: Any, budget: Any, sharding: str, processes: int) -> Proce
     return result
 
 
-def _bytes(p: nn.Parameter) -> int:
+def tensor_bytes(p: nn.Parameter) -> int:
     return p.numel() * p.element_size()
-
-
-def _teacher_denoiser(built: Any) -> nn.Module | None:
-    try:
-        network = built.teacher.denoiser()
-    except Exception:  # noqa: BLE001 - a teacher without a denoiser to shard (spec-only, plugins)
-        return None
-    return network if isinstance(network, nn.Module) else None
 
 
 def unused_levers(cfg: Any, plans: dict[str, ProcessMemory], processes: int) -> list[str]:

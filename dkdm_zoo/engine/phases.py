@@ -9,8 +9,8 @@ beside the loop that ``engine.memory`` counts; the plan's headline is the larges
   they are sharded; a LoRA network's base is the teacher's, counted once);
 - export: what training leaves resident (weights, AdamW moments, EMA, DDP buckets, the method's state;
   not the activations nor the gradients, which every step frees) plus the full copies the export
-  builds: a LoRA student whose pipeline class loads no LoRA is merged (``TeacherNetwork.merged``: the
-  base's tensors cloned at their dtype and a fresh fp32 network loaded from them, both held at once),
+  builds: a LoRA student whose pipeline class loads no LoRA is merged (``TeacherNetwork.merged``: one
+  copy of the base at the dtype training holds it in, the adapters added),
   a stock pipeline's network (DDPMPipeline, StableDiffusionPipeline, DiTPipeline) is a plain copy, and
   under FSDP the final student is gathered whole on process 0 (the largest process is the one counted).
 """
@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+
+from dkdm_zoo.engine.memory import DTYPE_BYTES, tensor_bytes
 
 #: pipelines whose network is a plain copy of the student's (``export.folder._plain``)
 PLAIN_COPIES = frozenset({"DDPMPipeline", "StableDiffusionPipeline", "DiTPipeline"})
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def teacher_start_up(teacher: Any, teacher_dtype: str) -> float:
     """The teacher's bytes as loaded plus the cast copy of its largest network that training casts
     (``Teacher.to``: only networks with a floating tensor of another dtype); read before the cast."""
     target = getattr(torch, teacher_dtype)
-    loaded = sum(_bytes(p) for m in teacher.modules() for p in m.parameters())
+    loaded = sum(tensor_bytes(p) for m in teacher.modules() for p in m.parameters())
     copies = [
         sum(p.numel() for p in m.parameters() if p.is_floating_point()) * DTYPE_BYTES[teacher_dtype]
         for m in teacher.modules()
@@ -69,7 +69,7 @@ def networks_as_built(built: Any) -> float:
         for p in network.module.parameters():
             if id(p) not in seen:
                 seen.add(id(p))
-                total += _bytes(p)
+                total += tensor_bytes(p)
     return float(total)
 
 
@@ -98,14 +98,14 @@ def export_copies(built: Any) -> tuple[float, str]:
         # the merged network is the base's clones with the adapters added (students.teacher_net:
         # TeacherNetwork.merged); a stock class then copies it once more
         merged = sum(
-            p.numel() * teacher_bytes if id(p) in teacher_ids and p.is_floating_point() else _bytes(p)
+            p.numel() * teacher_bytes if id(p) in teacher_ids and p.is_floating_point() else tensor_bytes(p)
             for p in base
         )
         copies = 2 * merged if kind in PLAIN_COPIES else merged
         return float(copies), f"LoRA merged for {kind}"
     if kind in PLAIN_COPIES:
         network = student.network if is_teacher_network(student) else student
-        return float(sum(_bytes(p) for p in network.parameters())), f"plain copy for {kind}"
+        return float(sum(tensor_bytes(p) for p in network.parameters())), f"plain copy for {kind}"
     return 0.0, ""
 
 
@@ -122,10 +122,6 @@ def phases_of(built: Any, budget: Any, memory: Any) -> Phases:
     copies, what = export_copies(built)
     if memory.sharding == "fsdp" and memory.processes > 1:  # trainer: shards.gather_full on process 0
         teacher_ids = {id(p) for m in built.teacher.modules() for p in m.parameters()}
-        copies += sum(_bytes(p) for p in built.student.parameters() if id(p) not in teacher_ids)
+        copies += sum(tensor_bytes(p) for p in built.student.parameters() if id(p) not in teacher_ids)
         what = ", ".join(x for x in ("the student gathered whole", what) if x)
     return Phases(start, float(memory.total), training_resident(memory) + copies, what)
-
-
-def _bytes(p: nn.Parameter) -> int:
-    return p.numel() * p.element_size()
