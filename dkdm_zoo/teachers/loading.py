@@ -203,11 +203,12 @@ def load_pretrained(
     weights: bool = True,
     **kwargs: Any,
 ) -> Any:
-    """``cls.from_pretrained`` with safetensors only (unless ``allow_pickle``) and readable errors."""
+    """``cls.from_pretrained`` with safetensors only (unless ``allow_pickle``) and readable errors; under
+    ``teachers.unread.weights_unread`` (``--dry-run``) a network is built from its config alone."""
+    unread = weights and weights_are_unread() and buildable_empty(cls)
     if weights:
         check_weights(source, subfolder, allow_pickle)
-        if weights_are_unread() and buildable_empty(cls):  # --dry-run: shapes from the config only
-            return _unread(cls, source, subfolder, parse_dtype(dtype))
+    if weights and not unread:
         # allow_pickle: prefer safetensors where present, fall back to pickle
         kwargs["use_safetensors"] = True if not allow_pickle else None
         kwargs[dtype_kwarg] = parse_dtype(dtype)
@@ -216,6 +217,8 @@ def load_pretrained(
     if not source.is_hub:
         kwargs["local_files_only"] = True  # a folder or a cached snapshot: never ask the hub
     try:
+        if unread:  # shapes from the config only: the weights are checked to be there, never read
+            return empty_model(cls, source.location, parse_dtype(dtype), **kwargs)
         return cls.from_pretrained(source.location, **kwargs)
     except UserError:
         raise
@@ -223,18 +226,6 @@ def load_pretrained(
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
         raise UserError(f"cannot load {cls.__name__} from {source.where(subfolder)}: {first}") from exc
-
-
-def _unread(cls: Any, source: Source, subfolder: str | None, dtype: torch.dtype) -> Any:
-    kwargs: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
-    if not source.is_hub:
-        kwargs["local_files_only"] = True
-    try:
-        return empty_model(cls, source.location, dtype, **kwargs)
-    except (OSError, ValueError) as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
-        raise UserError(f"cannot read {cls.__name__}'s config in {source.where(subfolder)}: {first}") from exc
 
 
 def schedule_spec_fields(
